@@ -1,0 +1,477 @@
+//! Configuration: embedded defaults, an optional TOML file, then `MEDCALL__SECTION__KEY`
+//! environment variables, merged in that order and checked into typed settings.
+//!
+//! Owns the shape of every key and its validation. It must never log or print a
+//! secret: secrets are [`Secret`]s, whose `Debug` and `Serialize` are redacted.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The defaults every key falls back to; also the documentation of last resort.
+const DEFAULTS: &str = include_str!("config_defaults.toml");
+
+/// Prefix of environment variables that override keys: `MEDCALL__HTTP__LISTEN`.
+pub const ENV_PREFIX: &str = "MEDCALL__";
+
+/// Why a configuration could not be loaded. Each message is one line naming the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// A value that must never be shown: `Debug` and `Serialize` print `***`.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for the one place that must send it (AMI login).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub agi: AgiConfig,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+    #[serde(default)]
+    pub pbx: Vec<PbxConfig>,
+    #[serde(default)]
+    pub api_keys: Vec<ApiKeyConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    /// Put `/metrics` behind an API key with the `admin` scope.
+    pub metrics_require_key: bool,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// How long graceful shutdown waits for in-flight requests, in milliseconds.
+    pub shutdown_grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgiConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The SQLite database file; its directory is the data directory (`admin.key` lives there).
+    pub path: PathBuf,
+}
+
+impl StoreConfig {
+    /// The directory holding the database and the daemon's other files.
+    pub fn data_dir(&self) -> PathBuf {
+        match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter: `info`, `medcall=debug,info`, …
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PbxConfig {
+    /// Unique short name; appears in `/health`, `/api/pbx`, metrics and call records.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub username: String,
+    pub secret: Secret,
+    /// `plain` sends the secret; `md5` answers a challenge and never sends it.
+    #[serde(default = "default_auth")]
+    pub auth: AmiAuth,
+}
+
+fn default_auth() -> AmiAuth {
+    AmiAuth::Md5
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AmiAuth {
+    Plain,
+    Md5,
+}
+
+/// An HTTP API key. Only the SHA-256 of the key is configured, never the key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyConfig {
+    pub name: String,
+    /// Lowercase hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`).
+    pub sha256: String,
+    pub scopes: BTreeSet<Scope>,
+    /// For the `calls` scope: the team ids this key may control; empty means all.
+    #[serde(default)]
+    pub teams: Vec<String>,
+}
+
+/// What an API key may do (SPEC §3). `admin` may do everything.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Admin,
+    Consultations,
+    Events,
+    Calls,
+    Booking,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+            Scope::Consultations => "consultations",
+            Scope::Events => "events",
+            Scope::Calls => "calls",
+            Scope::Booking => "booking",
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` if given, then the environment (`vars`).
+    ///
+    /// # Errors
+    /// A one-line [`ConfigError`] naming the file, variable or key at fault.
+    pub fn load(
+        file: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let defaults_path = PathBuf::from("<embedded defaults>");
+        let mut merged = parse_toml(DEFAULTS, &defaults_path)?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let overlay = parse_toml(&text, path)?;
+            merge(&mut merged, overlay);
+        }
+        let mut vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        vars.sort();
+        for (var, value) in vars {
+            apply_env(&mut merged, &var, &value)?;
+        }
+        let config: Config = serde_path_to_error::deserialize(merged).map_err(|e| {
+            let key = e.path().to_string();
+            ConfigError::Invalid {
+                key,
+                message: one_line(&e.into_inner().to_string()),
+            }
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: &str| ConfigError::Invalid {
+            key,
+            message: message.to_string(),
+        };
+        let mut names = BTreeSet::new();
+        for (i, pbx) in self.pbx.iter().enumerate() {
+            if pbx.name.is_empty() || !pbx.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                return Err(invalid(format!("pbx[{i}].name"), "must be letters, digits, '-' or '_'"));
+            }
+            if !names.insert(pbx.name.as_str()) {
+                return Err(invalid(format!("pbx[{i}].name"), "duplicate PBX name"));
+            }
+            if pbx.host.is_empty() {
+                return Err(invalid(format!("pbx[{i}].host"), "must not be empty"));
+            }
+            for (key, value) in [("username", pbx.username.as_str()), ("secret", pbx.secret.expose())] {
+                if value.chars().any(|c| c.is_control()) {
+                    return Err(invalid(format!("pbx[{i}].{key}"), "must not contain control characters"));
+                }
+            }
+        }
+        let mut key_names = BTreeSet::new();
+        for (i, key) in self.api_keys.iter().enumerate() {
+            if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+                return Err(invalid(format!("api_keys[{i}].sha256"), "must be 64 lowercase hex digits"));
+            }
+            if !key_names.insert(key.name.as_str()) {
+                return Err(invalid(format!("api_keys[{i}].name"), "duplicate key name"));
+            }
+            if key.scopes.is_empty() {
+                return Err(invalid(format!("api_keys[{i}].scopes"), "at least one scope is required"));
+            }
+        }
+        if self.http.max_body_bytes == 0 {
+            return Err(invalid("http.max_body_bytes".into(), "must be positive"));
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets masked.
+    pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn parse_toml(text: &str, path: &Path) -> Result<toml::Value, ConfigError> {
+    text.parse::<toml::Table>()
+        .map(toml::Value::Table)
+        .map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: one_line(&e.to_string()),
+        })
+}
+
+/// Tables merge key by key; everything else (arrays included) is replaced whole.
+fn merge(base: &mut toml::Value, overlay: toml::Value) {
+    match (base, overlay) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+/// `MEDCALL__HTTP__LISTEN=…` sets `http.listen`; `MEDCALL__PBX__0__SECRET=…` sets
+/// `pbx[0].secret` (index = position in the array; the next free index appends a new
+/// entry). A value is read as a TOML scalar when it parses as one (`5038`, `true`),
+/// otherwise as a string.
+fn apply_env(root: &mut toml::Value, var: &str, value: &str) -> Result<(), ConfigError> {
+    let env_err = |message: &str| ConfigError::Env {
+        var: var.to_string(),
+        message: message.to_string(),
+    };
+    let path: Vec<String> = var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    if path.iter().any(|s| s.is_empty()) {
+        return Err(env_err("empty key segment"));
+    }
+    let mut node = root;
+    let last = path.len() - 1;
+    for (depth, segment) in path.iter().enumerate() {
+        let is_last = depth == last;
+        node = match node {
+            toml::Value::Table(t) => {
+                if is_last {
+                    t.insert(segment.clone(), env_scalar(value));
+                    return Ok(());
+                }
+                let next_is_index = path.get(depth + 1).is_some_and(|s| s.parse::<usize>().is_ok());
+                t.entry(segment.clone()).or_insert_with(|| {
+                    if next_is_index {
+                        toml::Value::Array(Vec::new())
+                    } else {
+                        toml::Value::Table(toml::Table::new())
+                    }
+                })
+            }
+            toml::Value::Array(a) => {
+                let index: usize = segment
+                    .parse()
+                    .map_err(|_| env_err(&format!("`{segment}` must be an array index")))?;
+                if index == a.len() {
+                    a.push(toml::Value::Table(toml::Table::new()));
+                }
+                let len = a.len();
+                let slot = a
+                    .get_mut(index)
+                    .ok_or_else(|| env_err(&format!("index {index} is past the end ({len} entries)")))?;
+                if is_last {
+                    *slot = env_scalar(value);
+                    return Ok(());
+                }
+                slot
+            }
+            _ => return Err(env_err(&format!("`{segment}` is below a plain value"))),
+        };
+    }
+    Ok(())
+}
+
+fn env_scalar(value: &str) -> toml::Value {
+    let probe = format!("v = {value}");
+    match probe.parse::<toml::Table>() {
+        Ok(mut t) => match t.remove("v") {
+            Some(v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_))) => v,
+            Some(v @ toml::Value::Array(_)) => v,
+            _ => toml::Value::String(value.to_string()),
+        },
+        Err(_) => toml::Value::String(value.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(file: Option<&str>, vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("medcall.toml");
+        if let Some(text) = file {
+            std::fs::write(&path, text).unwrap();
+        }
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        Config::load(file.map(|_| path.as_path()), vars)
+    }
+
+    #[test]
+    fn embedded_defaults_alone_make_a_valid_config() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.agi.listen.to_string(), "127.0.0.1:4573");
+        assert_eq!(c.store.path, PathBuf::from("./data/medcall.db"));
+        assert_eq!(c.pbx.len(), 1);
+        assert_eq!(c.pbx[0].port, 5038);
+    }
+
+    #[test]
+    fn file_overrides_defaults_and_environment_overrides_file() {
+        let c = load(
+            Some("[http]\nlisten = \"127.0.0.1:9000\"\n[agi]\nlisten = \"127.0.0.1:4000\"\n"),
+            &[("MEDCALL__HTTP__LISTEN", "127.0.0.1:9100"), ("MEDCALL__PBX__0__PORT", "6038")],
+        )
+        .unwrap();
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:9100");
+        assert_eq!(c.agi.listen.to_string(), "127.0.0.1:4000");
+        assert_eq!(c.pbx[0].port, 6038);
+    }
+
+    #[test]
+    fn environment_can_append_a_pbx_by_index() {
+        let c = load(
+            None,
+            &[
+                ("MEDCALL__PBX__1__NAME", "branch"),
+                ("MEDCALL__PBX__1__HOST", "10.0.0.2"),
+                ("MEDCALL__PBX__1__PORT", "5038"),
+                ("MEDCALL__PBX__1__USERNAME", "medcall"),
+                ("MEDCALL__PBX__1__SECRET", "s3cret"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.pbx.len(), 2);
+        assert_eq!(c.pbx[1].name, "branch");
+        assert_eq!(c.pbx[1].auth, AmiAuth::Md5);
+    }
+
+    #[test]
+    fn invalid_value_names_the_key_in_one_line() {
+        let e = load(Some("[[pbx]]\nname = \"a\"\nhost = \"h\"\nport = \"x\"\nusername = \"u\"\nsecret = \"s\"\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pbx[0].port"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+        let e = load(None, &[("MEDCALL__HTTP__LISTEN", "nowhere")]).unwrap_err().to_string();
+        assert!(e.contains("http.listen"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let e = load(Some("[http]\nlisten_port = 1\n"), &[]).unwrap_err().to_string();
+        assert!(e.contains("listen_port"), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_is_one_line() {
+        let e = load(Some("[http\n"), &[]).unwrap_err().to_string();
+        assert!(e.contains("medcall.toml"), "{e}");
+        assert!(!e.contains('\n'), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug_or_rendered_config() {
+        let c = load(None, &[("MEDCALL__PBX__0__SECRET", "topsecret-value")]).unwrap();
+        assert_eq!(c.pbx[0].secret.expose(), "topsecret-value");
+        assert!(!format!("{c:?}").contains("topsecret-value"));
+        assert!(!c.to_redacted_toml().contains("topsecret-value"));
+        assert!(c.to_redacted_toml().contains("***"));
+    }
+
+    #[test]
+    fn duplicate_pbx_names_and_bad_key_hashes_are_refused() {
+        let e = load(None, &[("MEDCALL__PBX__1__NAME", "main"), ("MEDCALL__PBX__1__HOST", "h"), ("MEDCALL__PBX__1__PORT", "1"), ("MEDCALL__PBX__1__USERNAME", "u"), ("MEDCALL__PBX__1__SECRET", "s")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pbx[1].name"), "{e}");
+        let e = load(Some("[[api_keys]]\nname = \"crm\"\nsha256 = \"abc\"\nscopes = [\"events\"]\n"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("api_keys[0].sha256"), "{e}");
+    }
+
+    #[test]
+    fn example_file_is_valid() {
+        let text = include_str!("../medcall.example.toml");
+        load(Some(text), &[]).unwrap();
+    }
+}

@@ -1,0 +1,119 @@
+//! `medcall run`: wires the store, key ring, PBX registry, HTTP server and (as they
+//! land) the AMI and FastAGI tasks together, and shuts them down in order.
+//!
+//! Every task is spawned on the one [`TaskTracker`] and watches the one
+//! [`CancellationToken`]; shutdown cancels the token, waits for the tracker up to the
+//! grace period, and returns.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth;
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::metrics::Metrics;
+use crate::pbx::PbxRegistry;
+use crate::store::Store;
+
+/// Runs the daemon until SIGTERM or Ctrl-C, then drains and returns `Ok`.
+///
+/// # Errors
+/// Startup failures: the store cannot be opened, a port cannot be bound.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signals = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        signals.cancel();
+    });
+    run_until(config, shutdown).await
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
+///
+/// # Errors
+/// Startup failures: the store cannot be opened, a port cannot be bound.
+pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store_path = config.store.path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+        .await?
+        .with_context(|| format!("opening the store at {}", config.store.path.display()))?;
+    let (keys, created) = auth::load_key_ring(&config.api_keys, &store, &config.store.data_dir())
+        .await
+        .context("loading API keys")?;
+    if let Some(key) = created {
+        announce_admin_key(&key, &config);
+    }
+    let pbxs = PbxRegistry::new(&config.pbx);
+    let metrics = Metrics::new();
+    let app = AppState {
+        keys: Arc::new(keys),
+        pbxs,
+        metrics,
+        store,
+    };
+
+    let http_listener = TcpListener::bind(config.http.listen)
+        .await
+        .with_context(|| format!("binding HTTP to {}", config.http.listen))?;
+    tracing::info!(addr = %http_listener.local_addr()?, "HTTP listening");
+
+    let tasks = TaskTracker::new();
+    let router = http::router(app.clone(), &config.http);
+    let http_shutdown = shutdown.child_token();
+    tasks.spawn(async move {
+        if let Err(e) = http::serve(http_listener, router, http_shutdown).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tasks.close();
+
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "medcall started");
+    shutdown.cancelled().await;
+    let grace = Duration::from_millis(config.http.shutdown_grace_ms);
+    if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+        tracing::warn!(?grace, pending = tasks.len(), "tasks still running after the grace period; exiting anyway");
+    }
+    tracing::info!("medcall stopped");
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn announce_admin_key(key: &str, config: &Config) {
+    // Printed once, on purpose, so the operator can copy it; never logged.
+    println!("medcall: no API key was configured, so an admin key was created:");
+    println!("medcall:   {key}");
+    println!(
+        "medcall: it is saved in {} (mode 0600) and will not be shown again.",
+        config.store.data_dir().join("admin.key").display()
+    );
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the daemon");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,65 @@
+//! The `medcall` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use medcall::config::Config;
+
+#[derive(Parser, Debug)]
+#[command(name = "medcall", version, about = "Asterisk ↔ clinic integration daemon")]
+struct Cli {
+    /// TOML configuration file; without it the embedded defaults apply.
+    #[arg(long, global = true, env = "MEDCALL_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the daemon (the default).
+    Run,
+    /// Validate the configuration and print the effective result, secrets masked.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("medcall: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match cli.command.unwrap_or(Command::Run) {
+        Command::CheckConfig => {
+            #[allow(clippy::print_stdout)]
+            {
+                println!("{}", config.to_redacted_toml());
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Run => run(config),
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    medcall::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("medcall: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(medcall::daemon::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "medcall failed");
+            eprintln!("medcall: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! Prometheus metrics: one registry, families owned here, rendered as the text format
+//! at `/metrics`. Modules record through the typed fields; nothing else registers.
+
+use std::sync::Arc;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::pbx::{ConnectionState, PbxRegistry};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    pub method: String,
+    pub route: String,
+    pub status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PbxLabels {
+    pub pbx: String,
+}
+
+/// The daemon's metric families.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: Family<HttpLabels, Counter>,
+    pub pbx_connected: Family<PbxLabels, Gauge>,
+    pub pbx_reconnects: Family<PbxLabels, Gauge>,
+    pub ami_events_received: Family<PbxLabels, Gauge>,
+    pub ami_events_dropped: Family<PbxLabels, Gauge>,
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Metrics> {
+        let mut registry = Registry::with_prefix("medcall");
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        registry.register("http_requests", "HTTP requests answered", http_requests.clone());
+        let pbx_connected = Family::<PbxLabels, Gauge>::default();
+        registry.register("pbx_connected", "1 while the AMI session to the PBX is logged in", pbx_connected.clone());
+        let pbx_reconnects = Family::<PbxLabels, Gauge>::default();
+        registry.register("pbx_reconnects", "AMI reconnections since start", pbx_reconnects.clone());
+        let ami_events_received = Family::<PbxLabels, Gauge>::default();
+        registry.register("ami_events_received", "AMI events received since start", ami_events_received.clone());
+        let ami_events_dropped = Family::<PbxLabels, Gauge>::default();
+        registry.register(
+            "ami_events_dropped",
+            "AMI events a slow consumer lost since start",
+            ami_events_dropped.clone(),
+        );
+        Arc::new(Metrics {
+            registry,
+            http_requests,
+            pbx_connected,
+            pbx_reconnects,
+            ami_events_received,
+            ami_events_dropped,
+        })
+    }
+
+    /// Copies the PBX registry's counters into gauges, then renders the text format.
+    pub fn render(&self, pbxs: &PbxRegistry) -> String {
+        for s in pbxs.snapshot() {
+            let l = PbxLabels { pbx: s.name.clone() };
+            self.pbx_connected
+                .get_or_create(&l)
+                .set(i64::from(s.state == ConnectionState::Connected));
+            self.pbx_reconnects.get_or_create(&l).set(clamp(s.reconnect_count));
+            self.ami_events_received.get_or_create(&l).set(clamp(s.events_received));
+            self.ami_events_dropped.get_or_create(&l).set(clamp(s.events_dropped));
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+fn clamp(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
