@@ -113,7 +113,8 @@ pub async fn load_key_ring(
     if configured.is_empty() && stored.is_empty() {
         let key = generate_key();
         let path = data_dir.join("admin.key");
-        write_private_file(&path, &format!("{key}\n")).map_err(|source| AuthSetupError::KeyFile { path, source })?;
+        write_private_file(&path, &format!("{key}\n"))
+            .map_err(|source| AuthSetupError::KeyFile { path, source })?;
         let record = StoredKey {
             name: "admin".into(),
             sha256: hash_key(&key),
@@ -155,10 +156,16 @@ mod tests {
         let key = created.expect("a key is created on first start");
         let file = dir.path().join("admin.key");
         assert_eq!(std::fs::read_to_string(&file).unwrap().trim(), key);
-        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         assert!(ring.authenticate(&key).unwrap().allows(Scope::Booking));
         let stored = store.api_keys().await.unwrap();
-        assert!(!stored.iter().any(|k| k.sha256 == key), "only the hash is stored");
+        assert!(
+            !stored.iter().any(|k| k.sha256 == key),
+            "only the hash is stored"
+        );
 
         let (ring, created) = load_key_ring(&[], &store, dir.path()).await.unwrap();
         assert!(created.is_none());

@@ -163,7 +163,17 @@ pub struct ApiKeyConfig {
 
 /// What an API key may do (SPEC §3). `admin` may do everything.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
@@ -231,8 +241,16 @@ impl Config {
         };
         let mut names = BTreeSet::new();
         for (i, pbx) in self.pbx.iter().enumerate() {
-            if pbx.name.is_empty() || !pbx.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
-                return Err(invalid(format!("pbx[{i}].name"), "must be letters, digits, '-' or '_'"));
+            if pbx.name.is_empty()
+                || !pbx
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    format!("pbx[{i}].name"),
+                    "must be letters, digits, '-' or '_'",
+                ));
             }
             if !names.insert(pbx.name.as_str()) {
                 return Err(invalid(format!("pbx[{i}].name"), "duplicate PBX name"));
@@ -240,22 +258,39 @@ impl Config {
             if pbx.host.is_empty() {
                 return Err(invalid(format!("pbx[{i}].host"), "must not be empty"));
             }
-            for (key, value) in [("username", pbx.username.as_str()), ("secret", pbx.secret.expose())] {
+            for (key, value) in [
+                ("username", pbx.username.as_str()),
+                ("secret", pbx.secret.expose()),
+            ] {
                 if value.chars().any(|c| c.is_control()) {
-                    return Err(invalid(format!("pbx[{i}].{key}"), "must not contain control characters"));
+                    return Err(invalid(
+                        format!("pbx[{i}].{key}"),
+                        "must not contain control characters",
+                    ));
                 }
             }
         }
         let mut key_names = BTreeSet::new();
         for (i, key) in self.api_keys.iter().enumerate() {
-            if key.sha256.len() != 64 || !key.sha256.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-                return Err(invalid(format!("api_keys[{i}].sha256"), "must be 64 lowercase hex digits"));
+            if key.sha256.len() != 64
+                || !key
+                    .sha256
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+            {
+                return Err(invalid(
+                    format!("api_keys[{i}].sha256"),
+                    "must be 64 lowercase hex digits",
+                ));
             }
             if !key_names.insert(key.name.as_str()) {
                 return Err(invalid(format!("api_keys[{i}].name"), "duplicate key name"));
             }
             if key.scopes.is_empty() {
-                return Err(invalid(format!("api_keys[{i}].scopes"), "at least one scope is required"));
+                return Err(invalid(
+                    format!("api_keys[{i}].scopes"),
+                    "at least one scope is required",
+                ));
             }
         }
         if self.http.max_body_bytes == 0 {
@@ -326,7 +361,9 @@ fn apply_env(root: &mut toml::Value, var: &str, value: &str) -> Result<(), Confi
                     t.insert(segment.clone(), env_scalar(value));
                     return Ok(());
                 }
-                let next_is_index = path.get(depth + 1).is_some_and(|s| s.parse::<usize>().is_ok());
+                let next_is_index = path
+                    .get(depth + 1)
+                    .is_some_and(|s| s.parse::<usize>().is_ok());
                 t.entry(segment.clone()).or_insert_with(|| {
                     if next_is_index {
                         toml::Value::Array(Vec::new())
@@ -343,9 +380,9 @@ fn apply_env(root: &mut toml::Value, var: &str, value: &str) -> Result<(), Confi
                     a.push(toml::Value::Table(toml::Table::new()));
                 }
                 let len = a.len();
-                let slot = a
-                    .get_mut(index)
-                    .ok_or_else(|| env_err(&format!("index {index} is past the end ({len} entries)")))?;
+                let slot = a.get_mut(index).ok_or_else(|| {
+                    env_err(&format!("index {index} is past the end ({len} entries)"))
+                })?;
                 if is_last {
                     *slot = env_scalar(value);
                     return Ok(());
@@ -362,7 +399,9 @@ fn env_scalar(value: &str) -> toml::Value {
     let probe = format!("v = {value}");
     match probe.parse::<toml::Table>() {
         Ok(mut t) => match t.remove("v") {
-            Some(v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_))) => v,
+            Some(
+                v @ (toml::Value::Integer(_) | toml::Value::Float(_) | toml::Value::Boolean(_)),
+            ) => v,
             Some(v @ toml::Value::Array(_)) => v,
             _ => toml::Value::String(value.to_string()),
         },
@@ -398,7 +437,10 @@ mod tests {
     fn file_overrides_defaults_and_environment_overrides_file() {
         let c = load(
             Some("[http]\nlisten = \"127.0.0.1:9000\"\n[agi]\nlisten = \"127.0.0.1:4000\"\n"),
-            &[("MEDCALL__HTTP__LISTEN", "127.0.0.1:9100"), ("MEDCALL__PBX__0__PORT", "6038")],
+            &[
+                ("MEDCALL__HTTP__LISTEN", "127.0.0.1:9100"),
+                ("MEDCALL__PBX__0__PORT", "6038"),
+            ],
         )
         .unwrap();
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:9100");
@@ -431,13 +473,17 @@ mod tests {
             .to_string();
         assert!(e.contains("pbx[0].port"), "{e}");
         assert!(!e.contains('\n'), "{e}");
-        let e = load(None, &[("MEDCALL__HTTP__LISTEN", "nowhere")]).unwrap_err().to_string();
+        let e = load(None, &[("MEDCALL__HTTP__LISTEN", "nowhere")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("http.listen"), "{e}");
     }
 
     #[test]
     fn unknown_keys_are_rejected_by_name() {
-        let e = load(Some("[http]\nlisten_port = 1\n"), &[]).unwrap_err().to_string();
+        let e = load(Some("[http]\nlisten_port = 1\n"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("listen_port"), "{e}");
     }
 
@@ -459,13 +505,25 @@ mod tests {
 
     #[test]
     fn duplicate_pbx_names_and_bad_key_hashes_are_refused() {
-        let e = load(None, &[("MEDCALL__PBX__1__NAME", "main"), ("MEDCALL__PBX__1__HOST", "h"), ("MEDCALL__PBX__1__PORT", "1"), ("MEDCALL__PBX__1__USERNAME", "u"), ("MEDCALL__PBX__1__SECRET", "s")])
-            .unwrap_err()
-            .to_string();
+        let e = load(
+            None,
+            &[
+                ("MEDCALL__PBX__1__NAME", "main"),
+                ("MEDCALL__PBX__1__HOST", "h"),
+                ("MEDCALL__PBX__1__PORT", "1"),
+                ("MEDCALL__PBX__1__USERNAME", "u"),
+                ("MEDCALL__PBX__1__SECRET", "s"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("pbx[1].name"), "{e}");
-        let e = load(Some("[[api_keys]]\nname = \"crm\"\nsha256 = \"abc\"\nscopes = [\"events\"]\n"), &[])
-            .unwrap_err()
-            .to_string();
+        let e = load(
+            Some("[[api_keys]]\nname = \"crm\"\nsha256 = \"abc\"\nscopes = [\"events\"]\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("api_keys[0].sha256"), "{e}");
     }
 

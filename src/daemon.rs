@@ -78,7 +78,11 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     shutdown.cancelled().await;
     let grace = Duration::from_millis(config.http.shutdown_grace_ms);
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-        tracing::warn!(?grace, pending = tasks.len(), "tasks still running after the grace period; exiting anyway");
+        tracing::warn!(
+            ?grace,
+            pending = tasks.len(),
+            "tasks still running after the grace period; exiting anyway"
+        );
     }
     tracing::info!("medcall stopped");
     Ok(())

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use medcall::config::Config;
 
 #[derive(Parser, Debug)]
-#[command(name = "medcall", version, about = "Asterisk ↔ clinic integration daemon")]
+#[command(
+    name = "medcall",
+    version,
+    about = "Asterisk ↔ clinic integration daemon"
+)]
 struct Cli {
     /// TOML configuration file; without it the embedded defaults apply.
     #[arg(long, global = true, env = "MEDCALL_CONFIG")]
@@ -47,7 +51,10 @@ fn main() -> ExitCode {
 
 fn run(config: Config) -> ExitCode {
     medcall::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("medcall: cannot start the async runtime: {e}");

@@ -38,13 +38,29 @@ impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let mut registry = Registry::with_prefix("medcall");
         let http_requests = Family::<HttpLabels, Counter>::default();
-        registry.register("http_requests", "HTTP requests answered", http_requests.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests answered",
+            http_requests.clone(),
+        );
         let pbx_connected = Family::<PbxLabels, Gauge>::default();
-        registry.register("pbx_connected", "1 while the AMI session to the PBX is logged in", pbx_connected.clone());
+        registry.register(
+            "pbx_connected",
+            "1 while the AMI session to the PBX is logged in",
+            pbx_connected.clone(),
+        );
         let pbx_reconnects = Family::<PbxLabels, Gauge>::default();
-        registry.register("pbx_reconnects", "AMI reconnections since start", pbx_reconnects.clone());
+        registry.register(
+            "pbx_reconnects",
+            "AMI reconnections since start",
+            pbx_reconnects.clone(),
+        );
         let ami_events_received = Family::<PbxLabels, Gauge>::default();
-        registry.register("ami_events_received", "AMI events received since start", ami_events_received.clone());
+        registry.register(
+            "ami_events_received",
+            "AMI events received since start",
+            ami_events_received.clone(),
+        );
         let ami_events_dropped = Family::<PbxLabels, Gauge>::default();
         registry.register(
             "ami_events_dropped",
@@ -64,13 +80,21 @@ impl Metrics {
     /// Copies the PBX registry's counters into gauges, then renders the text format.
     pub fn render(&self, pbxs: &PbxRegistry) -> String {
         for s in pbxs.snapshot() {
-            let l = PbxLabels { pbx: s.name.clone() };
+            let l = PbxLabels {
+                pbx: s.name.clone(),
+            };
             self.pbx_connected
                 .get_or_create(&l)
                 .set(i64::from(s.state == ConnectionState::Connected));
-            self.pbx_reconnects.get_or_create(&l).set(clamp(s.reconnect_count));
-            self.ami_events_received.get_or_create(&l).set(clamp(s.events_received));
-            self.ami_events_dropped.get_or_create(&l).set(clamp(s.events_dropped));
+            self.pbx_reconnects
+                .get_or_create(&l)
+                .set(clamp(s.reconnect_count));
+            self.ami_events_received
+                .get_or_create(&l)
+                .set(clamp(s.events_received));
+            self.ami_events_dropped
+                .get_or_create(&l)
+                .set(clamp(s.events_dropped));
         }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {

@@ -12,12 +12,19 @@ use super::error::ApiError;
 use crate::config::Scope;
 
 /// Checks the bearer key against the key ring and the required scope.
-pub async fn require(State((app, scope)): State<(AppState, Scope)>, mut req: Request, next: Next) -> Response {
+pub async fn require(
+    State((app, scope)): State<(AppState, Scope)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let presented = req
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(str::trim);
     let Some(principal) = presented.and_then(|k| app.keys.authenticate(k)) else {
         return ApiError::unauthorized().into_response();

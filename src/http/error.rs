@@ -28,10 +28,16 @@ impl ApiError {
         }
     }
     pub fn unauthorized() -> ApiError {
-        ApiError::new(StatusCode::UNAUTHORIZED, "A valid API key is required: Authorization: Bearer <key>.")
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "A valid API key is required: Authorization: Bearer <key>.",
+        )
     }
     pub fn forbidden(scope: &str) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, format!("This API key lacks the `{scope}` scope."))
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!("This API key lacks the `{scope}` scope."),
+        )
     }
     pub fn not_found(what: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, what)
@@ -42,7 +48,10 @@ impl ApiError {
     /// Logs `cause` and answers 500 with a message that reveals nothing of it.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "internal error answering a request");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal error; see the daemon's log.")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error; see the daemon's log.",
+        )
     }
 }
 

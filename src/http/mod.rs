@@ -62,8 +62,15 @@ impl Modify for BearerAuth {
 }
 
 /// Routes needing `scope`, wrapped in the key check.
-fn scoped(app: &AppState, scope: Scope, routes: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-    routes.route_layer(middleware::from_fn_with_state((app.clone(), scope), auth::require))
+fn scoped(
+    app: &AppState,
+    scope: Scope,
+    routes: OpenApiRouter<AppState>,
+) -> OpenApiRouter<AppState> {
+    routes.route_layer(middleware::from_fn_with_state(
+        (app.clone(), scope),
+        auth::require,
+    ))
 }
 
 /// The whole HTTP application.
@@ -77,11 +84,18 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
     let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
         .merge(metrics_route)
-        .merge(scoped(&app, Scope::Admin, OpenApiRouter::new().routes(routes!(pbx::list))))
+        .merge(scoped(
+            &app,
+            Scope::Admin,
+            OpenApiRouter::new().routes(routes!(pbx::list)),
+        ))
         .split_for_parts();
     let document = Arc::new(document);
     router
-        .route("/openapi.json", get(move || async move { axum::Json(document.as_ref().clone()) }))
+        .route(
+            "/openapi.json",
+            get(move || async move { axum::Json(document.as_ref().clone()) }),
+        )
         .fallback(|| async { ApiError::not_found("No such route.") })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))
@@ -111,7 +125,11 @@ async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -
 ///
 /// # Errors
 /// The listener fails.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

@@ -6,7 +6,8 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// (version, name, SQL). Versions are 1, 2, 3… with no gaps.
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "api_keys", include_str!("migrations/0001_api_keys.sql"))];
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] =
+    &[(1, "api_keys", include_str!("migrations/0001_api_keys.sql"))];
 
 /// Applies every migration newer than the database's `user_version`, each in its own
 /// transaction together with the version bump.
@@ -14,13 +15,20 @@ pub(super) fn apply(conn: &mut Connection) -> Result<(), StoreError> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = MIGRATIONS.last().map_or(0, |m| m.0);
     if current > known {
-        return Err(StoreError::TooNew { found: current, known });
+        return Err(StoreError::TooNew {
+            found: current,
+            known,
+        });
     }
     for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)
             .and_then(|()| tx.pragma_update(None, "user_version", version))
-            .map_err(|source| StoreError::Migration { version, name, source })?;
+            .map_err(|source| StoreError::Migration {
+                version,
+                name,
+                source,
+            })?;
         tx.commit()?;
         tracing::info!(version, name, "applied database migration");
     }
@@ -42,16 +50,25 @@ mod tests {
     fn every_migration_applies_to_an_empty_database_and_a_second_run_is_a_no_op() {
         let mut conn = Connection::open_in_memory().unwrap();
         apply(&mut conn).unwrap();
-        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(v, MIGRATIONS.len() as i64);
         let schema = |c: &Connection| -> Vec<String> {
-            let mut s = c.prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name").unwrap();
-            s.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
+            let mut s = c
+                .prepare("SELECT sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+                .unwrap();
+            s.query_map([], |r| r.get(0))
+                .unwrap()
+                .map(|r| r.unwrap())
+                .collect()
         };
         let before = schema(&conn);
         apply(&mut conn).unwrap();
         assert_eq!(schema(&conn), before);
-        let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+        let integrity: String = conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(integrity, "ok");
     }
 

@@ -1,0 +1,8 @@
+//! medcall's integration tests: one binary, driving the real daemon against the real
+//! Asterisk rig (`scripts/asterisk-rig up`). Fakes appear only for faults a real peer
+//! cannot produce on demand.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::print_stdout)]
+
+mod foundation;
+mod support;

@@ -1,0 +1,193 @@
+//! Helpers shared by the integration tests: the rig's coordinates, free ports, and a
+//! real `medcall` process on its own ports and data directory.
+
+#![allow(dead_code)]
+
+pub mod rig;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `medcall run` process with its own data directory and ports, killed on drop.
+pub struct Daemon {
+    child: Option<Child>,
+    pub http: String,
+    pub agi_port: u16,
+    pub data: tempfile::TempDir,
+    pub stdout_path: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+/// How to start a daemon; `Default` points its one PBX at the rig.
+pub struct DaemonOptions {
+    pub env: Vec<(String, String)>,
+    pub config: Option<String>,
+}
+
+impl Default for DaemonOptions {
+    fn default() -> Self {
+        let rig = rig::Rig::from_env();
+        DaemonOptions {
+            env: vec![
+                ("MEDCALL__PBX__0__NAME".into(), "rig".into()),
+                ("MEDCALL__PBX__0__PORT".into(), rig.ami_port.to_string()),
+                ("MEDCALL__PBX__0__USERNAME".into(), rig.username.clone()),
+                ("MEDCALL__PBX__0__SECRET".into(), rig.secret.clone()),
+            ],
+            config: None,
+        }
+    }
+}
+
+impl DaemonOptions {
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+    pub fn config(mut self, toml: &str) -> Self {
+        self.config = Some(toml.to_string());
+        self
+    }
+}
+
+impl Daemon {
+    /// Starts the daemon and waits until `/health` answers.
+    pub async fn start() -> Daemon {
+        Daemon::start_with(DaemonOptions::default()).await
+    }
+
+    pub async fn start_with(options: DaemonOptions) -> Daemon {
+        let data = tempfile::tempdir().unwrap();
+        let http_port = free_port();
+        let agi_port = free_port();
+        let stdout_path = data.path().join("stdout.log");
+        let stderr_path = data.path().join("stderr.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_medcall"));
+        cmd.arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MEDCALL__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
+            .env("MEDCALL__AGI__LISTEN", format!("127.0.0.1:{agi_port}"))
+            .env("MEDCALL__STORE__PATH", data.path().join("medcall.db"))
+            .env("MEDCALL__LOG__LEVEL", "debug")
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&stdout_path).unwrap())
+            .stderr(std::fs::File::create(&stderr_path).unwrap());
+        if let Some(toml) = &options.config {
+            let path = data.path().join("medcall.toml");
+            std::fs::write(&path, toml).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        for (k, v) in &options.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn medcall");
+        let mut daemon = Daemon {
+            child: Some(child),
+            http: format!("http://127.0.0.1:{http_port}"),
+            agi_port,
+            data,
+            stdout_path,
+            stderr_path,
+        };
+        daemon.wait_until_healthy().await;
+        daemon
+    }
+
+    async fn wait_until_healthy(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let client = reqwest::Client::new();
+        loop {
+            if let Ok(r) = client.get(format!("{}/health", self.http)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("medcall exited early ({status}):\n{}", self.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "medcall did not become healthy:\n{}",
+                self.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    /// The first-start admin key the daemon wrote.
+    pub fn admin_key(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("admin.key"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.stdout_path).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL") to the daemon.
+    pub fn signal(&self, signal: &str) {
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit, up to `limit`; `None` if it did not.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new().get(format!("{}{}", self.http, path))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        reqwest::Client::new().post(format!("{}{}", self.http, path))
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
