@@ -2,6 +2,7 @@
 //! bookings in SQLite and exposes them over HTTP. See ARCHITECTURE.md for the map.
 
 pub mod auth;
+pub mod calls;
 pub mod config;
 pub mod daemon;
 pub mod http;
