@@ -5,5 +5,8 @@
 pub mod model;
 pub mod tracker;
 
-pub use model::{CallChange, CallRecord, CdrRecord, ConferenceRecord, EventRecord, GapRecord, LegRecord, LegSnapshot};
+pub use model::{
+    CallChange, CallRecord, CdrRecord, ConferenceRecord, EventRecord, GapRecord, LegRecord,
+    LegSnapshot,
+};
 pub use tracker::{CallTracker, EventFields};

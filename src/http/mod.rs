@@ -6,6 +6,7 @@
 //! served is a route that is documented.
 
 mod auth;
+mod calls;
 pub mod error;
 mod pbx;
 mod system;
@@ -87,7 +88,10 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
         .merge(scoped(
             &app,
             Scope::Admin,
-            OpenApiRouter::new().routes(routes!(pbx::list)),
+            OpenApiRouter::new()
+                .routes(routes!(pbx::list))
+                .routes(routes!(calls::list))
+                .routes(routes!(calls::detail)),
         ))
         .split_for_parts();
     let document = Arc::new(document);

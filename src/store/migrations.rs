@@ -6,8 +6,10 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// (version, name, SQL). Versions are 1, 2, 3… with no gaps.
-pub(super) const MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "api_keys", include_str!("migrations/0001_api_keys.sql"))];
+pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "api_keys", include_str!("migrations/0001_api_keys.sql")),
+    (2, "calls", include_str!("migrations/0002_calls.sql")),
+];
 
 /// Applies every migration newer than the database's `user_version`, each in its own
 /// transaction together with the version bump.

@@ -8,9 +8,11 @@
 //!
 //! Submodules add typed queries per domain (`keys`, …); nothing outside `store` writes SQL.
 
+mod calls;
 mod keys;
 mod migrations;
 
+pub use calls::{CallDetailRow, CallFilter, CallRow, EventRow, LegRow, LiveState};
 pub use keys::StoredKey;
 
 use std::path::{Path, PathBuf};
