@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod calls;
 pub mod config;
+pub mod crm;
 pub mod daemon;
 pub mod http;
 pub mod metrics;

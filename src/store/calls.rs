@@ -242,7 +242,7 @@ impl Store {
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             let mut stmt =
-                conn.prepare_cached("SELECT raw FROM ami_cdrs WHERE call_id = ?1 ORDER BY id")?;
+                conn.prepare_cached("SELECT raw FROM call_detail_records WHERE call_id = ?1 AND source = 'ami' ORDER BY id")?;
             let cdrs = stmt
                 .query_map([id], |r| r.get::<_, String>(0))?
                 .map(|r| r.map(|s| serde_json::from_str(&s).unwrap_or_default()))
@@ -306,7 +306,8 @@ fn apply_change(tx: &Transaction<'_>, change: &CallChange) -> Result<(), StoreEr
         CallChange::Call(c) => {
             tx.prepare_cached(
                 "INSERT INTO calls (pbx, linkedid, started_at, ended_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (pbx, linkedid) DO UPDATE SET ended_at = excluded.ended_at",
+                 ON CONFLICT (pbx, linkedid) DO UPDATE SET ended_at = excluded.ended_at,
+                    started_at = min(calls.started_at, excluded.started_at)",
             )?
             .execute(params![
                 c.pbx,
@@ -392,9 +393,10 @@ fn apply_change(tx: &Transaction<'_>, change: &CallChange) -> Result<(), StoreEr
         }
         CallChange::Cdr(c) => {
             tx.prepare_cached(
-                "INSERT INTO ami_cdrs (call_id, pbx, uniqueid, received_at, source, destination, disposition,
-                    duration, billable_seconds, raw)
-                 VALUES ((SELECT id FROM calls WHERE pbx = ?1 AND linkedid = ?2), ?1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO call_detail_records (source, call_id, pbx, uniqueid, received_at, phone, extension,
+                    disposition, duration, billable_seconds, call_at, raw)
+                 VALUES ('ami', (SELECT id FROM calls WHERE pbx = ?1 AND linkedid = ?2), ?1, ?3, ?4, ?5, ?6, ?7,
+                    ?8, ?9, ?10->>'StartTime', ?10)",
             )?
             .execute(params![
                 c.pbx,

@@ -9,10 +9,12 @@
 //! Submodules add typed queries per domain (`keys`, …); nothing outside `store` writes SQL.
 
 mod calls;
+mod crm;
 mod keys;
 mod migrations;
 
 pub use calls::{CallDetailRow, CallFilter, CallRow, EventRow, LegRow, LiveState};
+pub use crm::ImportCounts;
 pub use keys::StoredKey;
 
 use std::path::{Path, PathBuf};

@@ -63,20 +63,27 @@ CREATE TABLE conferences (
 -- One live conference per name and PBX; ended ones are history.
 CREATE UNIQUE INDEX conferences_live ON conferences (pbx, name) WHERE ended_at IS NULL;
 
-CREATE TABLE ami_cdrs (
+-- Call detail records from both sources in one place: AMI `Event: Cdr` (source 'ami')
+-- and the CRM's POST /api/events/callDetailRecord (source 'api', keyed by event_id).
+CREATE TABLE call_detail_records (
     id               INTEGER PRIMARY KEY,
+    source           TEXT NOT NULL,            -- ami | api
+    event_id         INTEGER UNIQUE,           -- api: the CRM's event id (idempotency key)
     call_id          INTEGER REFERENCES calls (id),
-    pbx              TEXT NOT NULL,
-    uniqueid         TEXT NOT NULL,
+    pbx              TEXT,
+    uniqueid         TEXT,
+    phone            TEXT,
+    extension        TEXT,
+    path             TEXT,                     -- relative to the recordings root
+    call_at          TEXT,
+    type             TEXT,                     -- incoming | outgoing
+    duration         INTEGER,
+    billable_seconds INTEGER,
+    disposition      TEXT,
     received_at      TEXT NOT NULL,
-    source           TEXT NOT NULL,
-    destination      TEXT NOT NULL,
-    disposition      TEXT NOT NULL,
-    duration         INTEGER NOT NULL,
-    billable_seconds INTEGER NOT NULL,
-    raw              TEXT NOT NULL
+    raw              TEXT NOT NULL DEFAULT '{}'
 );
-CREATE INDEX ami_cdrs_call ON ami_cdrs (call_id);
+CREATE INDEX call_detail_records_call ON call_detail_records (call_id);
 
 CREATE TABLE pbx_gaps (
     id              INTEGER PRIMARY KEY,
