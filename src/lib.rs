@@ -7,6 +7,7 @@ pub mod config;
 pub mod crm;
 pub mod daemon;
 pub mod http;
+pub mod import;
 pub mod metrics;
 pub mod pbx;
 pub mod store;

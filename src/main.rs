@@ -26,6 +26,17 @@ enum Command {
     Run,
     /// Validate the configuration and print the effective result, secrets masked.
     CheckConfig,
+    /// Load reference data from a JSON document (the same the admin API takes).
+    Import {
+        #[command(subcommand)]
+        what: ImportWhat,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportWhat {
+    /// Clients with ordered phones, contracts with ordered phones, and requests.
+    Clients { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -46,6 +57,22 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run(config),
+        Command::Import {
+            what: ImportWhat::Clients { file },
+        } => {
+            let result = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(medcall::import::clients(&config, &file)));
+            match result {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("medcall: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     }
 }
 

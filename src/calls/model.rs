@@ -118,7 +118,7 @@ pub struct LegSnapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub enum CallChange {
     Call(CallRecord),
-    Leg(LegRecord),
+    Leg(Box<LegRecord>),
     Conference(ConferenceRecord),
     Event(EventRecord),
     Cdr(CdrRecord),

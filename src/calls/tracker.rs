@@ -159,7 +159,7 @@ impl CallTracker {
         if let Some(call) = self.calls.get_mut(&linkedid) {
             call.live_legs.insert(uniqueid.clone());
         }
-        out.push(CallChange::Leg(leg.clone()));
+        out.push(CallChange::Leg(Box::new(leg.clone())));
         out.push(self.event(
             &linkedid,
             Some(&uniqueid),
@@ -218,7 +218,7 @@ impl CallTracker {
             leg.answered_at = Some(at);
         }
         let leg = leg.clone();
-        out.push(CallChange::Leg(leg.clone()));
+        out.push(CallChange::Leg(Box::new(leg.clone())));
         if name == "Newstate" {
             out.push(self.event(
                 &leg.linkedid,
@@ -243,7 +243,7 @@ impl CallTracker {
         leg.hangup_cause_text = ev.field("Cause-txt");
         leg.end_reason = Some(END_HANGUP.into());
         let linkedid = leg.linkedid.clone();
-        out.push(CallChange::Leg(leg));
+        out.push(CallChange::Leg(Box::new(leg)));
         out.push(self.event(
             &linkedid,
             Some(&uniqueid),
@@ -317,7 +317,7 @@ impl CallTracker {
             None
         };
         let leg = leg.clone();
-        out.push(CallChange::Leg(leg.clone()));
+        out.push(CallChange::Leg(Box::new(leg.clone())));
         out.push(self.event(
             &leg.linkedid,
             Some(&uid),
@@ -369,7 +369,7 @@ impl CallTracker {
                         None
                     };
                     let leg = leg.clone();
-                    out.push(CallChange::Leg(leg));
+                    out.push(CallChange::Leg(Box::new(leg)));
                 }
             }
         }
@@ -411,7 +411,7 @@ impl CallTracker {
                 leg.originate_reason = reason;
                 let leg = leg.clone();
                 let linkedid = leg.linkedid.clone();
-                out.push(CallChange::Leg(leg));
+                out.push(CallChange::Leg(Box::new(leg)));
                 out.push(self.event(&linkedid, Some(uid), at, "OriginateResponse", d));
                 return;
             }
@@ -536,7 +536,7 @@ impl CallTracker {
             }
         }
         if changed {
-            out.push(CallChange::Leg(leg.clone()));
+            out.push(CallChange::Leg(Box::new(leg.clone())));
         }
     }
 
@@ -581,7 +581,7 @@ impl CallTracker {
                 leg.ended_at = Some(at);
                 leg.end_reason = Some(END_PBX_GAP.into());
                 let linkedid = leg.linkedid.clone();
-                out.push(CallChange::Leg(leg));
+                out.push(CallChange::Leg(Box::new(leg)));
                 out.push(self.event(
                     &linkedid,
                     Some(uid),
@@ -632,7 +632,7 @@ impl CallTracker {
             if let Some(call) = self.calls.get_mut(&linkedid) {
                 call.live_legs.insert(leg.uniqueid.clone());
             }
-            out.push(CallChange::Leg(leg.clone()));
+            out.push(CallChange::Leg(Box::new(leg.clone())));
             out.push(self.event(
                 &linkedid,
                 Some(&leg.uniqueid),
@@ -773,7 +773,7 @@ mod tests {
             .iter()
             .filter_map(|c| {
                 if let CallChange::Leg(l) = c {
-                    Some(l)
+                    Some(l.as_ref())
                 } else {
                     None
                 }

@@ -19,7 +19,9 @@ pub enum IdentError {
     Empty,
     #[error("`{0}` must start with `+`, e.g. +123456s654321 or +7000d0")]
     NoPlus(String),
-    #[error("`{0}` must be +{{request}}s{{client}} or +{{contract}}d{{index}} with decimal numbers")]
+    #[error(
+        "`{0}` must be +{{request}}s{{client}} or +{{contract}}d{{index}} with decimal numbers"
+    )]
     Malformed(String),
     #[error("`{0}` has a number too large to be an id")]
     TooLarge(String),
@@ -52,12 +54,16 @@ impl DialIdent {
             if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(IdentError::Malformed(shown.clone()));
             }
-            s.parse::<i64>().map_err(|_| IdentError::TooLarge(shown.clone()))
+            s.parse::<i64>()
+                .map_err(|_| IdentError::TooLarge(shown.clone()))
         };
         let l = number(left)?;
         let r = number(right)?;
         Ok(match kind {
-            's' => DialIdent::RequestClient { request: l, client: r },
+            's' => DialIdent::RequestClient {
+                request: l,
+                client: r,
+            },
             _ => DialIdent::ContractPhone {
                 contract: l,
                 index: u32::try_from(r).map_err(|_| IdentError::TooLarge(shown.clone()))?,
@@ -82,9 +88,27 @@ mod tests {
     #[test]
     fn both_forms_parse_and_print_back() {
         for (text, want) in [
-            ("+123456s654321", DialIdent::RequestClient { request: 123456, client: 654321 }),
-            ("+7000d0", DialIdent::ContractPhone { contract: 7000, index: 0 }),
-            (" 7000d2", DialIdent::ContractPhone { contract: 7000, index: 2 }),
+            (
+                "+123456s654321",
+                DialIdent::RequestClient {
+                    request: 123456,
+                    client: 654321,
+                },
+            ),
+            (
+                "+7000d0",
+                DialIdent::ContractPhone {
+                    contract: 7000,
+                    index: 0,
+                },
+            ),
+            (
+                " 7000d2",
+                DialIdent::ContractPhone {
+                    contract: 7000,
+                    index: 2,
+                },
+            ),
         ] {
             let got = DialIdent::parse(text).unwrap();
             assert_eq!(got, want, "{text}");

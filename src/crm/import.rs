@@ -98,21 +98,22 @@ impl ClientsDocument {
     pub fn validate(self) -> Result<ValidDocument, Vec<String>> {
         let mut problems = Vec::new();
         let mut out = ValidDocument::default();
-        let phones = |what: &str, list: Vec<String>, problems: &mut Vec<String>| -> Vec<PhoneNumber> {
-            if list.len() > MAX_PHONES {
-                problems.push(format!("{what}: more than {MAX_PHONES} phones"));
-            }
-            list.iter()
-                .enumerate()
-                .filter_map(|(i, p)| match PhoneNumber::parse(p) {
-                    Ok(n) => Some(n),
-                    Err(e) => {
-                        problems.push(format!("{what}, phone {i}: {e}"));
-                        None
-                    }
-                })
-                .collect()
-        };
+        let phones =
+            |what: &str, list: Vec<String>, problems: &mut Vec<String>| -> Vec<PhoneNumber> {
+                if list.len() > MAX_PHONES {
+                    problems.push(format!("{what}: more than {MAX_PHONES} phones"));
+                }
+                list.iter()
+                    .enumerate()
+                    .filter_map(|(i, p)| match PhoneNumber::parse(p) {
+                        Ok(n) => Some(n),
+                        Err(e) => {
+                            problems.push(format!("{what}, phone {i}: {e}"));
+                            None
+                        }
+                    })
+                    .collect()
+            };
         for c in self.clients {
             let what = format!("client {}", c.id);
             if c.id <= 0 {
@@ -124,7 +125,11 @@ impl ClientsDocument {
                 }
             }
             let phones = phones(&what, c.phones, &mut problems);
-            out.clients.push(ValidClient { id: c.id, full_name: c.full_name, phones });
+            out.clients.push(ValidClient {
+                id: c.id,
+                full_name: c.full_name,
+                phones,
+            });
         }
         for c in self.contracts {
             let what = format!("contract {}", c.id);
@@ -132,7 +137,11 @@ impl ClientsDocument {
                 problems.push(format!("{what}: id must be positive"));
             }
             let phones = phones(&what, c.phones, &mut problems);
-            out.contracts.push(ValidContract { id: c.id, client_id: c.client_id, phones });
+            out.contracts.push(ValidContract {
+                id: c.id,
+                client_id: c.client_id,
+                phones,
+            });
         }
         for r in self.requests {
             let what = format!("request {}", r.id);
@@ -148,7 +157,9 @@ impl ClientsDocument {
                 None | Some("open") => "open",
                 Some("closed") => "closed",
                 Some(other) => {
-                    problems.push(format!("{what}: status `{other}` is neither open nor closed"));
+                    problems.push(format!(
+                        "{what}: status `{other}` is neither open nor closed"
+                    ));
                     "open"
                 }
             };
@@ -191,8 +202,10 @@ mod tests {
         assert!(problems[1].starts_with("contract 7000, phone 1"));
         assert!(problems[2].contains("fax"));
 
-        let ok: ClientsDocument =
-            serde_json::from_str(r#"{"clients":[{"id":1,"phones":["+7 900 123-45-67","8 (900) 7654321"]}]}"#).unwrap();
+        let ok: ClientsDocument = serde_json::from_str(
+            r#"{"clients":[{"id":1,"phones":["+7 900 123-45-67","8 (900) 7654321"]}]}"#,
+        )
+        .unwrap();
         let v = ok.validate().unwrap();
         assert_eq!(v.clients[0].phones[1].as_str(), "79007654321");
     }

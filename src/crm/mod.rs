@@ -33,7 +33,11 @@ impl RequestSource {
         }
     }
     pub fn from_stored(s: &str) -> RequestSource {
-        if s == "call" { RequestSource::Call } else { RequestSource::Text }
+        if s == "call" {
+            RequestSource::Call
+        } else {
+            RequestSource::Text
+        }
     }
 }
 
@@ -158,7 +162,16 @@ mod tests {
     #[test]
     fn recording_paths_stay_below_the_root() {
         assert!(RecordingPath::parse("2026/11/22/call-1.wav").is_ok());
-        for bad in ["", "/etc/passwd", "../x.wav", "a/../../x.wav", "a/./b", "a\\b", "a\nb", "a\0b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x.wav",
+            "a/../../x.wav",
+            "a/./b",
+            "a\\b",
+            "a\nb",
+            "a\0b",
+        ] {
             assert!(RecordingPath::parse(bad).is_err(), "{bad:?}");
         }
     }

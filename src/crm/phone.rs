@@ -15,7 +15,9 @@ pub struct PhoneNumber(String);
 pub enum PhoneError {
     #[error("`{0}` contains characters that are not part of a phone number")]
     BadCharacters(String),
-    #[error("`{0}` has {1} digits; a Russian number has 10 (9001234567) or 11 (79001234567, 89001234567)")]
+    #[error(
+        "`{0}` has {1} digits; a Russian number has 10 (9001234567) or 11 (79001234567, 89001234567)"
+    )]
     WrongLength(String, usize),
     #[error("`{0}` is not a Russian number (+7 or 8)")]
     NotRussian(String),
@@ -48,7 +50,9 @@ impl PhoneNumber {
         let normalised = match digits.len() {
             10 if !plus => format!("7{digits}"),
             11 if digits.starts_with('7') => digits,
-            11 if digits.starts_with('8') && !plus => format!("7{}", digits.get(1..).unwrap_or_default()),
+            11 if digits.starts_with('8') && !plus => {
+                format!("7{}", digits.get(1..).unwrap_or_default())
+            }
             11 => return Err(PhoneError::NotRussian(shown)),
             n => return Err(PhoneError::WrongLength(shown, n)),
         };
@@ -83,7 +87,14 @@ mod tests {
 
     #[test]
     fn the_usual_spellings_are_one_number() {
-        for text in ["+7 900 123-45-67", "8 (900) 1234567", "79001234567", "89001234567", "9001234567", " +7(900)123.45.67 "] {
+        for text in [
+            "+7 900 123-45-67",
+            "8 (900) 1234567",
+            "79001234567",
+            "89001234567",
+            "9001234567",
+            " +7(900)123.45.67 ",
+        ] {
             let p = PhoneNumber::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
             assert_eq!(p.as_str(), "79001234567", "{text}");
             assert_eq!(p.dial_form(), "89001234567");

@@ -5,9 +5,12 @@
 //! The OpenAPI document is generated from the handlers' annotations, so a route that is
 //! served is a route that is documented.
 
+mod admin;
 mod auth;
 mod calls;
 pub mod error;
+mod events;
+mod params;
 mod pbx;
 mod system;
 
@@ -45,7 +48,7 @@ pub struct AppState {
 #[openapi(
     info(title = "medcall", description = "Asterisk ↔ clinic integration daemon"),
     modifiers(&BearerAuth),
-    tags((name = "system", description = "Health, metrics, this document"), (name = "admin", description = "What the PBX is doing (admin scope)"))
+    tags((name = "system", description = "Health, metrics, this document"), (name = "admin", description = "What the PBX is doing (admin scope)"), (name = "events", description = "Seed 003: leads, incoming calls, call records, arrival, number lookup (events scope)"))
 )]
 struct ApiDoc;
 
@@ -92,6 +95,23 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
                 .routes(routes!(pbx::list))
                 .routes(routes!(calls::list))
                 .routes(routes!(calls::detail)),
+        ))
+        .merge(scoped(
+            &app,
+            Scope::Admin,
+            OpenApiRouter::new()
+                .routes(routes!(admin::put_clients))
+                .layer(DefaultBodyLimit::max(config.max_import_bytes)),
+        ))
+        .merge(scoped(
+            &app,
+            Scope::Events,
+            OpenApiRouter::new()
+                .routes(routes!(events::lead))
+                .routes(routes!(events::call_asterisk))
+                .routes(routes!(events::call_detail_record))
+                .routes(routes!(events::coming))
+                .routes(routes!(events::number_from_id)),
         ))
         .split_for_parts();
     let document = Arc::new(document);

@@ -489,17 +489,15 @@ mod tests {
             ]),
             t0,
         ));
-        for (uid, ch) in [("2.0", "Local/c@d-1;1")] {
-            changes.extend(tr.apply(
-                &ev(&[
-                    ("Event", "Newchannel"),
-                    ("Channel", ch),
-                    ("Uniqueid", uid),
-                    ("Linkedid", "2.0"),
-                ]),
-                t0,
-            ));
-        }
+        changes.extend(tr.apply(
+            &ev(&[
+                ("Event", "Newchannel"),
+                ("Channel", "Local/c@d-1;1"),
+                ("Uniqueid", "2.0"),
+                ("Linkedid", "2.0"),
+            ]),
+            t0,
+        ));
         changes.extend(tr.apply(
             &ev(&[("Event", "Hangup"), ("Uniqueid", "2.0"), ("Cause", "17")]),
             t0,

@@ -6,14 +6,18 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::{Store, StoreError};
 use crate::crm::import::ValidDocument;
-use crate::crm::{CallDetailRecord, Client, DialIdent, IncomingCall, NewCallDetailRecord, PhoneNumber, Request, RequestSource};
+use crate::crm::{
+    CallDetailRecord, Client, DialIdent, IncomingCall, NewCallDetailRecord, PhoneNumber, Request,
+    RequestSource,
+};
 
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
-    s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok()).map(|t| t.with_timezone(&Utc))
+    s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
+        .map(|t| t.with_timezone(&Utc))
 }
 
 /// How many rows an import wrote.
@@ -40,20 +44,35 @@ fn request_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Request> {
 }
 
 fn request_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<Request>> {
-    conn.prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE id = ?1"))?
-        .query_row([id], request_row)
-        .optional()
+    conn.prepare_cached(&format!(
+        "SELECT {REQUEST_COLUMNS} FROM requests WHERE id = ?1"
+    ))?
+    .query_row([id], request_row)
+    .optional()
 }
 
-fn request_by_source(conn: &Connection, source: RequestSource, source_id: i64) -> rusqlite::Result<Option<Request>> {
-    conn.prepare_cached(&format!("SELECT {REQUEST_COLUMNS} FROM requests WHERE source = ?1 AND source_id = ?2"))?
-        .query_row(params![source.as_str(), source_id], request_row)
-        .optional()
+fn request_by_source(
+    conn: &Connection,
+    source: RequestSource,
+    source_id: i64,
+) -> rusqlite::Result<Option<Request>> {
+    conn.prepare_cached(&format!(
+        "SELECT {REQUEST_COLUMNS} FROM requests WHERE source = ?1 AND source_id = ?2"
+    ))?
+    .query_row(params![source.as_str(), source_id], request_row)
+    .optional()
 }
 
-fn insert_request(tx: &Transaction<'_>, source: RequestSource, source_id: i64, client_id: Option<i64>) -> rusqlite::Result<Request> {
-    tx.prepare_cached("INSERT INTO requests (source, source_id, client_id, created_at) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![source.as_str(), source_id, client_id, now()])?;
+fn insert_request(
+    tx: &Transaction<'_>,
+    source: RequestSource,
+    source_id: i64,
+    client_id: Option<i64>,
+) -> rusqlite::Result<Request> {
+    tx.prepare_cached(
+        "INSERT INTO requests (source, source_id, client_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![source.as_str(), source_id, client_id, now()])?;
     let id = tx.last_insert_rowid();
     request_by_id(tx, id)?.ok_or(rusqlite::Error::QueryReturnedNoRows)
 }
@@ -63,18 +82,29 @@ fn client_by_id(conn: &Connection, id: i64) -> rusqlite::Result<Option<Client>> 
         .prepare_cached("SELECT full_name FROM clients WHERE id = ?1")?
         .query_row([id], |r| r.get(0))
         .optional()?;
-    let Some(full_name) = full_name else { return Ok(None) };
+    let Some(full_name) = full_name else {
+        return Ok(None);
+    };
     let phones = conn
         .prepare_cached("SELECT phone FROM client_phones WHERE client_id = ?1 ORDER BY position")?
         .query_map([id], |r| r.get(0))?
         .collect::<Result<Vec<String>, _>>()?;
-    Ok(Some(Client { id, full_name, phones }))
+    Ok(Some(Client {
+        id,
+        full_name,
+        phones,
+    }))
 }
 
 /// The client owning `phone`, or a new client with it. `(client, created)`.
-fn find_or_create_client(tx: &Transaction<'_>, phone: &PhoneNumber) -> rusqlite::Result<(Client, bool)> {
+fn find_or_create_client(
+    tx: &Transaction<'_>,
+    phone: &PhoneNumber,
+) -> rusqlite::Result<(Client, bool)> {
     let existing: Option<i64> = tx
-        .prepare_cached("SELECT client_id FROM client_phones WHERE phone = ?1 ORDER BY client_id LIMIT 1")?
+        .prepare_cached(
+            "SELECT client_id FROM client_phones WHERE phone = ?1 ORDER BY client_id LIMIT 1",
+        )?
         .query_row([phone.as_str()], |r| r.get(0))
         .optional()?;
     if let Some(id) = existing {
@@ -82,7 +112,8 @@ fn find_or_create_client(tx: &Transaction<'_>, phone: &PhoneNumber) -> rusqlite:
             return Ok((c, false));
         }
     }
-    tx.prepare_cached("INSERT INTO clients (full_name, created_at) VALUES (NULL, ?1)")?.execute([now()])?;
+    tx.prepare_cached("INSERT INTO clients (full_name, created_at) VALUES (NULL, ?1)")?
+        .execute([now()])?;
     let id = tx.last_insert_rowid();
     tx.prepare_cached("INSERT INTO client_phones (client_id, position, phone) VALUES (?1, 0, ?2)")?
         .execute(params![id, phone.as_str()])?;
@@ -98,7 +129,10 @@ fn find_or_create_client(tx: &Transaction<'_>, phone: &PhoneNumber) -> rusqlite:
 
 /// The caller of a known call: from its inbound record, else from its first leg.
 fn call_caller(conn: &Connection, call_id: i64) -> rusqlite::Result<Option<Option<String>>> {
-    let exists: Option<i64> = conn.prepare_cached("SELECT id FROM calls WHERE id = ?1")?.query_row([call_id], |r| r.get(0)).optional()?;
+    let exists: Option<i64> = conn
+        .prepare_cached("SELECT id FROM calls WHERE id = ?1")?
+        .query_row([call_id], |r| r.get(0))
+        .optional()?;
     if exists.is_none() {
         return Ok(None);
     }
@@ -110,7 +144,9 @@ fn call_caller(conn: &Connection, call_id: i64) -> rusqlite::Result<Option<Optio
         return Ok(Some(inbound));
     }
     let leg: Option<Option<String>> = conn
-        .prepare_cached("SELECT caller_num FROM legs WHERE call_id = ?1 ORDER BY created_at, id LIMIT 1")?
+        .prepare_cached(
+            "SELECT caller_num FROM legs WHERE call_id = ?1 ORDER BY created_at, id LIMIT 1",
+        )?
         .query_row([call_id], |r| r.get(0))
         .optional()?;
     Ok(Some(leg.flatten()))
@@ -132,7 +168,8 @@ fn cdr_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CallDetailRecord> {
     })
 }
 
-const CDR_COLUMNS: &str = "id, source, event_id, call_id, phone, extension, path, call_at, type, duration, received_at";
+const CDR_COLUMNS: &str =
+    "id, source, event_id, call_id, phone, extension, path, call_at, type, duration, received_at";
 
 impl Store {
     /// Upserts a validated clients document in transactions of `batch` entries, calling
@@ -243,7 +280,9 @@ impl Store {
             if let Some(r) = request_by_source(conn, RequestSource::Call, call_id)? {
                 return Ok(Some((r, false)));
             }
-            let Some(caller) = call_caller(conn, call_id)? else { return Ok(None) };
+            let Some(caller) = call_caller(conn, call_id)? else {
+                return Ok(None);
+            };
             let tx = conn.transaction()?;
             let client = match caller.as_deref().map(PhoneNumber::parse) {
                 Some(Ok(phone)) => Some(find_or_create_client(&tx, &phone)?.0.id),
@@ -262,7 +301,10 @@ impl Store {
     ///
     /// # Errors
     /// SQLite failures.
-    pub async fn process_incoming_call(&self, call_id: i64) -> Result<Option<IncomingCall>, StoreError> {
+    pub async fn process_incoming_call(
+        &self,
+        call_id: i64,
+    ) -> Result<Option<IncomingCall>, StoreError> {
         self.call(move |conn| {
             let Some(caller) = call_caller(conn, call_id)? else { return Ok(None) };
             let tx = conn.transaction()?;
@@ -330,7 +372,10 @@ impl Store {
     ///
     /// # Errors
     /// SQLite failures.
-    pub async fn insert_api_cdr(&self, cdr: NewCallDetailRecord) -> Result<(CallDetailRecord, bool), StoreError> {
+    pub async fn insert_api_cdr(
+        &self,
+        cdr: NewCallDetailRecord,
+    ) -> Result<(CallDetailRecord, bool), StoreError> {
         self.call(move |conn| {
             let select = format!("SELECT {CDR_COLUMNS} FROM call_detail_records WHERE event_id = ?1");
             if let Some(r) = conn.prepare_cached(&select)?.query_row([cdr.event_id], cdr_row).optional()? {
@@ -365,8 +410,10 @@ impl Store {
     /// SQLite failures.
     pub async fn mark_arrived(&self, id: i64) -> Result<Option<Request>, StoreError> {
         self.call(move |conn| {
-            conn.prepare_cached("UPDATE requests SET arrived_at = coalesce(arrived_at, ?2) WHERE id = ?1")?
-                .execute(params![id, now()])?;
+            conn.prepare_cached(
+                "UPDATE requests SET arrived_at = coalesce(arrived_at, ?2) WHERE id = ?1",
+            )?
+            .execute(params![id, now()])?;
             Ok(request_by_id(conn, id)?)
         })
         .await
@@ -376,7 +423,10 @@ impl Store {
     ///
     /// # Errors
     /// SQLite failures.
-    pub async fn lookup_dial_ident(&self, ident: DialIdent) -> Result<Option<PhoneNumber>, StoreError> {
+    pub async fn lookup_dial_ident(
+        &self,
+        ident: DialIdent,
+    ) -> Result<Option<PhoneNumber>, StoreError> {
         self.call(move |conn| {
             let phone: Option<String> = match ident {
                 DialIdent::RequestClient { request, client } => conn
@@ -409,8 +459,13 @@ impl Store {
         caller: &str,
         dialed: &str,
     ) -> Result<i64, StoreError> {
-        let (pbx, linkedid, uniqueid, caller, dialed) =
-            (pbx.to_string(), linkedid.to_string(), uniqueid.to_string(), caller.to_string(), dialed.to_string());
+        let (pbx, linkedid, uniqueid, caller, dialed) = (
+            pbx.to_string(),
+            linkedid.to_string(),
+            uniqueid.to_string(),
+            caller.to_string(),
+            dialed.to_string(),
+        );
         self.call(move |conn| {
             let tx = conn.transaction()?;
             let at = now();
@@ -448,8 +503,18 @@ mod tests {
                 "requests":[{"id":123456,"clientId":654321}]}"#,
         )
         .unwrap();
-        let counts = store.import_clients(doc.validate().unwrap(), 1000, |_| {}).await.unwrap();
-        assert_eq!(counts, ImportCounts { clients: 1, contracts: 1, requests: 1 });
+        let counts = store
+            .import_clients(doc.validate().unwrap(), 1000, |_| {})
+            .await
+            .unwrap();
+        assert_eq!(
+            counts,
+            ImportCounts {
+                clients: 1,
+                contracts: 1,
+                requests: 1
+            }
+        );
         (dir, store)
     }
 
@@ -457,28 +522,83 @@ mod tests {
     async fn dial_identifiers_resolve_to_the_right_phone_or_nothing() {
         let (_d, store) = store_with_clients().await;
         let q = |s: &str| DialIdent::parse(s).unwrap();
-        assert_eq!(store.lookup_dial_ident(q("+123456s654321")).await.unwrap().unwrap().dial_form(), "89001234567");
-        assert_eq!(store.lookup_dial_ident(q("+7000d1")).await.unwrap().unwrap().dial_form(), "89004445566");
-        assert!(store.lookup_dial_ident(q("+7000d2")).await.unwrap().is_none());
-        assert!(store.lookup_dial_ident(q("+123456s1")).await.unwrap().is_none(), "client of another request");
-        assert!(store.lookup_dial_ident(q("+1s654321")).await.unwrap().is_none());
+        assert_eq!(
+            store
+                .lookup_dial_ident(q("+123456s654321"))
+                .await
+                .unwrap()
+                .unwrap()
+                .dial_form(),
+            "89001234567"
+        );
+        assert_eq!(
+            store
+                .lookup_dial_ident(q("+7000d1"))
+                .await
+                .unwrap()
+                .unwrap()
+                .dial_form(),
+            "89004445566"
+        );
+        assert!(
+            store
+                .lookup_dial_ident(q("+7000d2"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .lookup_dial_ident(q("+123456s1"))
+                .await
+                .unwrap()
+                .is_none(),
+            "client of another request"
+        );
+        assert!(
+            store
+                .lookup_dial_ident(q("+1s654321"))
+                .await
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[tokio::test]
     async fn an_inbound_call_finds_its_client_and_reuses_the_open_request() {
         let (_d, store) = store_with_clients().await;
-        let id = store.register_inbound_call("rig", "1.0", "1.0", "+79001234567", "100").await.unwrap();
-        assert_eq!(store.register_inbound_call("rig", "1.0", "1.0", "+79001234567", "100").await.unwrap(), id);
+        let id = store
+            .register_inbound_call("rig", "1.0", "1.0", "+79001234567", "100")
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .register_inbound_call("rig", "1.0", "1.0", "+79001234567", "100")
+                .await
+                .unwrap(),
+            id
+        );
         let out = store.process_incoming_call(id).await.unwrap().unwrap();
         assert_eq!(out.client.as_ref().unwrap().id, 654321);
         assert!(!out.client_created);
-        assert_eq!(out.request.as_ref().unwrap().id, 123456, "the client's open request");
+        assert_eq!(
+            out.request.as_ref().unwrap().id,
+            123456,
+            "the client's open request"
+        );
         assert!(!out.request_created);
         let again = store.process_incoming_call(id).await.unwrap().unwrap();
         assert_eq!(again.event_id, out.event_id, "idempotent");
 
-        let stranger = store.register_inbound_call("rig", "2.0", "2.0", "8 (911) 000-00-00", "100").await.unwrap();
-        let out = store.process_incoming_call(stranger).await.unwrap().unwrap();
+        let stranger = store
+            .register_inbound_call("rig", "2.0", "2.0", "8 (911) 000-00-00", "100")
+            .await
+            .unwrap();
+        let out = store
+            .process_incoming_call(stranger)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(out.client_created && out.request_created);
         assert_eq!(out.client.unwrap().phones, vec!["79110000000"]);
         assert!(store.process_incoming_call(99_999).await.unwrap().is_none());
@@ -492,10 +612,25 @@ mod tests {
         let (b, created) = store.text_request(42).await.unwrap();
         assert!(!created);
         assert_eq!(a, b);
-        let first = store.mark_arrived(a.id).await.unwrap().unwrap().arrived_at.unwrap();
-        let second = store.mark_arrived(a.id).await.unwrap().unwrap().arrived_at.unwrap();
+        let first = store
+            .mark_arrived(a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .arrived_at
+            .unwrap();
+        let second = store
+            .mark_arrived(a.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .arrived_at
+            .unwrap();
         assert_eq!(first, second);
         assert!(store.mark_arrived(999_999).await.unwrap().is_none());
-        assert!(store.call_request(999_999).await.unwrap().is_none(), "unknown call");
+        assert!(
+            store.call_request(999_999).await.unwrap().is_none(),
+            "unknown call"
+        );
     }
 }

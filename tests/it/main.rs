@@ -10,5 +10,6 @@
     clippy::print_stdout
 )]
 
+mod events;
 mod foundation;
 mod support;

@@ -174,6 +174,10 @@ impl Daemon {
         }
     }
 
+    pub fn client(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         reqwest::Client::new().get(format!("{}{}", self.http, path))
     }

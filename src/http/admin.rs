@@ -1,0 +1,39 @@
+//! Admin routes that load reference data (SPEC §8): `PUT /admin/clients` takes the same
+//! JSON document as `medcall import clients FILE`.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use crate::crm::import::ClientsDocument;
+use crate::store::ImportCounts;
+
+/// Rows per transaction when importing.
+pub const IMPORT_BATCH: usize = 10_000;
+
+/// Upserts clients (ordered phones), contracts (ordered phones) and requests. The whole
+/// document is validated first: one bad phone and nothing is written.
+#[utoipa::path(
+    put, path = "/admin/clients", tag = "admin",
+    security(("bearer" = [])),
+    request_body(content = ClientsDocument, content_type = "application/json"),
+    responses((status = 200, body = ImportCounts), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody))
+)]
+pub async fn put_clients(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<ImportCounts>, ApiError> {
+    let doc: ClientsDocument = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("The clients document is malformed: {e}.")))?;
+    let valid = doc.validate().map_err(|messages| ApiError {
+        status: axum::http::StatusCode::BAD_REQUEST,
+        messages,
+    })?;
+    Ok(Json(
+        app.store
+            .import_clients(valid, IMPORT_BATCH, |_| {})
+            .await?,
+    ))
+}

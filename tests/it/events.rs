@@ -1,0 +1,469 @@
+//! Seed 003 over HTTP: every route in GET and POST forms, and a bad-input table.
+
+use serde_json::{Value, json};
+
+use crate::support::Daemon;
+
+const CLIENTS: &str = r#"{
+  "clients": [{"id": 654321, "fullName": "Иванов Иван Иванович", "phones": ["+7 900 123-45-67", "8 (900) 7654321"]}],
+  "contracts": [{"id": 7000, "clientId": 654321, "phones": ["79001112233", "+7 900 444-55-66"]}],
+  "requests": [{"id": 123456, "clientId": 654321}]
+}"#;
+
+async fn daemon_with_clients() -> (Daemon, String) {
+    let d = Daemon::start().await;
+    let key = d.admin_key();
+    let r = d
+        .client()
+        .put(format!("{}/admin/clients", d.http))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(CLIENTS)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    (d, key)
+}
+
+/// Calls `path` with `params` as GET query, POST form and POST JSON; all three must agree.
+async fn call_all_ways(d: &Daemon, key: &str, path: &str, params: &[(&str, &str)]) -> (u16, Value) {
+    let url = format!("{}{}", d.http, path);
+    let get = d
+        .client()
+        .get(&url)
+        .query(params)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let form = d
+        .client()
+        .post(&url)
+        .form(params)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let obj: serde_json::Map<String, Value> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let json_r = d
+        .client()
+        .post(&url)
+        .json(&obj)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    let (s1, s2, s3) = (
+        get.status().as_u16(),
+        form.status().as_u16(),
+        json_r.status().as_u16(),
+    );
+    let (b1, b2, b3): (Value, Value, Value) = (
+        get.json().await.unwrap(),
+        form.json().await.unwrap(),
+        json_r.json().await.unwrap(),
+    );
+    assert_eq!(
+        (s1, s2),
+        (s2, s3),
+        "{path} {params:?}: GET {b1} / form {b2} / JSON {b3}"
+    );
+    if s1 >= 400 {
+        assert_eq!(b1, b2);
+        assert_eq!(b2, b3);
+    }
+    (s1, b1)
+}
+
+#[tokio::test]
+async fn get_number_from_id_answers_in_the_eight_form_for_both_identifiers() {
+    let (d, key) = daemon_with_clients().await;
+    let (s, b) = call_all_ways(
+        &d,
+        &key,
+        "/api/getNumberFromId",
+        &[("number", "+123456s654321")],
+    )
+    .await;
+    assert_eq!((s, b["number"].as_str()), (200, Some("89001234567")));
+    let (s, b) = call_all_ways(&d, &key, "/api/getNumberFromId", &[("number", "+7000d1")]).await;
+    assert_eq!((s, b["number"].as_str()), (200, Some("89004445566")));
+    // An unescaped `+` in a hand-written query string arrives as a space.
+    let r = d
+        .get("/api/getNumberFromId?number=+7000d0")
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.json::<Value>().await.unwrap()["number"], "89001112233");
+}
+
+#[tokio::test]
+async fn text_leads_make_one_request_each_and_arrival_is_kept() {
+    let (d, key) = daemon_with_clients().await;
+    let (s, first) = call_all_ways(&d, &key, "/api/events", &[("text", "42")]).await;
+    assert_eq!(s, 200);
+    assert_eq!(first["source"], "text");
+    assert_eq!(first["sourceId"], 42);
+    let (_, again) = call_all_ways(&d, &key, "/api/events", &[("text", "42")]).await;
+    assert_eq!(first["id"], again["id"], "idempotent per lead");
+
+    let id = first["id"].to_string();
+    let (s, arrived) = call_all_ways(&d, &key, "/api/events/coming", &[("id", &id)]).await;
+    assert_eq!(s, 200);
+    let at = arrived["arrivedAt"].as_str().unwrap().to_string();
+    let (_, again) = call_all_ways(&d, &key, "/api/events/coming", &[("id", &id)]).await;
+    assert_eq!(
+        again["arrivedAt"].as_str(),
+        Some(at.as_str()),
+        "the first arrival time is kept"
+    );
+    let (s, _) = call_all_ways(&d, &key, "/api/events/coming", &[("id", "123456")]).await;
+    assert_eq!(s, 200, "an imported request can be marked too");
+}
+
+#[tokio::test]
+async fn call_detail_records_are_idempotent_on_event_id() {
+    let (d, key) = daemon_with_clients().await;
+    let params = [
+        ("event_id", "9001"),
+        ("phone", "89001234567"),
+        ("extension", "101"),
+        ("path", "2026/11/22/call-9001.wav"),
+        ("call_at", "2026-11-22 09:15:00"),
+        ("type", "incoming"),
+        ("duration", "93"),
+    ];
+    let (s, first) = call_all_ways(&d, &key, "/api/events/callDetailRecord", &params).await;
+    assert_eq!(s, 200);
+    assert_eq!(first["path"], "2026/11/22/call-9001.wav");
+    assert_eq!(first["type"], "incoming");
+    assert_eq!(first["callAt"], "2026-11-22T09:15:00Z");
+    assert_eq!(first["source"], "api");
+    let mut changed = params;
+    changed[1] = ("phone", "89990000000");
+    let (s, again) = call_all_ways(&d, &key, "/api/events/callDetailRecord", &changed).await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        again, first,
+        "a repeated event_id returns the stored record unchanged"
+    );
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_400_or_404_and_writes_nothing() {
+    let (d, key) = daemon_with_clients().await;
+    let long = "9".repeat(2000);
+    let cdr = |k: &'static str, v: &'static str| -> Vec<(&'static str, &'static str)> {
+        let mut p = vec![
+            ("event_id", "77"),
+            ("phone", "89001234567"),
+            ("extension", "101"),
+            ("path", "a/b.wav"),
+        ];
+        p.retain(|(key, _)| *key != k);
+        if !v.is_empty() {
+            p.push((k, v));
+        }
+        p
+    };
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "/api/events",
+            vec![],
+            400,
+            "One of `text` or `call` is required",
+        ),
+        (
+            "/api/events",
+            vec![("text", "abc")],
+            400,
+            "`text` must be a positive whole number",
+        ),
+        (
+            "/api/events",
+            vec![("text", "-5")],
+            400,
+            "`text` must be a positive whole number",
+        ),
+        (
+            "/api/events",
+            vec![("text", "0")],
+            400,
+            "`text` must be a positive whole number",
+        ),
+        (
+            "/api/events",
+            vec![("call", "99999999999999999999")],
+            400,
+            "`call` is too large",
+        ),
+        (
+            "/api/events",
+            vec![("text", "1"), ("call", "2")],
+            400,
+            "not both",
+        ),
+        (
+            "/api/events",
+            vec![("call", "424242")],
+            404,
+            "No call 424242",
+        ),
+        (
+            "/api/events/call_asterisk",
+            vec![],
+            400,
+            "`call_id` is required",
+        ),
+        (
+            "/api/events/call_asterisk",
+            vec![("call_id", "x1")],
+            400,
+            "`call_id` must be a positive whole number",
+        ),
+        (
+            "/api/events/call_asterisk",
+            vec![("call_id", "424242")],
+            404,
+            "No call 424242",
+        ),
+        ("/api/events/coming", vec![], 400, "`id` is required"),
+        (
+            "/api/events/coming",
+            vec![("id", "1.5")],
+            400,
+            "`id` must be a positive whole number",
+        ),
+        (
+            "/api/events/coming",
+            vec![("id", "424242")],
+            404,
+            "No request 424242",
+        ),
+        ("/api/getNumberFromId", vec![], 400, "`number` is required"),
+        (
+            "/api/getNumberFromId",
+            vec![("number", "+12s")],
+            400,
+            "+{request}s{client}",
+        ),
+        (
+            "/api/getNumberFromId",
+            vec![("number", "+s1")],
+            400,
+            "+{request}s{client}",
+        ),
+        (
+            "/api/getNumberFromId",
+            vec![("number", "7000d0")],
+            400,
+            "must start with `+`",
+        ),
+        (
+            "/api/getNumberFromId",
+            vec![("number", "+99999999999999999999s1")],
+            400,
+            "too large",
+        ),
+        (
+            "/api/getNumberFromId",
+            vec![("number", "+1s2\r\nX")],
+            400,
+            "+{request}s{client}",
+        ),
+        (
+            "/api/getNumberFromId",
+            vec![("number", "+123456s1")],
+            404,
+            "Nothing is known",
+        ),
+        (
+            "/api/getNumberFromId",
+            vec![("number", "+7000d9")],
+            404,
+            "Nothing is known",
+        ),
+        (
+            "/api/getNumberFromId",
+            vec![("number", &long)],
+            400,
+            "longer than",
+        ),
+        (
+            "/api/events/callDetailRecord",
+            cdr("event_id", ""),
+            400,
+            "`event_id` is required",
+        ),
+        (
+            "/api/events/callDetailRecord",
+            cdr("event_id", "ten"),
+            400,
+            "`event_id` must be",
+        ),
+        (
+            "/api/events/callDetailRecord",
+            cdr("phone", ""),
+            400,
+            "`phone` is required",
+        ),
+        (
+            "/api/events/callDetailRecord",
+            cdr("extension", ""),
+            400,
+            "`extension` is required",
+        ),
+        (
+            "/api/events/callDetailRecord",
+            cdr("path", ""),
+            400,
+            "`path` is required",
+        ),
+        (
+            "/api/events/callDetailRecord",
+            cdr("path", "../../etc/passwd"),
+            400,
+            "no `..`",
+        ),
+        (
+            "/api/events/callDetailRecord",
+            cdr("path", "/var/spool/x.wav"),
+            400,
+            "not absolute",
+        ),
+        (
+            "/api/events/callDetailRecord",
+            cdr("type", "sideways"),
+            400,
+            "incoming or outgoing",
+        ),
+        (
+            "/api/events/callDetailRecord",
+            cdr("duration", "-1"),
+            400,
+            "`duration`",
+        ),
+        (
+            "/api/events/callDetailRecord",
+            cdr("call_at", "yesterday"),
+            400,
+            "`call_at`",
+        ),
+    ];
+    for (path, params, status, message) in &cases {
+        let (s, body) = call_all_ways(&d, &key, path, params).await;
+        assert_eq!(s, *status, "{path} {params:?}: {body}");
+        assert_eq!(body["success"], false, "{path} {params:?}: {body}");
+        let text = body["messages"].to_string();
+        assert!(
+            text.contains(message),
+            "{path} {params:?}: {text} lacks {message:?}"
+        );
+    }
+    // Nothing half-written: the refused record with event_id 77 does not exist.
+    let (s, _) = call_all_ways(
+        &d,
+        &key,
+        "/api/events/callDetailRecord",
+        &cdr("path", "ok/77.wav"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (_, b) = call_all_ways(
+        &d,
+        &key,
+        "/api/events/callDetailRecord",
+        &cdr("path", "other.wav"),
+    )
+    .await;
+    assert_eq!(
+        b["path"], "ok/77.wav",
+        "the first accepted record is the stored one"
+    );
+}
+
+#[tokio::test]
+async fn events_routes_need_the_events_scope() {
+    let (d, _) = daemon_with_clients().await;
+    let r = d
+        .get("/api/getNumberFromId?number=%2B7000d0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn a_clients_document_with_a_bad_phone_is_refused_whole() {
+    let d = Daemon::start().await;
+    let key = d.admin_key();
+    let doc = r#"{"clients":[{"id":1,"phones":["+79001234567"]},{"id":2,"phones":["12-34"]}]}"#;
+    let r = d
+        .client()
+        .put(format!("{}/admin/clients", d.http))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body(doc)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["messages"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("client 2, phone 0"),
+        "{body}"
+    );
+    let r = d
+        .get("/api/getNumberFromId?number=%2B1s1")
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[test]
+fn the_import_command_loads_the_same_document_and_names_bad_entries() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("clients.json");
+    std::fs::write(&file, CLIENTS).unwrap();
+    let db = dir.path().join("m.db");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medcall"))
+        .args(["import", "clients"])
+        .arg(&file)
+        .env("MEDCALL__STORE__PATH", &db)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("imported 1 clients, 1 contracts, 1 requests")
+    );
+
+    std::fs::write(
+        &file,
+        r#"{"clients":[{"id":3,"phones":["+44 20 7946 0958"]}]}"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_medcall"))
+        .args(["import", "clients"])
+        .arg(&file)
+        .env("MEDCALL__STORE__PATH", &db)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("client 3, phone 0"));
+}
