@@ -1,0 +1,214 @@
+//! End-to-end AMI ingestion load tool: plays an Asterisk AMI server that blasts N
+//! realistic call events at a running `medcall` daemon, then waits until every call is
+//! persisted and reports events/s, zero-loss and the daemon's peak memory.
+//!
+//!     cargo bench --bench ami_ingest -- [EVENTS] [--slow-consumer]
+//!
+//! The daemon runs pinned to core 0 (`taskset`, when present); run the tool itself on
+//! the other core: `taskset -c 1 cargo bench --bench ami_ingest`.
+//! The figure is wall time from the first event byte sent to the last call seen
+//! persisted through the HTTP API, so it includes parsing, tracking and SQLite commits.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::panic, clippy::indexing_slicing)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const EVENTS_PER_CALL: usize = 14;
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--bench")).collect();
+    let events: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let calls = events / EVENTS_PER_CALL;
+    let events = calls * EVENTS_PER_CALL;
+
+    let ami = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ami_port = ami.local_addr().unwrap().port();
+    let http_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let agi_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let data = tempfile::tempdir().unwrap();
+    let mut daemon = start_daemon(ami_port, http_port, agi_port, data.path());
+    let key_path = data.path().join("admin.key");
+
+    let (stream, _) = ami.accept().unwrap();
+    stream.set_nodelay(true).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    writer.write_all(b"Asterisk Call Manager/11.0.0\r\n").unwrap();
+    let mut reader = BufReader::new(stream);
+    // Answer the login and the reconciliation; start blasting once the daemon has asked
+    // for the conference rooms (the last step of reconciliation).
+    serve_actions_until(&mut reader, &mut writer, "ConfbridgeListRooms");
+    let key = std::fs::read_to_string(&key_path).unwrap().trim().to_string();
+
+    let payload = build_events(calls);
+    // Keep answering the daemon's keepalive while the events flow.
+    let mut keepalive_writer = writer.try_clone().unwrap();
+    std::thread::spawn(move || serve_actions_until(&mut reader, &mut keepalive_writer, "\u{0}never"));
+
+    let started = Instant::now();
+    for chunk in payload.chunks(256 * 1024) {
+        writer.write_all(chunk).unwrap();
+    }
+    let sent = started.elapsed();
+    let persisted = wait_for_calls(http_port, &key, calls, Duration::from_secs(600));
+    let elapsed = started.elapsed();
+    let pbx = get_json(http_port, "/api/pbx", &key);
+    let received = pbx[0]["eventsReceived"].as_u64().unwrap_or(0);
+    let dropped = pbx[0]["eventsDropped"].as_u64().unwrap_or(0);
+    let peak_kib = peak_memory_kib(daemon.id());
+    println!("ami_ingest: {events} events ({calls} calls) sent in {:.3} s", sent.as_secs_f64());
+    println!(
+        "ami_ingest: all {persisted} calls persisted after {:.3} s: {:.0} events/s end to end",
+        elapsed.as_secs_f64(),
+        events as f64 / elapsed.as_secs_f64()
+    );
+    println!("ami_ingest: daemon counted {received} events received, {dropped} dropped; peak RSS {} MiB", peak_kib / 1024);
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert_eq!(persisted, calls, "calls lost");
+}
+
+fn start_daemon(ami_port: u16, http_port: u16, agi_port: u16, data: &std::path::Path) -> Child {
+    let bin = env!("CARGO_BIN_EXE_medcall");
+    let pinned = Command::new("taskset").arg("--version").output().is_ok();
+    let mut cmd = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", bin]);
+        c
+    } else {
+        Command::new(bin)
+    };
+    cmd.arg("run")
+        .env("MEDCALL__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
+        .env("MEDCALL__AGI__LISTEN", format!("127.0.0.1:{agi_port}"))
+        .env("MEDCALL__STORE__PATH", data.join("medcall.db"))
+        .env("MEDCALL__PBX__0__PORT", ami_port.to_string())
+        .env("MEDCALL__PBX__0__AUTH", "plain")
+        .env("MEDCALL__LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    cmd.spawn().expect("start medcall")
+}
+
+/// Reads actions and answers each like Asterisk would, until one named `last` was answered.
+fn serve_actions_until(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream, last: &str) {
+    loop {
+        let mut fields: Vec<(String, String)> = Vec::new();
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = line.split_once(':') {
+                fields.push((k.to_string(), v.trim().to_string()));
+            }
+        }
+        let get = |k: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str()).unwrap_or("");
+        let action = get("Action").to_string();
+        let id = get("ActionID").to_string();
+        let reply = match action.to_ascii_lowercase().as_str() {
+            "challenge" => format!("Response: Success\r\nActionID: {id}\r\nChallenge: 123456789\r\n\r\n"),
+            "coreshowchannels" => format!(
+                "Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n\
+                 Event: CoreShowChannelsComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: 0\r\n\r\n"
+            ),
+            "confbridgelistrooms" => {
+                format!("Response: Error\r\nActionID: {id}\r\nMessage: No active conferences.\r\n\r\n")
+            }
+            "command" => format!(
+                "Response: Success\r\nActionID: {id}\r\nMessage: Command output follows\r\nOutput: Asterisk 22.10.1 built by load tool\r\n\r\n"
+            ),
+            "coresettings" => format!("Response: Success\r\nActionID: {id}\r\nAsteriskVersion: 22.10.1\r\nAMIversion: 11.0.0\r\n\r\n"),
+            "ping" => format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\nTimestamp: 0.0\r\n\r\n"),
+            _ => format!("Response: Success\r\nActionID: {id}\r\nMessage: OK\r\n\r\n"),
+        };
+        if writer.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+        if action.eq_ignore_ascii_case(last) {
+            return;
+        }
+    }
+}
+
+/// `calls` complete calls, 14 events each, as Asterisk 22 words them.
+fn build_events(calls: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(calls * 14 * 420);
+    for n in 0..calls {
+        let a = format!("1800000000.{}", n * 2);
+        let b = format!("1800000000.{}", n * 2 + 1);
+        let ch = format!("Local/answer@fake-phones-{n:08x}");
+        let chan = |suffix: &str, uid: &str, state: &str, desc: &str| {
+            format!(
+                "Channel: {ch};{suffix}\r\nChannelState: {state}\r\nChannelStateDesc: {desc}\r\nCallerIDNum: 7900{n:07}\r\n\
+                 CallerIDName: Пациент {n}\r\nConnectedLineNum: <unknown>\r\nConnectedLineName: <unknown>\r\nLanguage: en\r\n\
+                 AccountCode: load\r\nContext: fake-phones\r\nExten: answer\r\nPriority: 1\r\nUniqueid: {uid}\r\nLinkedid: {a}\r\n"
+            )
+        };
+        let mut ev = |name: &str, body: String| {
+            out.extend_from_slice(format!("Event: {name}\r\nPrivilege: call,all\r\n{body}\r\n").as_bytes());
+        };
+        ev("Newchannel", chan("1", &a, "0", "Down"));
+        ev("Newchannel", chan("2", &b, "4", "Ring"));
+        ev("Newstate", chan("2", &b, "5", "Ringing"));
+        ev("DialBegin", format!("{}DialString: answer@fake-phones/n\r\nDestUniqueid: {b}\r\n", chan("1", &a, "0", "Down")));
+        ev("Newstate", chan("2", &b, "6", "Up"));
+        ev("Newstate", chan("1", &a, "6", "Up"));
+        ev("DialEnd", format!("{}DialStatus: ANSWER\r\nDestUniqueid: {b}\r\n", chan("1", &a, "6", "Up")));
+        ev("BridgeEnter", format!("BridgeUniqueid: br-{n}\r\nBridgeType: basic\r\n{}", chan("1", &a, "6", "Up")));
+        ev("BridgeEnter", format!("BridgeUniqueid: br-{n}\r\nBridgeType: basic\r\n{}", chan("2", &b, "6", "Up")));
+        ev("BridgeLeave", format!("BridgeUniqueid: br-{n}\r\nBridgeType: basic\r\n{}", chan("1", &a, "6", "Up")));
+        ev("BridgeLeave", format!("BridgeUniqueid: br-{n}\r\nBridgeType: basic\r\n{}", chan("2", &b, "6", "Up")));
+        ev("Hangup", format!("{}Cause: 16\r\nCause-txt: Normal Clearing\r\n", chan("2", &b, "6", "Up")));
+        ev("Hangup", format!("{}Cause: 16\r\nCause-txt: Normal Clearing\r\n", chan("1", &a, "6", "Up")));
+        ev(
+            "Cdr",
+            format!(
+                "AccountCode: load\r\nSource: 7900{n:07}\r\nDestination: answer\r\nDestinationContext: fake-phones\r\n\
+                 Channel: {ch};1\r\nDestinationChannel: {ch};2\r\nLastApplication: Dial\r\nStartTime: 2026-11-22 09:00:00\r\n\
+                 AnswerTime: 2026-11-22 09:00:01\r\nEndTime: 2026-11-22 09:00:05\r\nDuration: 5\r\nBillableSeconds: 4\r\n\
+                 Disposition: ANSWERED\r\nUniqueID: {a}\r\n"
+            ),
+        );
+    }
+    out
+}
+
+fn get_json(port: u16, path: &str, key: &str) -> serde_json::Value {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut s, &mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+fn wait_for_calls(port: u16, key: &str, calls: usize, limit: Duration) -> usize {
+    let deadline = Instant::now() + limit;
+    loop {
+        let v = get_json(port, "/api/calls?active=false&limit=1", key);
+        let n = v["totalCount"].as_u64().unwrap_or(0) as usize;
+        if n >= calls || Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn peak_memory_kib(pid: u32) -> u64 {
+    // With taskset the child is taskset itself, which exec()s medcall: same pid.
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|n| n.parse().ok()))
+        })
+        .unwrap_or(0)
+}

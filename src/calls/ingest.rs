@@ -1,0 +1,195 @@
+//! The ingest task: one per PBX. It feeds the AMI event stream through the
+//! [`CallTracker`] and writes the resulting changes to the store in batches, so a burst
+//! of events costs few commits; after every (re)connect, and whenever the stream says
+//! events were dropped, it reconciles with `CoreShowChannels` and `ConfbridgeListRooms`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::model::{CallChange, LegSnapshot};
+use super::tracker::{CallTracker, EventFields};
+use crate::ami::{Action, AmiClient, AmiEvent, EventStream, Message, MessageKind};
+use crate::store::Store;
+
+/// Most stream items folded into one transaction.
+const MAX_BATCH_ITEMS: usize = 4096;
+
+impl EventFields for Message {
+    fn field(&self, key: &str) -> Option<String> {
+        self.text(key).map(|v| v.into_owned())
+    }
+
+    fn fields(&self, key: &str) -> Vec<String> {
+        self.all(key).map(|v| v.text().into_owned()).collect()
+    }
+}
+
+/// Counts of what one ingest task has done, for logs and tests.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IngestStats {
+    pub events: u64,
+    pub batches: u64,
+    pub reconciliations: u64,
+}
+
+/// Runs until `shutdown` is cancelled or the event stream ends; flushes what it holds
+/// before returning.
+pub async fn run(pbx: String, client: AmiClient, mut events: EventStream, store: Store, shutdown: CancellationToken) {
+    let live = match store.live_call_state(&pbx).await {
+        Ok(live) => live,
+        Err(e) => {
+            tracing::error!(%pbx, error = %e, "cannot read live calls; call tracking is off for this PBX");
+            return;
+        }
+    };
+    // A daemon restart is a gap too: it began with the last event stored.
+    let mut gap_started = live.last_event_at;
+    let mut tracker = CallTracker::new(&pbx, live.calls, live.legs, live.conferences);
+    let mut stats = IngestStats::default();
+    let mut pending: Vec<CallChange> = Vec::new();
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => None,
+            item = events.recv() => item,
+        };
+        let Some(first) = first else { break };
+        let mut item = Some(first);
+        let mut taken = 0;
+        while let Some(current) = item.take() {
+            taken += 1;
+            match current {
+                AmiEvent::Message(m) => {
+                    if m.kind() == MessageKind::Event {
+                        stats.events += 1;
+                        pending.extend(tracker.apply(m.as_ref(), Utc::now()));
+                    }
+                }
+                AmiEvent::Connected { .. } => {
+                    flush(&store, &pbx, &mut pending, &mut stats).await;
+                    reconcile(&client, &mut tracker, &mut pending, gap_started.take()).await;
+                    stats.reconciliations += 1;
+                }
+                AmiEvent::Lagged { missed } => {
+                    tracing::warn!(%pbx, missed, "call tracking missed events; reconciling with the PBX");
+                    flush(&store, &pbx, &mut pending, &mut stats).await;
+                    reconcile(&client, &mut tracker, &mut pending, Some(Utc::now())).await;
+                    stats.reconciliations += 1;
+                }
+                AmiEvent::Disconnected { .. } => {
+                    gap_started.get_or_insert_with(Utc::now);
+                }
+            }
+            if taken < MAX_BATCH_ITEMS {
+                item = events.try_recv();
+            }
+        }
+        flush(&store, &pbx, &mut pending, &mut stats).await;
+    }
+    flush(&store, &pbx, &mut pending, &mut stats).await;
+    tracing::info!(%pbx, events = stats.events, batches = stats.batches, "call tracking stopped");
+}
+
+async fn flush(store: &Store, pbx: &str, pending: &mut Vec<CallChange>, stats: &mut IngestStats) {
+    if pending.is_empty() {
+        return;
+    }
+    let batch = std::mem::take(pending);
+    let n = batch.len();
+    // A failed write is retried once after a pause; if it fails again the batch is lost
+    // and logged — the next reconciliation repairs the live view.
+    for attempt in 0..2 {
+        match store.apply_call_changes(batch.clone()).await {
+            Ok(()) => {
+                stats.batches += 1;
+                return;
+            }
+            Err(e) if attempt == 0 => {
+                tracing::warn!(%pbx, error = %e, changes = n, "writing call changes failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => tracing::error!(%pbx, error = %e, changes = n, "writing call changes failed; dropped"),
+        }
+    }
+}
+
+/// Asks the PBX what is live and lets the tracker close, adopt and record the gap.
+async fn reconcile(
+    client: &AmiClient,
+    tracker: &mut CallTracker,
+    pending: &mut Vec<CallChange>,
+    gap_started: Option<DateTime<Utc>>,
+) {
+    let now = Utc::now();
+    let channels = match Action::core_show_channels() {
+        Ok(action) => client.list(action).await,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot build CoreShowChannels");
+            return;
+        }
+    };
+    let channels = match channels {
+        Ok(reply) => reply.items.iter().filter_map(|m| snapshot_of(m, now)).collect::<Vec<_>>(),
+        Err(e) => {
+            // Without a snapshot nothing can be decided; the next reconnect tries again.
+            tracing::warn!(error = %e, "CoreShowChannels failed; reconciliation skipped");
+            return;
+        }
+    };
+    let rooms = match Action::confbridge_list_rooms() {
+        Ok(action) => match client.list(action).await {
+            Ok(reply) => reply.items.iter().filter_map(|m| m.field("Conference")).collect::<Vec<_>>(),
+            Err(e) => {
+                tracing::warn!(error = %e, "ConfbridgeListRooms failed; conferences not reconciled");
+                return;
+            }
+        },
+        Err(_) => return,
+    };
+    let changes = tracker.reconcile(&channels, &rooms, gap_started, now);
+    let (closed, adopted) = changes
+        .iter()
+        .find_map(|c| match c {
+            CallChange::Gap(g) => Some((g.legs_closed, g.legs_adopted)),
+            _ => None,
+        })
+        .unwrap_or_default();
+    tracing::info!(channels = channels.len(), rooms = rooms.len(), closed, adopted, "reconciled with the PBX");
+    pending.extend(changes);
+}
+
+/// A `CoreShowChannel` event as a snapshot of a live leg.
+pub fn snapshot_of(m: &Message, now: DateTime<Utc>) -> Option<LegSnapshot> {
+    let uniqueid = m.field("Uniqueid")?;
+    let text = |k: &str| m.field(k).filter(|v| !v.is_empty() && v != "<unknown>");
+    let mut variables = BTreeMap::new();
+    for v in m.fields("ChanVariable") {
+        if let Some((k, val)) = v.split_once('=') {
+            variables.insert(k.to_string(), val.to_string());
+        }
+    }
+    let started_at = m.field("Duration").and_then(|d| parse_hms(&d)).map(|secs| now - chrono::Duration::seconds(secs));
+    Some(LegSnapshot {
+        linkedid: m.field("Linkedid").unwrap_or_else(|| uniqueid.clone()),
+        uniqueid,
+        channel: m.field("Channel").unwrap_or_default(),
+        caller_num: text("CallerIDNum"),
+        caller_name: text("CallerIDName"),
+        state: text("ChannelStateDesc"),
+        account_code: text("AccountCode"),
+        context: text("Context"),
+        exten: text("Exten"),
+        bridge_id: text("BridgeId"),
+        variables,
+        started_at,
+    })
+}
+
+/// `HH:MM:SS` → seconds.
+fn parse_hms(s: &str) -> Option<i64> {
+    let mut parts = s.split(':').map(|p| p.parse::<i64>().ok());
+    let (h, m, sec) = (parts.next()??, parts.next()??, parts.next()??);
+    Some(h * 3600 + m * 60 + sec)
+}
