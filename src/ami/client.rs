@@ -180,6 +180,26 @@ impl fmt::Debug for Shared {
 }
 
 impl Shared {
+    fn new(settings: &ClientSettings, hook: Option<StatusHook>) -> Arc<Shared> {
+        Arc::new(Shared {
+            name: settings.name.clone(),
+            status: Mutex::new(ClientStatus {
+                state: ClientState::Disconnected,
+                version: None,
+                connected_since: None,
+                connect_attempts: 0,
+                last_event_at: None,
+                events_received: 0,
+                events_dropped: 0,
+                messages_skipped: 0,
+                last_error: None,
+            }),
+            hook,
+            fan_out: FanOut::new(settings.ami.event_queue_capacity),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
     fn update(&self, f: impl FnOnce(&mut ClientStatus)) {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut status);
@@ -235,23 +255,33 @@ impl AmiClient {
         hook: Option<StatusHook>,
     ) -> AmiClient {
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
-        let shared = Arc::new(Shared {
-            name: settings.name.clone(),
-            status: Mutex::new(ClientStatus {
-                state: ClientState::Disconnected,
-                version: None,
-                connected_since: None,
-                connect_attempts: 0,
-                last_event_at: None,
-                events_received: 0,
-                events_dropped: 0,
-                messages_skipped: 0,
-                last_error: None,
-            }),
-            hook,
-            fan_out: FanOut::new(settings.ami.event_queue_capacity),
-            next_id: AtomicU64::new(1),
-        });
+        let shared = Shared::new(&settings, hook);
+        AmiClient::start(settings, tracker, shutdown, shared, tx, rx)
+    }
+
+    /// As [`AmiClient::spawn`], with a consumer subscribed before the task starts, so it
+    /// sees the very first `Connected`.
+    pub fn spawn_with_events(
+        settings: ClientSettings,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+        hook: Option<StatusHook>,
+    ) -> (AmiClient, EventStream) {
+        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        let shared = Shared::new(&settings, hook);
+        let events = shared.fan_out.subscribe();
+        let client = AmiClient::start(settings, tracker, shutdown, shared, tx, rx);
+        (client, events)
+    }
+
+    fn start(
+        settings: ClientSettings,
+        tracker: &TaskTracker,
+        shutdown: CancellationToken,
+        shared: Arc<Shared>,
+        tx: mpsc::Sender<Request>,
+        rx: mpsc::Receiver<Request>,
+    ) -> AmiClient {
         let action_timeout = Duration::from_millis(settings.ami.action_timeout_ms);
         let task = Task {
             shared: shared.clone(),

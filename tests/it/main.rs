@@ -10,5 +10,6 @@
     clippy::print_stdout
 )]
 
+mod ami_client;
 mod foundation;
 mod support;
