@@ -11,5 +11,6 @@
 )]
 
 mod ami_client;
+mod ami_faults;
 mod foundation;
 mod support;
