@@ -67,6 +67,7 @@ pub struct Config {
     pub agi: AgiConfig,
     pub store: StoreConfig,
     pub log: LogConfig,
+    pub ami: AmiConfig,
     #[serde(default)]
     pub pbx: Vec<PbxConfig>,
     #[serde(default)]
@@ -123,6 +124,34 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter: `info`, `medcall=debug,info`, …
     pub level: String,
+}
+
+/// How every AMI connection behaves (one `[ami]` section for all `[[pbx]]` entries).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AmiConfig {
+    /// TCP connect, banner and login, each, in milliseconds.
+    pub connect_timeout_ms: u64,
+    /// How long an action may wait for its reply (a list: for its last item), in ms.
+    pub action_timeout_ms: u64,
+    /// First reconnect delay after a failure, in ms; doubles per failure, with jitter.
+    pub backoff_min_ms: u64,
+    /// Longest reconnect delay, in ms.
+    pub backoff_max_ms: u64,
+    /// A `Ping` is sent this often while connected, in ms.
+    pub ping_interval_ms: u64,
+    /// No reply to a `Ping` within this time means the peer is dead: reconnect (ms).
+    pub ping_deadline_ms: u64,
+    /// Largest incoming message, in bytes; bigger ones are skipped and counted.
+    pub max_message_bytes: usize,
+    /// Most lines in one incoming message; longer ones are skipped and counted.
+    pub max_headers: usize,
+    /// Most items one list action (CoreShowChannels, …) may collect.
+    pub max_list_items: usize,
+    /// Events queued per consumer; what a slow consumer misses is counted.
+    pub event_queue_capacity: usize,
+    /// The `Events:` mask sent at login: `on`, `off`, or classes like `call,cdr,system`.
+    pub event_mask: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -294,6 +323,40 @@ impl Config {
                     "at least one scope is required",
                 ));
             }
+        }
+        let ami = &self.ami;
+        for (key, value) in [
+            ("ami.connect_timeout_ms", ami.connect_timeout_ms),
+            ("ami.action_timeout_ms", ami.action_timeout_ms),
+            ("ami.backoff_min_ms", ami.backoff_min_ms),
+            ("ami.ping_interval_ms", ami.ping_interval_ms),
+            ("ami.ping_deadline_ms", ami.ping_deadline_ms),
+        ] {
+            if value == 0 {
+                return Err(invalid(key.into(), "must be positive"));
+            }
+        }
+        if ami.backoff_max_ms < ami.backoff_min_ms {
+            return Err(invalid(
+                "ami.backoff_max_ms".into(),
+                "must not be less than ami.backoff_min_ms",
+            ));
+        }
+        for (key, value) in [
+            ("ami.max_message_bytes", ami.max_message_bytes),
+            ("ami.max_headers", ami.max_headers),
+            ("ami.max_list_items", ami.max_list_items),
+            ("ami.event_queue_capacity", ami.event_queue_capacity),
+        ] {
+            if value == 0 {
+                return Err(invalid(key.into(), "must be positive"));
+            }
+        }
+        if ami.event_mask.is_empty() || ami.event_mask.chars().any(|c| c.is_control()) {
+            return Err(invalid(
+                "ami.event_mask".into(),
+                "must be non-empty without control characters",
+            ));
         }
         if self.http.max_body_bytes == 0 {
             return Err(invalid("http.max_body_bytes".into(), "must be positive"));
@@ -527,6 +590,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("api_keys[0].sha256"), "{e}");
+    }
+
+    #[test]
+    fn ami_section_has_defaults_and_refuses_inverted_backoff() {
+        let c = load(None, &[]).unwrap();
+        assert_eq!(c.ami.event_mask, "on");
+        assert!(c.ami.backoff_min_ms <= c.ami.backoff_max_ms);
+        let e = load(None, &[("MEDCALL__AMI__BACKOFF_MAX_MS", "1")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ami.backoff_max_ms"), "{e}");
     }
 
     #[test]

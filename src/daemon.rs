@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::ami::{AmiClient, ClientSettings, ClientState, ClientStatus, StatusHook};
 use crate::auth;
 use crate::config::Config;
 use crate::http::{self, AppState};
@@ -72,6 +73,8 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
+    let ami_clients = spawn_ami_clients(&config, &app.pbxs, &tasks, &shutdown);
+    tracing::debug!(count = ami_clients.len(), "AMI clients started");
     tasks.close();
 
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "medcall started");
@@ -86,6 +89,57 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     }
     tracing::info!("medcall stopped");
     Ok(())
+}
+
+/// One AMI client per `[[pbx]]`, each mirroring its status into the registry. The
+/// handles are what the call tracker and call control subscribe to and send through.
+fn spawn_ami_clients(
+    config: &Config,
+    pbxs: &PbxRegistry,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Vec<AmiClient> {
+    config
+        .pbx
+        .iter()
+        .map(|pbx| {
+            let registry = pbxs.clone();
+            let name = pbx.name.clone();
+            let hook: StatusHook = Arc::new(move |status: &ClientStatus| {
+                registry.update(&name, |s| mirror_status(s, status));
+            });
+            AmiClient::spawn(
+                ClientSettings::from_config(pbx, &config.ami),
+                tasks,
+                shutdown.child_token(),
+                Some(hook),
+            )
+        })
+        .collect()
+}
+
+fn mirror_status(s: &mut crate::pbx::PbxStatus, status: &ClientStatus) {
+    use crate::pbx::ConnectionState;
+    s.state = match status.state {
+        ClientState::Disconnected => ConnectionState::NotConnected,
+        ClientState::Connecting => ConnectionState::Connecting,
+        ClientState::Connected => ConnectionState::Connected,
+    };
+    if status.version.is_some() {
+        s.asterisk_version.clone_from(&status.version);
+    }
+    s.connected_since = status.connected_since;
+    // Attempts after the first: failed ones count too, so a PBX refusing the login shows
+    // its retries here.
+    s.reconnect_count = status.connect_attempts.saturating_sub(1);
+    s.last_event_at = status.last_event_at;
+    s.events_received = status.events_received;
+    s.events_dropped = status.events_dropped;
+    s.last_error = if status.state == ClientState::Connected {
+        None
+    } else {
+        status.last_error.clone()
+    };
 }
 
 #[allow(clippy::print_stdout)]

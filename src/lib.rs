@@ -1,6 +1,7 @@
 //! medcall: a daemon beside Asterisk 22 that keeps calls, consultations, requests and
 //! bookings in SQLite and exposes them over HTTP. See ARCHITECTURE.md for the map.
 
+pub mod ami;
 pub mod auth;
 pub mod calls;
 pub mod config;

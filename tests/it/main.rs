@@ -10,6 +10,8 @@
     clippy::print_stdout
 )]
 
+mod ami_client;
+mod ami_faults;
 mod events;
 mod foundation;
 mod support;

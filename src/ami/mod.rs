@@ -1,0 +1,28 @@
+//! The Asterisk Manager Interface: the wire protocol and a client per PBX.
+//!
+//! Layers, each in its own file: bytes → [`codec`] (frames: banner, whole messages,
+//! bounded) → [`parser`] (nom grammar of one frame) → [`message`] (headers, bytes kept)
+//! → [`action`] (typed, injection-safe actions) → [`client`] (one task per socket,
+//! `ActionID` correlation, lists, reconnect, keepalive) → [`events`] (bounded fan-out of
+//! lifecycle and events to consumers).
+//!
+//! `ami` knows nothing of SQL, HTTP or the clinic domain: it never reads the store,
+//! never shapes an API answer, never names a consultation. Other modules subscribe
+//! ([`AmiClient::subscribe`]), send actions ([`AmiClient::send`], [`AmiClient::list`],
+//! [`AmiClient::command`]) and translate.
+
+pub mod action;
+pub mod client;
+pub mod codec;
+pub mod events;
+pub mod message;
+pub mod parser;
+
+pub use action::{Action, ActionError, MuteDirection, Originate, OriginateTarget, PlaybackControl};
+pub use client::{
+    AmiClient, AmiError, Backoff, ClientSettings, ClientState, ClientStatus, ConnectionError,
+    ListReply, StatusHook,
+};
+pub use codec::{AmiCodec, CodecError, Frame, Limits, SkipReason, Skipped};
+pub use events::{AmiEvent, EventStream};
+pub use message::{Header, Message, MessageKind, Value};

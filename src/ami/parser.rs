@@ -1,0 +1,137 @@
+//! The AMI message grammar, parsed with `nom` from one complete frame that
+//! [`super::codec`] has already cut out of the stream.
+//!
+//! Owns the meaning of a frame's bytes: lines, `Name: value` headers, and the legacy
+//! `Response: Follows` body. It never sees a partial message (that is the framer's job),
+//! never allocates a copy of a value (values are slices of the frame) and never rejects a
+//! line it does not understand: a line without `:` is a header with an empty value.
+
+use bytes::Bytes;
+use nom::bytes::complete::{tag, take_till};
+use nom::combinator::opt;
+use nom::multi::many0;
+use nom::sequence::terminated;
+use nom::{IResult, Parser};
+
+use super::message::{END_COMMAND, Header, Message, Value};
+
+/// Why a frame could not be read as a message. The framer only hands over frames made
+/// of whole lines, so this means a framing bug, not bad peer data.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("AMI frame has {0} bytes after its last line end")]
+    TrailingBytes(usize),
+}
+
+/// `line = *(any byte but LF) LF`; one CR before the LF is not part of the line.
+fn line(input: &[u8]) -> IResult<&[u8], &[u8]> {
+    let (rest, text) = terminated(take_till(|b| b == b'\n'), tag(&b"\n"[..])).parse(input)?;
+    Ok((rest, text.strip_suffix(b"\r").unwrap_or(text)))
+}
+
+/// `header = name [":" [SP] value]`, `name = *(any byte but ":")`, `value = *any byte`.
+/// Values may themselves contain `:`; only the first one splits.
+fn header(input: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
+    let (input, name) = take_till(|b| b == b':').parse(input)?;
+    let (input, colon) = opt(tag(&b":"[..])).parse(input)?;
+    if colon.is_none() {
+        return Ok((input, (name, b"")));
+    }
+    let (value, _) = opt(tag(&b" "[..])).parse(input)?;
+    Ok((b"", (name, value)))
+}
+
+fn to_header(frame: &Bytes, line: &[u8]) -> Header {
+    // `header` is total on any line (every branch succeeds), so the error arm is unreachable
+    // in practice; it still keeps the whole line rather than lose it.
+    let (name, value) = match header(line) {
+        Ok((_, pair)) => pair,
+        Err(_) => (line, &b""[..]),
+    };
+    Header {
+        name: Value::from_bytes(frame.slice_ref(name)),
+        value: Value::from_bytes(frame.slice_ref(value)),
+    }
+}
+
+/// Headers a legacy `Response: Follows` reply puts before its raw output.
+const FOLLOWS_HEADERS: [&str; 3] = ["Response", "Privilege", "ActionID"];
+
+/// Whether a frame's first line starts the legacy `Command` form, whose body may hold
+/// empty lines and ends at `--END COMMAND--` instead.
+pub fn is_follows_line(line: &[u8]) -> bool {
+    line.eq_ignore_ascii_case(b"Response: Follows")
+}
+
+/// Parses a complete frame: whole lines, each ending in LF, without the empty line that
+/// ended the message.
+///
+/// # Errors
+/// [`ParseError::TrailingBytes`] when the frame does not end with a line end.
+pub fn parse_frame(frame: &Bytes) -> Result<Message, ParseError> {
+    let lines = match many0(line).parse(frame.as_ref()) {
+        Ok((b"", lines)) => lines,
+        Ok((rest, _)) => return Err(ParseError::TrailingBytes(rest.len())),
+        Err(_) => return Err(ParseError::TrailingBytes(frame.len())),
+    };
+    let follows = lines.first().is_some_and(|l| is_follows_line(l));
+    if !follows {
+        let headers = lines.iter().map(|l| to_header(frame, l)).collect();
+        return Ok(Message::new(headers));
+    }
+    let mut headers = Vec::new();
+    let mut output = Vec::new();
+    let mut in_headers = true;
+    for l in lines {
+        if in_headers {
+            let h = to_header(frame, l);
+            if FOLLOWS_HEADERS.iter().any(|n| h.name.eq_ignore_case(n)) && l.contains(&b':') {
+                headers.push(h);
+                continue;
+            }
+            in_headers = false;
+        }
+        if let Some(last) = l.strip_suffix(END_COMMAND) {
+            // Output without a final newline runs straight into the marker.
+            if !last.is_empty() {
+                output.push(Value::from_bytes(frame.slice_ref(last)));
+            }
+            break;
+        }
+        output.push(Value::from_bytes(frame.slice_ref(l)));
+    }
+    Ok(Message::legacy_follows(headers, output))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &[u8]) -> Message {
+        parse_frame(&Bytes::copy_from_slice(s)).unwrap()
+    }
+
+    #[test]
+    fn values_keep_colons_and_names_keep_odd_characters() {
+        let m = parse(b"Event: X\r\nX-Header_2.b: a: b:c\r\nEmpty:\r\nNoColon\r\n");
+        let h = m.headers();
+        assert_eq!(h[1].name.text(), "X-Header_2.b");
+        assert_eq!(h[1].value.text(), "a: b:c");
+        assert_eq!(h[2].value.text(), "");
+        assert_eq!(h[3].name.text(), "NoColon");
+    }
+
+    #[test]
+    fn only_one_space_after_the_colon_is_dropped() {
+        let m = parse(b"Output:   indented\n");
+        assert_eq!(m.get("Output").unwrap().text(), "  indented");
+    }
+
+    #[test]
+    fn a_frame_without_a_final_line_end_is_a_framing_error() {
+        assert_eq!(
+            parse_frame(&Bytes::from_static(b"Event: X\r\nTail")),
+            Err(ParseError::TrailingBytes(4))
+        );
+    }
+}
