@@ -9,7 +9,13 @@
 //! The figure is wall time from the first event byte sent to the last call seen
 //! persisted through the HTTP API, so it includes parsing, tracking and SQLite commits.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -19,15 +25,29 @@ use std::time::{Duration, Instant};
 const EVENTS_PER_CALL: usize = 14;
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--bench")).collect();
-    let events: usize = args.iter().find_map(|a| a.parse().ok()).unwrap_or(1_000_000);
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--bench"))
+        .collect();
+    let events: usize = args
+        .iter()
+        .find_map(|a| a.parse().ok())
+        .unwrap_or(1_000_000);
     let calls = events / EVENTS_PER_CALL;
     let events = calls * EVENTS_PER_CALL;
 
     let ami = TcpListener::bind("127.0.0.1:0").unwrap();
     let ami_port = ami.local_addr().unwrap().port();
-    let http_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let agi_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let http_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let agi_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let data = tempfile::tempdir().unwrap();
     let mut daemon = start_daemon(ami_port, http_port, agi_port, data.path());
     let key_path = data.path().join("admin.key");
@@ -35,17 +55,24 @@ fn main() {
     let (stream, _) = ami.accept().unwrap();
     stream.set_nodelay(true).unwrap();
     let mut writer = stream.try_clone().unwrap();
-    writer.write_all(b"Asterisk Call Manager/11.0.0\r\n").unwrap();
+    writer
+        .write_all(b"Asterisk Call Manager/11.0.0\r\n")
+        .unwrap();
     let mut reader = BufReader::new(stream);
     // Answer the login and the reconciliation; start blasting once the daemon has asked
     // for the conference rooms (the last step of reconciliation).
     serve_actions_until(&mut reader, &mut writer, "ConfbridgeListRooms");
-    let key = std::fs::read_to_string(&key_path).unwrap().trim().to_string();
+    let key = std::fs::read_to_string(&key_path)
+        .unwrap()
+        .trim()
+        .to_string();
 
     let payload = build_events(calls);
     // Keep answering the daemon's keepalive while the events flow.
     let mut keepalive_writer = writer.try_clone().unwrap();
-    std::thread::spawn(move || serve_actions_until(&mut reader, &mut keepalive_writer, "\u{0}never"));
+    std::thread::spawn(move || {
+        serve_actions_until(&mut reader, &mut keepalive_writer, "\u{0}never")
+    });
 
     let started = Instant::now();
     for chunk in payload.chunks(256 * 1024) {
@@ -58,13 +85,19 @@ fn main() {
     let received = pbx[0]["eventsReceived"].as_u64().unwrap_or(0);
     let dropped = pbx[0]["eventsDropped"].as_u64().unwrap_or(0);
     let peak_kib = peak_memory_kib(daemon.id());
-    println!("ami_ingest: {events} events ({calls} calls) sent in {:.3} s", sent.as_secs_f64());
+    println!(
+        "ami_ingest: {events} events ({calls} calls) sent in {:.3} s",
+        sent.as_secs_f64()
+    );
     println!(
         "ami_ingest: all {persisted} calls persisted after {:.3} s: {:.0} events/s end to end",
         elapsed.as_secs_f64(),
         events as f64 / elapsed.as_secs_f64()
     );
-    println!("ami_ingest: daemon counted {received} events received, {dropped} dropped; peak RSS {} MiB", peak_kib / 1024);
+    println!(
+        "ami_ingest: daemon counted {received} events received, {dropped} dropped; peak RSS {} MiB",
+        peak_kib / 1024
+    );
     let _ = daemon.kill();
     let _ = daemon.wait();
     assert_eq!(persisted, calls, "calls lost");
@@ -109,23 +142,37 @@ fn serve_actions_until(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream
                 fields.push((k.to_string(), v.trim().to_string()));
             }
         }
-        let get = |k: &str| fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(k)).map(|(_, v)| v.as_str()).unwrap_or("");
+        let get = |k: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.as_str())
+                .unwrap_or("")
+        };
         let action = get("Action").to_string();
         let id = get("ActionID").to_string();
         let reply = match action.to_ascii_lowercase().as_str() {
-            "challenge" => format!("Response: Success\r\nActionID: {id}\r\nChallenge: 123456789\r\n\r\n"),
+            "challenge" => {
+                format!("Response: Success\r\nActionID: {id}\r\nChallenge: 123456789\r\n\r\n")
+            }
             "coreshowchannels" => format!(
                 "Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n\
                  Event: CoreShowChannelsComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: 0\r\n\r\n"
             ),
             "confbridgelistrooms" => {
-                format!("Response: Error\r\nActionID: {id}\r\nMessage: No active conferences.\r\n\r\n")
+                format!(
+                    "Response: Error\r\nActionID: {id}\r\nMessage: No active conferences.\r\n\r\n"
+                )
             }
             "command" => format!(
                 "Response: Success\r\nActionID: {id}\r\nMessage: Command output follows\r\nOutput: Asterisk 22.10.1 built by load tool\r\n\r\n"
             ),
-            "coresettings" => format!("Response: Success\r\nActionID: {id}\r\nAsteriskVersion: 22.10.1\r\nAMIversion: 11.0.0\r\n\r\n"),
-            "ping" => format!("Response: Success\r\nActionID: {id}\r\nPing: Pong\r\nTimestamp: 0.0\r\n\r\n"),
+            "coresettings" => format!(
+                "Response: Success\r\nActionID: {id}\r\nAsteriskVersion: 22.10.1\r\nAMIversion: 11.0.0\r\n\r\n"
+            ),
+            "ping" => format!(
+                "Response: Success\r\nActionID: {id}\r\nPing: Pong\r\nTimestamp: 0.0\r\n\r\n"
+            ),
             _ => format!("Response: Success\r\nActionID: {id}\r\nMessage: OK\r\n\r\n"),
         };
         if writer.write_all(reply.as_bytes()).is_err() {
@@ -152,21 +199,71 @@ fn build_events(calls: usize) -> Vec<u8> {
             )
         };
         let mut ev = |name: &str, body: String| {
-            out.extend_from_slice(format!("Event: {name}\r\nPrivilege: call,all\r\n{body}\r\n").as_bytes());
+            out.extend_from_slice(
+                format!("Event: {name}\r\nPrivilege: call,all\r\n{body}\r\n").as_bytes(),
+            );
         };
         ev("Newchannel", chan("1", &a, "0", "Down"));
         ev("Newchannel", chan("2", &b, "4", "Ring"));
         ev("Newstate", chan("2", &b, "5", "Ringing"));
-        ev("DialBegin", format!("{}DialString: answer@fake-phones/n\r\nDestUniqueid: {b}\r\n", chan("1", &a, "0", "Down")));
+        ev(
+            "DialBegin",
+            format!(
+                "{}DialString: answer@fake-phones/n\r\nDestUniqueid: {b}\r\n",
+                chan("1", &a, "0", "Down")
+            ),
+        );
         ev("Newstate", chan("2", &b, "6", "Up"));
         ev("Newstate", chan("1", &a, "6", "Up"));
-        ev("DialEnd", format!("{}DialStatus: ANSWER\r\nDestUniqueid: {b}\r\n", chan("1", &a, "6", "Up")));
-        ev("BridgeEnter", format!("BridgeUniqueid: br-{n}\r\nBridgeType: basic\r\n{}", chan("1", &a, "6", "Up")));
-        ev("BridgeEnter", format!("BridgeUniqueid: br-{n}\r\nBridgeType: basic\r\n{}", chan("2", &b, "6", "Up")));
-        ev("BridgeLeave", format!("BridgeUniqueid: br-{n}\r\nBridgeType: basic\r\n{}", chan("1", &a, "6", "Up")));
-        ev("BridgeLeave", format!("BridgeUniqueid: br-{n}\r\nBridgeType: basic\r\n{}", chan("2", &b, "6", "Up")));
-        ev("Hangup", format!("{}Cause: 16\r\nCause-txt: Normal Clearing\r\n", chan("2", &b, "6", "Up")));
-        ev("Hangup", format!("{}Cause: 16\r\nCause-txt: Normal Clearing\r\n", chan("1", &a, "6", "Up")));
+        ev(
+            "DialEnd",
+            format!(
+                "{}DialStatus: ANSWER\r\nDestUniqueid: {b}\r\n",
+                chan("1", &a, "6", "Up")
+            ),
+        );
+        ev(
+            "BridgeEnter",
+            format!(
+                "BridgeUniqueid: br-{n}\r\nBridgeType: basic\r\n{}",
+                chan("1", &a, "6", "Up")
+            ),
+        );
+        ev(
+            "BridgeEnter",
+            format!(
+                "BridgeUniqueid: br-{n}\r\nBridgeType: basic\r\n{}",
+                chan("2", &b, "6", "Up")
+            ),
+        );
+        ev(
+            "BridgeLeave",
+            format!(
+                "BridgeUniqueid: br-{n}\r\nBridgeType: basic\r\n{}",
+                chan("1", &a, "6", "Up")
+            ),
+        );
+        ev(
+            "BridgeLeave",
+            format!(
+                "BridgeUniqueid: br-{n}\r\nBridgeType: basic\r\n{}",
+                chan("2", &b, "6", "Up")
+            ),
+        );
+        ev(
+            "Hangup",
+            format!(
+                "{}Cause: 16\r\nCause-txt: Normal Clearing\r\n",
+                chan("2", &b, "6", "Up")
+            ),
+        );
+        ev(
+            "Hangup",
+            format!(
+                "{}Cause: 16\r\nCause-txt: Normal Clearing\r\n",
+                chan("1", &a, "6", "Up")
+            ),
+        );
         ev(
             "Cdr",
             format!(
@@ -182,7 +279,11 @@ fn build_events(calls: usize) -> Vec<u8> {
 
 fn get_json(port: u16, path: &str, key: &str) -> serde_json::Value {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {key}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     std::io::Read::read_to_string(&mut s, &mut text).unwrap();
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");

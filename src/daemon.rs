@@ -13,8 +13,9 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::ami::{AmiClient, ClientSettings, ClientState, ClientStatus, StatusHook};
+use crate::ami::{AmiClient, ClientSettings, ClientState, ClientStatus, EventStream, StatusHook};
 use crate::auth;
+use crate::calls;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -75,6 +76,15 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     });
     let ami_clients = spawn_ami_clients(&config, &app.pbxs, &tasks, &shutdown);
     tracing::debug!(count = ami_clients.len(), "AMI clients started");
+    for (pbx, (client, events)) in config.pbx.iter().zip(ami_clients) {
+        tasks.spawn(calls::ingest::run(
+            pbx.name.clone(),
+            client,
+            events,
+            app.store.clone(),
+            shutdown.child_token(),
+        ));
+    }
     tasks.close();
 
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "medcall started");
@@ -91,14 +101,15 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     Ok(())
 }
 
-/// One AMI client per `[[pbx]]`, each mirroring its status into the registry. The
-/// handles are what the call tracker and call control subscribe to and send through.
+/// One AMI client per `[[pbx]]`, each mirroring its status into the registry, with the
+/// call tracker's event stream subscribed before the first connect. The handles are
+/// what the call tracker and call control send through.
 fn spawn_ami_clients(
     config: &Config,
     pbxs: &PbxRegistry,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
-) -> Vec<AmiClient> {
+) -> Vec<(AmiClient, EventStream)> {
     config
         .pbx
         .iter()
@@ -108,7 +119,7 @@ fn spawn_ami_clients(
             let hook: StatusHook = Arc::new(move |status: &ClientStatus| {
                 registry.update(&name, |s| mirror_status(s, status));
             });
-            AmiClient::spawn(
+            AmiClient::spawn_with_events(
                 ClientSettings::from_config(pbx, &config.ami),
                 tasks,
                 shutdown.child_token(),

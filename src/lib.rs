@@ -11,5 +11,6 @@ pub mod http;
 pub mod import;
 pub mod metrics;
 pub mod pbx;
+pub mod replay;
 pub mod store;
 pub mod telemetry;

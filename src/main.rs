@@ -26,6 +26,9 @@ enum Command {
     Run,
     /// Validate the configuration and print the effective result, secrets masked.
     CheckConfig,
+    /// Feed a captured AMI byte stream through the parser and call tracker (in memory)
+    /// and print what was found and how fast.
+    Replay { capture: PathBuf },
     /// Load reference data from a JSON document (the same the admin API takes).
     Import {
         #[command(subcommand)]
@@ -57,6 +60,25 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run(config),
+        Command::Replay { capture } => {
+            let limits = medcall::ami::Limits {
+                max_message_bytes: config.ami.max_message_bytes,
+                max_headers: config.ami.max_headers,
+            };
+            match medcall::replay::replay_file(&capture, limits) {
+                Ok(report) => {
+                    #[allow(clippy::print_stdout)]
+                    {
+                        print!("{}", report.render());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("medcall: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Import {
             what: ImportWhat::Clients { file },
         } => {

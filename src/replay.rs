@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use chrono::Utc;
 
-use crate::ami::{Frame, Limits, MessageKind, decode_all};
+use crate::ami::codec::decode_all;
+use crate::ami::{Frame, Limits, MessageKind};
 use crate::calls::{CallChange, CallTracker};
 
 /// What a replay found.

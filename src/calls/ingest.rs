@@ -37,7 +37,13 @@ pub struct IngestStats {
 
 /// Runs until `shutdown` is cancelled or the event stream ends; flushes what it holds
 /// before returning.
-pub async fn run(pbx: String, client: AmiClient, mut events: EventStream, store: Store, shutdown: CancellationToken) {
+pub async fn run(
+    pbx: String,
+    client: AmiClient,
+    mut events: EventStream,
+    store: Store,
+    shutdown: CancellationToken,
+) {
     let live = match store.live_call_state(&pbx).await {
         Ok(live) => live,
         Err(e) => {
@@ -110,7 +116,9 @@ async fn flush(store: &Store, pbx: &str, pending: &mut Vec<CallChange>, stats: &
                 tracing::warn!(%pbx, error = %e, changes = n, "writing call changes failed; retrying");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(e) => tracing::error!(%pbx, error = %e, changes = n, "writing call changes failed; dropped"),
+            Err(e) => {
+                tracing::error!(%pbx, error = %e, changes = n, "writing call changes failed; dropped")
+            }
         }
     }
 }
@@ -131,7 +139,11 @@ async fn reconcile(
         }
     };
     let channels = match channels {
-        Ok(reply) => reply.items.iter().filter_map(|m| snapshot_of(m, now)).collect::<Vec<_>>(),
+        Ok(reply) => reply
+            .items
+            .iter()
+            .filter_map(|m| snapshot_of(m, now))
+            .collect::<Vec<_>>(),
         Err(e) => {
             // Without a snapshot nothing can be decided; the next reconnect tries again.
             tracing::warn!(error = %e, "CoreShowChannels failed; reconciliation skipped");
@@ -140,7 +152,11 @@ async fn reconcile(
     };
     let rooms = match Action::confbridge_list_rooms() {
         Ok(action) => match client.list(action).await {
-            Ok(reply) => reply.items.iter().filter_map(|m| m.field("Conference")).collect::<Vec<_>>(),
+            Ok(reply) => reply
+                .items
+                .iter()
+                .filter_map(|m| m.field("Conference"))
+                .collect::<Vec<_>>(),
             Err(e) => {
                 tracing::warn!(error = %e, "ConfbridgeListRooms failed; conferences not reconciled");
                 return;
@@ -156,7 +172,13 @@ async fn reconcile(
             _ => None,
         })
         .unwrap_or_default();
-    tracing::info!(channels = channels.len(), rooms = rooms.len(), closed, adopted, "reconciled with the PBX");
+    tracing::info!(
+        channels = channels.len(),
+        rooms = rooms.len(),
+        closed,
+        adopted,
+        "reconciled with the PBX"
+    );
     pending.extend(changes);
 }
 
@@ -170,7 +192,10 @@ pub fn snapshot_of(m: &Message, now: DateTime<Utc>) -> Option<LegSnapshot> {
             variables.insert(k.to_string(), val.to_string());
         }
     }
-    let started_at = m.field("Duration").and_then(|d| parse_hms(&d)).map(|secs| now - chrono::Duration::seconds(secs));
+    let started_at = m
+        .field("Duration")
+        .and_then(|d| parse_hms(&d))
+        .map(|secs| now - chrono::Duration::seconds(secs));
     Some(LegSnapshot {
         linkedid: m.field("Linkedid").unwrap_or_else(|| uniqueid.clone()),
         uniqueid,

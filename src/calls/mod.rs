@@ -2,6 +2,7 @@
 //! the ingest task that feeds it AMI events and writes its changes to the store in
 //! batches.
 
+pub mod ingest;
 pub mod model;
 pub mod tracker;
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::{Store, StoreError};
-use crate::calls::{CallChange, CallRecord, ConferenceRecord, LegRecord};
+use crate::calls::{CallChange, CallRecord, ConferenceRecord, GapRecord, LegRecord};
 
 fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
@@ -131,6 +131,33 @@ impl Store {
                 .flatten();
             state.last_event_at = parse_ts(last);
             Ok(state)
+        })
+        .await
+    }
+
+    /// The newest `limit` reconnection gaps of `pbx`, newest first.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub async fn recent_gaps(&self, pbx: &str, limit: u32) -> Result<Vec<GapRecord>, StoreError> {
+        let pbx = pbx.to_string();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT pbx, disconnected_at, reconnected_at, legs_closed, legs_adopted FROM pbx_gaps
+                 WHERE pbx = ?1 ORDER BY id DESC LIMIT ?2",
+            )?;
+            let rows = stmt
+                .query_map(params![pbx, limit], |r| {
+                    Ok(GapRecord {
+                        pbx: r.get(0)?,
+                        disconnected_at: parse_ts(r.get(1)?),
+                        reconnected_at: parse_ts(r.get(2)?).unwrap_or_default(),
+                        legs_closed: r.get(3)?,
+                        legs_adopted: r.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
         })
         .await
     }

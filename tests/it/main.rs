@@ -12,6 +12,7 @@
 
 mod ami_client;
 mod ami_faults;
+mod calls;
 mod events;
 mod foundation;
 mod support;

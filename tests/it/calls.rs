@@ -1,0 +1,321 @@
+//! Call state from the real rig: calls and legs persisted with state, times, causes and
+//! originate results; Cdr stored; reconciliation after a daemon restart (adoption) and
+//! after an Asterisk restart in the middle of live calls (legs closed as `pbx-gap`).
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::rig::{RawAmi, Rig, field};
+use crate::support::{Daemon, DaemonOptions, free_port};
+
+/// Waits until the daemon reports its PBX connected.
+pub async fn wait_connected(d: &Daemon, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pbx: Value = d
+            .get("/api/pbx")
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if pbx[0]["state"] == "connected" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "PBX never connected: {pbx}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Originates `Local/<behaviour>@fake-phones/n` with a known uniqueid; returns it.
+async fn originate(ami: &mut RawAmi, behaviour: &str, tag: &str, timeout_ms: u32) -> String {
+    let uid = format!("it-{tag}-{}", std::process::id());
+    let other = format!("{uid}-2");
+    let timeout = timeout_ms.to_string();
+    ami.send(&[
+        ("Action", "Originate"),
+        ("Channel", &format!("Local/{behaviour}@fake-phones/n")),
+        ("Application", "Wait"),
+        ("Data", "1"),
+        ("Async", "true"),
+        ("Timeout", &timeout),
+        ("ChannelId", &uid),
+        ("OtherChannelId", &other),
+        ("Account", &format!("acc-{tag}")),
+        ("ActionID", &uid),
+    ])
+    .await;
+    uid
+}
+
+/// The call holding the leg `uniqueid`, once `done` says it is complete.
+pub async fn call_with_leg(
+    d: &Daemon,
+    key: &str,
+    uniqueid: &str,
+    limit: Duration,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    let mut last = Value::Null;
+    loop {
+        let list: Value = d
+            .get("/api/calls?limit=200")
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for c in list["items"].as_array().unwrap() {
+            let detail: Value = d
+                .get(&format!("/api/calls/{}", c["id"]))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if detail["legs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| l["uniqueid"] == uniqueid)
+            {
+                if done(&detail) {
+                    return detail;
+                }
+                last = detail;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "call with leg {uniqueid} not complete in time; last seen: {last:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn leg<'a>(call: &'a Value, uniqueid: &str) -> &'a Value {
+    call["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["uniqueid"] == uniqueid)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn originated_calls_are_persisted_with_state_times_cause_and_originate_reason() {
+    let d = Daemon::start().await;
+    let key = d.admin_key();
+    wait_connected(&d, &key).await;
+    let rig = Rig::from_env();
+    let mut ami = RawAmi::connect(&rig).await;
+    ami.login(&rig.username, &rig.secret).await;
+
+    // (behaviour, originate timeout, expected OriginateResponse reason, answered?)
+    let cases = [
+        ("answer", 10_000, 4, true),
+        ("busy", 10_000, 5, false),
+        ("noanswer", 2_000, 3, false),
+        ("congestion", 10_000, 8, false),
+    ];
+    let mut uids = Vec::new();
+    for (behaviour, timeout, _, _) in cases {
+        uids.push(originate(&mut ami, behaviour, behaviour, timeout).await);
+    }
+    for ((behaviour, _, reason, answered), uid) in cases.iter().zip(&uids) {
+        let call = call_with_leg(&d, &key, uid, Duration::from_secs(20), |c| {
+            !c["active"].as_bool().unwrap() && leg(c, uid)["originateReason"].is_number()
+        })
+        .await;
+        let l = leg(&call, uid);
+        assert_eq!(l["originateReason"], *reason, "{behaviour}: {call:#}");
+        assert_eq!(l["accountCode"], format!("acc-{behaviour}"), "{behaviour}");
+        assert_eq!(l["endReason"], "hangup", "{behaviour}");
+        assert!(
+            l["createdAt"].is_string() && l["endedAt"].is_string(),
+            "{behaviour}: {l}"
+        );
+        assert!(l["hangupCause"].is_number(), "{behaviour}: {l}");
+        assert_eq!(l["answeredAt"].is_string(), *answered, "{behaviour}: {l}");
+        assert!(call["endedAt"].is_string());
+        assert!(
+            call["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["kind"] == "Hangup"),
+            "{behaviour}: timeline has the hangup"
+        );
+        assert_eq!(
+            call["legs"].as_array().unwrap().len(),
+            2,
+            "{behaviour}: both halves of the Local channel"
+        );
+    }
+    // The busy call's cause is "user busy" (17) on the device side.
+    let busy = call_with_leg(&d, &key, &uids[1], Duration::from_secs(5), |_| true).await;
+    assert!(
+        busy["legs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["hangupCause"] == 17),
+        "{busy:#}"
+    );
+}
+
+#[tokio::test]
+async fn the_real_cdr_of_a_finished_call_is_stored_with_the_call() {
+    let d = Daemon::start().await;
+    let key = d.admin_key();
+    wait_connected(&d, &key).await;
+    let rig = Rig::from_env();
+    let mut ami = RawAmi::connect(&rig).await;
+    ami.login(&rig.username, &rig.secret).await;
+    let uid = originate(&mut ami, "hangup", "cdr", 10_000).await;
+    let call = call_with_leg(&d, &key, &uid, Duration::from_secs(20), |c| {
+        !c["cdrs"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let cdr = &call["cdrs"][0];
+    assert_eq!(cdr["AccountCode"], "acc-cdr", "{cdr}");
+    assert_eq!(cdr["Disposition"], "ANSWERED", "{cdr}");
+}
+
+/// A second Asterisk from the rig's root on its own port, stopped on drop.
+struct OwnRig {
+    instance: String,
+    port: u16,
+}
+
+impl OwnRig {
+    fn script(&self, verb: &str) {
+        let out = std::process::Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/asterisk-rig"
+        ))
+        .arg(verb)
+        .env("MEDCALL_RIG_INSTANCE", &self.instance)
+        .env("MEDCALL_RIG_AMI_PORT", self.port.to_string())
+        .output()
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "asterisk-rig {verb}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn up(name: &str) -> OwnRig {
+        let rig = OwnRig {
+            instance: format!("{name}-{}", std::process::id()),
+            port: free_port(),
+        };
+        rig.script("up");
+        rig
+    }
+}
+
+impl Drop for OwnRig {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/asterisk-rig"
+        ))
+        .arg("down")
+        .env("MEDCALL_RIG_INSTANCE", &self.instance)
+        .output();
+    }
+}
+
+#[tokio::test]
+async fn reconciliation_adopts_calls_made_while_away_and_closes_those_lost_in_an_asterisk_restart()
+{
+    let own = OwnRig::up("it-restart");
+    let rig = Rig::from_env();
+    let options = || {
+        DaemonOptions::default()
+            .env("MEDCALL__PBX__0__PORT", own.port)
+            .env("MEDCALL__AMI__BACKOFF_MIN_MS", 100)
+            .env("MEDCALL__AMI__BACKOFF_MAX_MS", 500)
+    };
+    let mut d = Daemon::start_with(options()).await;
+    let key = d.admin_key();
+    wait_connected(&d, &key).await;
+    let db = d.data_dir().join("medcall.db");
+
+    let mut ami = RawAmi::connect(&Rig {
+        ami_port: own.port,
+        ..rig.clone()
+    })
+    .await;
+    ami.login(&rig.username, &rig.secret).await;
+    let seen = originate(&mut ami, "silent", "seen", 10_000).await;
+    call_with_leg(&d, &key, &seen, Duration::from_secs(10), |c| {
+        leg(c, &seen)["answeredAt"].is_string()
+    })
+    .await;
+
+    // The daemon dies; a call starts while it is away; it comes back on the same store.
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(5)).await.unwrap();
+    let away = originate(&mut ami, "silent", "away", 10_000).await;
+    ami.wait_for(Duration::from_secs(10), |m| {
+        field(m, "Event") == Some("OriginateResponse")
+            && field(m, "ActionID") == Some(away.as_str())
+    })
+    .await
+    .expect("the call made while away is up");
+    let d = Daemon::start_with(options().env("MEDCALL__STORE__PATH", db.display())).await;
+    wait_connected(&d, &key).await;
+    let call = call_with_leg(&d, &key, &away, Duration::from_secs(10), |c| {
+        c["active"] == true
+    })
+    .await;
+    assert_eq!(leg(&call, &away)["adopted"], true, "{call:#}");
+    let call = call_with_leg(&d, &key, &seen, Duration::from_secs(10), |_| true).await;
+    assert!(
+        leg(&call, &seen)["endedAt"].is_null(),
+        "still live: {call:#}"
+    );
+
+    // Asterisk dies with both calls up (no Hangup events) and comes back: the calls
+    // vanished while the daemon was not connected, and it says so.
+    own.script("crash");
+    own.script("up");
+    for uid in [&seen, &away] {
+        let call = call_with_leg(&d, &key, uid, Duration::from_secs(30), |c| {
+            !c["active"].as_bool().unwrap()
+        })
+        .await;
+        assert_eq!(leg(&call, uid)["endReason"], "pbx-gap", "{call:#}");
+    }
+    let pbx: Value = d
+        .get("/api/pbx")
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(pbx[0]["state"], "connected");
+    assert!(pbx[0]["reconnectCount"].as_u64().unwrap() >= 1, "{pbx}");
+    let gaps = pbx[0]["recentGaps"].as_array().unwrap();
+    assert!(
+        gaps.iter().any(|g| g["legsClosed"].as_i64().unwrap() >= 4),
+        "both Local halves of both calls: {pbx:#}"
+    );
+    assert!(
+        gaps.iter().any(|g| g["legsAdopted"].as_i64().unwrap() >= 2),
+        "{pbx:#}"
+    );
+}
