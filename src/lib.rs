@@ -1,11 +1,13 @@
 //! medcall: a daemon beside Asterisk 22 that keeps calls, consultations, requests and
 //! bookings in SQLite and exposes them over HTTP. See ARCHITECTURE.md for the map.
 
+pub mod agi;
 pub mod auth;
 pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod metrics;
 pub mod pbx;
+pub mod routes;
 pub mod store;
 pub mod telemetry;

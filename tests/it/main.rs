@@ -2,7 +2,13 @@
 //! Asterisk rig (`scripts/asterisk-rig up`). Fakes appear only for faults a real peer
 //! cannot produce on demand.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, clippy::print_stdout)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    clippy::print_stdout
+)]
 
 mod foundation;
 mod support;
