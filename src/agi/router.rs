@@ -22,19 +22,20 @@ pub type HandlerResult = Result<(), BoxError>;
 /// The future a handler returns, borrowing the session.
 pub type HandlerFuture<'s> = Pin<Box<dyn Future<Output = HandlerResult> + Send + 's>>;
 
-/// Serves one AGI session. Implemented for any
-/// `Fn(Request, &mut Session) -> HandlerFuture` closure:
+/// Serves one AGI session. Implemented for any function
+/// `fn(Request, &mut Session) -> HandlerFuture<'_>` (closures rarely infer the
+/// higher-ranked lifetime; a named `fn` or a struct implementing this trait does):
 ///
 /// ```
-/// use medcall::agi::{Router, Request, Session};
-/// let router = Router::new().route("hello/{name}", |req: Request, session: &mut Session| {
+/// use medcall::agi::{HandlerFuture, Request, Router, Session};
+/// fn hello<'s>(request: Request, session: &'s mut Session) -> HandlerFuture<'s> {
 ///     Box::pin(async move {
-///         let name = req.param("name").unwrap_or("world").to_string();
+///         let name = request.param("name").unwrap_or("world").to_string();
 ///         session.set_variable("GREETING", &format!("hello {name}")).await?;
 ///         Ok(())
-///     }) as medcall::agi::HandlerFuture<'_>
-/// });
-/// assert!(router.is_ok());
+///     })
+/// }
+/// assert!(Router::new().route("hello/{name}", hello).is_ok());
 /// ```
 pub trait Handler: Send + Sync + 'static {
     fn call<'s>(&'s self, request: Request, session: &'s mut Session) -> HandlerFuture<'s>;

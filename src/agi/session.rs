@@ -80,6 +80,7 @@ pub struct Session {
     limits: SessionLimits,
     hung_up: bool,
     out_of_step: bool,
+    interim_replies: u64,
 }
 
 impl Session {
@@ -95,6 +96,7 @@ impl Session {
             limits,
             hung_up: false,
             out_of_step: false,
+            interim_replies: 0,
         }
     }
 
@@ -107,6 +109,11 @@ impl Session {
     /// should finish what works on a dead channel (GET/SET VARIABLE…) and return.
     pub fn hung_up(&self) -> bool {
         self.hung_up
+    }
+
+    /// How many interim `100 Trying...` replies (GOSUB) this session has skipped.
+    pub fn interim_replies(&self) -> u64 {
+        self.interim_replies
     }
 
     /// Reads one more chunk into the buffer; `Closed` at end of stream.
@@ -155,7 +162,7 @@ impl Session {
                     tracing::debug!(peer = %self.peer, "AGI: channel hung up");
                     self.hung_up = true;
                 }
-                Inbound::Trying(_) => {}
+                Inbound::Trying(_) => self.interim_replies += 1,
                 Inbound::Reply(reply) => return Ok(reply),
             }
         }

@@ -10,5 +10,6 @@
     clippy::print_stdout
 )]
 
+mod agi;
 mod foundation;
 mod support;
