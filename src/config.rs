@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,22 @@ pub struct HttpConfig {
 #[serde(deny_unknown_fields)]
 pub struct AgiConfig {
     pub listen: SocketAddr,
+    /// Sessions served at once; one more is refused with `MEDCALL_STATUS=BUSY`.
+    pub max_sessions: usize,
+    /// How long Asterisk may take to answer one command, in milliseconds.
+    pub command_timeout_ms: u64,
+    /// How long one whole session may last, handler included, in milliseconds.
+    pub session_timeout_ms: u64,
+    /// On shutdown, how long running sessions may finish, in milliseconds.
+    pub drain_ms: u64,
+    /// Peers allowed to connect; empty means loopback plus every `[[pbx]] host`.
+    pub allow: Vec<IpAddr>,
+    /// Listen backlog: connections the kernel queues before the daemon accepts them.
+    pub backlog: u32,
+    /// Longest line accepted from Asterisk, in bytes.
+    pub max_line_bytes: usize,
+    /// Most environment variables accepted in one session.
+    pub max_variables: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -331,6 +347,12 @@ impl Config {
             ("ami.backoff_min_ms", ami.backoff_min_ms),
             ("ami.ping_interval_ms", ami.ping_interval_ms),
             ("ami.ping_deadline_ms", ami.ping_deadline_ms),
+            ("agi.max_sessions", self.agi.max_sessions as u64),
+            ("agi.command_timeout_ms", self.agi.command_timeout_ms),
+            ("agi.session_timeout_ms", self.agi.session_timeout_ms),
+            ("agi.backlog", u64::from(self.agi.backlog)),
+            ("agi.max_line_bytes", self.agi.max_line_bytes as u64),
+            ("agi.max_variables", self.agi.max_variables as u64),
         ] {
             if value == 0 {
                 return Err(invalid(key.into(), "must be positive"));
@@ -356,6 +378,12 @@ impl Config {
             return Err(invalid(
                 "ami.event_mask".into(),
                 "must be non-empty without control characters",
+            ));
+        }
+        if self.agi.max_line_bytes < 256 {
+            return Err(invalid(
+                "agi.max_line_bytes".into(),
+                "must be at least 256 (Asterisk's usage lines are long)",
             ));
         }
         if self.http.max_body_bytes == 0 {

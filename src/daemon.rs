@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agi;
 use crate::ami::{AmiClient, ClientSettings, ClientState, ClientStatus, EventStream, StatusHook};
 use crate::auth;
 use crate::calls;
@@ -20,6 +21,7 @@ use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::pbx::PbxRegistry;
+use crate::routes::{self, PbxAddresses};
 use crate::store::Store;
 
 /// Runs the daemon until SIGTERM or Ctrl-C, then drains and returns `Ok`.
@@ -66,7 +68,22 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
         .with_context(|| format!("binding HTTP to {}", config.http.listen))?;
     tracing::info!(addr = %http_listener.local_addr()?, "HTTP listening");
 
+    let pbx_addresses = Arc::new(PbxAddresses::resolve(&config.pbx).await);
+    let (session_log, session_log_writer) = routes::session_log::SessionLog::new(
+        app.store.clone(),
+        Arc::clone(&pbx_addresses),
+        shutdown.child_token(),
+    );
+    let agi_server =
+        agi_server(&config, Arc::clone(&pbx_addresses), app.store.clone())?.with_hook(session_log);
+    let agi_listener = agi::bind(config.agi.listen, config.agi.backlog)
+        .with_context(|| format!("binding FastAGI to {}", config.agi.listen))?;
+    tracing::info!(addr = %agi_listener.local_addr()?, "FastAGI listening");
+
     let tasks = TaskTracker::new();
+    tasks.spawn(session_log_writer);
+    let agi_shutdown = shutdown.child_token();
+    tasks.spawn(agi_server.serve(agi_listener, agi_shutdown));
     let router = http::router(app.clone(), &config.http);
     let http_shutdown = shutdown.child_token();
     tasks.spawn(async move {
@@ -89,7 +106,9 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
 
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "medcall started");
     shutdown.cancelled().await;
-    let grace = Duration::from_millis(config.http.shutdown_grace_ms);
+    // AGI sessions drain for their own period, then are cut: wait for that too.
+    let grace = Duration::from_millis(config.http.shutdown_grace_ms)
+        .max(Duration::from_millis(config.agi.drain_ms) + Duration::from_secs(1));
     if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
         tracing::warn!(
             ?grace,
@@ -151,6 +170,44 @@ fn mirror_status(s: &mut crate::pbx::PbxStatus, status: &ClientStatus) {
     } else {
         status.last_error.clone()
     };
+}
+
+/// The FastAGI server with the production routes and the `[agi]` settings.
+fn agi_server(
+    config: &Config,
+    pbxs: Arc<PbxAddresses>,
+    store: Store,
+) -> anyhow::Result<agi::Server> {
+    let allow = if config.agi.allow.is_empty() {
+        agi::AllowList {
+            loopback: true,
+            addresses: pbxs.all_addresses(),
+        }
+    } else {
+        agi::AllowList {
+            loopback: false,
+            addresses: config.agi.allow.clone(),
+        }
+    };
+    let settings = agi::ServerSettings {
+        max_sessions: config.agi.max_sessions,
+        session: agi::SessionLimits {
+            env: agi::EnvLimits {
+                max_line: config.agi.max_line_bytes,
+                max_variables: config.agi.max_variables,
+            },
+            reply: agi::ReplyLimits {
+                max_line: config.agi.max_line_bytes,
+                ..agi::ReplyLimits::default()
+            },
+            command_timeout: Duration::from_millis(config.agi.command_timeout_ms),
+        },
+        session_timeout: Duration::from_millis(config.agi.session_timeout_ms),
+        drain_timeout: Duration::from_millis(config.agi.drain_ms),
+        allow,
+    };
+    let router = routes::router(pbxs, store).context("registering AGI routes")?;
+    Ok(agi::Server::new(router, settings))
 }
 
 #[allow(clippy::print_stdout)]

@@ -1,6 +1,7 @@
 //! medcall: a daemon beside Asterisk 22 that keeps calls, consultations, requests and
 //! bookings in SQLite and exposes them over HTTP. See ARCHITECTURE.md for the map.
 
+pub mod agi;
 pub mod ami;
 pub mod auth;
 pub mod calls;
@@ -12,5 +13,6 @@ pub mod import;
 pub mod metrics;
 pub mod pbx;
 pub mod replay;
+pub mod routes;
 pub mod store;
 pub mod telemetry;

@@ -135,6 +135,34 @@ impl Store {
         .await
     }
 
+    /// Adds timeline entries about legs known by uniqueid (AGI sessions). The call is
+    /// resolved when read, so an entry written before the leg itself is not lost.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub async fn record_leg_events(
+        &self,
+        rows: Vec<(
+            String,
+            String,
+            &'static str,
+            DateTime<Utc>,
+            serde_json::Value,
+        )>,
+    ) -> Result<(), StoreError> {
+        self.transaction(move |tx| {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO call_events (call_id, pbx, uniqueid, at, kind, detail)
+                 VALUES ((SELECT call_id FROM legs WHERE pbx = ?1 AND uniqueid = ?2), ?1, ?2, ?3, ?4, ?5)",
+            )?;
+            for (pbx, uniqueid, kind, at, detail) in rows {
+                stmt.execute(params![pbx, uniqueid, ts(&at), kind, detail.to_string()])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     /// The newest `limit` reconnection gaps of `pbx`, newest first.
     ///
     /// # Errors
@@ -256,7 +284,10 @@ impl Store {
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             let mut stmt = conn.prepare_cached(
-                "SELECT at, uniqueid, kind, detail FROM call_events WHERE call_id = ?1 ORDER BY id",
+                "SELECT at, uniqueid, kind, detail FROM call_events
+                 WHERE call_id = ?1
+                    OR (call_id IS NULL AND uniqueid IN (SELECT uniqueid FROM legs WHERE call_id = ?1))
+                 ORDER BY at, id",
             )?;
             let events = stmt
                 .query_map([id], |r| {

@@ -10,9 +10,11 @@
     clippy::print_stdout
 )]
 
+mod agi;
 mod ami_client;
 mod ami_faults;
 mod calls;
+mod crm_dialplan;
 mod events;
 mod foundation;
 mod support;

@@ -1,0 +1,104 @@
+//! The AGI byte stream cut into lines: `…\n`, with an optional `\r` before it.
+//!
+//! Owns the line-length bound and the scan progress, so a partial line is never
+//! scanned twice. It must never interpret a line: that is `env` and `reply`.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// A line longer than the configured bound arrived; the stream cannot be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("line longer than {max} bytes")]
+pub struct LineTooLong {
+    pub max: usize,
+}
+
+/// Cuts lines from a growing buffer, remembering how far it has already looked.
+#[derive(Debug, Clone)]
+pub struct LineFramer {
+    max_line: usize,
+    scanned: usize,
+}
+
+impl LineFramer {
+    /// A framer refusing lines longer than `max_line` bytes (terminator excluded).
+    pub fn new(max_line: usize) -> LineFramer {
+        LineFramer {
+            max_line,
+            scanned: 0,
+        }
+    }
+
+    /// The next complete line without its terminator, taken off the front of `buf`;
+    /// `Ok(None)` when `buf` holds only part of a line (read more bytes, call again).
+    ///
+    /// # Errors
+    /// [`LineTooLong`] once the pending line exceeds the bound, terminated or not.
+    pub fn next_line(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, LineTooLong> {
+        let start = self.scanned.min(buf.len());
+        let found = buf
+            .get(start..)
+            .and_then(|rest| rest.iter().position(|&b| b == b'\n'));
+        match found {
+            Some(offset) => {
+                let newline = start + offset;
+                self.scanned = 0;
+                let mut line = buf.split_to(newline + 1);
+                line.truncate(newline);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(newline - 1);
+                }
+                if line.len() > self.max_line {
+                    return Err(LineTooLong { max: self.max_line });
+                }
+                Ok(Some(line.freeze()))
+            }
+            None => {
+                self.scanned = buf.len();
+                // One more byte than the bound may still be the `\r` of a legal line.
+                if buf.len() > self.max_line + 1 {
+                    return Err(LineTooLong { max: self.max_line });
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// Forgets scan progress (after the caller discarded the buffer's contents).
+    pub fn reset(&mut self, buf: &mut BytesMut) {
+        self.scanned = 0;
+        buf.advance(buf.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_come_out_without_terminators_and_partial_lines_wait() {
+        let mut framer = LineFramer::new(16);
+        let mut buf = BytesMut::from(&b"200 result=1\r\nHANG"[..]);
+        assert_eq!(
+            framer.next_line(&mut buf).unwrap().as_deref(),
+            Some(&b"200 result=1"[..])
+        );
+        assert_eq!(framer.next_line(&mut buf).unwrap(), None);
+        buf.extend_from_slice(b"UP\n");
+        assert_eq!(
+            framer.next_line(&mut buf).unwrap().as_deref(),
+            Some(&b"HANGUP"[..])
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn a_line_past_the_bound_is_refused_even_before_its_end_arrives() {
+        let mut framer = LineFramer::new(4);
+        let mut buf = BytesMut::from(&b"abcd\r\n"[..]);
+        assert!(framer.next_line(&mut buf).unwrap().is_some());
+        let mut buf = BytesMut::from(&b"abcdef"[..]);
+        assert_eq!(framer.next_line(&mut buf), Err(LineTooLong { max: 4 }));
+        let mut buf = BytesMut::from(&b"abcde\n"[..]);
+        assert_eq!(framer.next_line(&mut buf), Err(LineTooLong { max: 4 }));
+    }
+}

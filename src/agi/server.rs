@@ -1,0 +1,290 @@
+//! The FastAGI listener: accepts connections, enforces the peer allow-list and the
+//! session limit, runs each session under its deadline, drains on shutdown.
+//!
+//! Owns the listening socket, the session count and every session task (on its own
+//! [`TaskTracker`]). It must never leave Asterisk hanging: a refused, timed-out or
+//! failed session is always closed, so the channel continues its dialplan.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::command::Command;
+use super::router::{Request, Router};
+use super::session::{Session, SessionLimits};
+
+/// Which peers may open sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowList {
+    /// Any loopback address (127.0.0.0/8, ::1).
+    pub loopback: bool,
+    /// These exact addresses.
+    pub addresses: Vec<IpAddr>,
+}
+
+impl AllowList {
+    /// Loopback only.
+    pub fn loopback() -> AllowList {
+        AllowList {
+            loopback: true,
+            addresses: Vec::new(),
+        }
+    }
+
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        (self.loopback && ip.is_loopback()) || self.addresses.contains(&ip)
+    }
+}
+
+/// The server's operational limits.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Sessions served at once; the next one is refused (`MEDCALL_STATUS=BUSY`).
+    pub max_sessions: usize,
+    /// Bounds and the per-command deadline of each session.
+    pub session: SessionLimits,
+    /// How long one whole session may last, handler included.
+    pub session_timeout: Duration,
+    /// On shutdown, how long running sessions may finish before they are cut.
+    pub drain_timeout: Duration,
+    pub allow: AllowList,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            max_sessions: 256,
+            session: SessionLimits::default(),
+            session_timeout: Duration::from_secs(600),
+            drain_timeout: Duration::from_secs(5),
+            allow: AllowList::loopback(),
+        }
+    }
+}
+
+/// Told when sessions start and end, e.g. to link `agi_uniqueid` to AMI call state.
+/// Called on the session's task: must return quickly and never block.
+pub trait SessionHook: Send + Sync + 'static {
+    fn session_started(&self, _request: &Request) {}
+    fn session_ended(&self, _request: &Request) {}
+}
+
+/// Binds a listener with an explicit accept backlog: bursts of connections queue
+/// in the kernel instead of overflowing into SYN retries (about a second each).
+///
+/// # Errors
+/// The address cannot be bound.
+pub fn bind(addr: SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
+
+/// A FastAGI server: a router plus its settings.
+#[derive(Clone)]
+pub struct Server {
+    router: Arc<Router>,
+    settings: Arc<ServerSettings>,
+    hook: Option<Arc<dyn SessionHook>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("router", &self.router)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    router: Arc<Router>,
+    settings: Arc<ServerSettings>,
+    hook: Option<Arc<dyn SessionHook>>,
+}
+
+impl Server {
+    pub fn new(router: Router, settings: ServerSettings) -> Server {
+        Server {
+            router: Arc::new(router),
+            settings: Arc::new(settings),
+            hook: None,
+        }
+    }
+
+    /// Installs the hook told of every session's start and end.
+    pub fn with_hook(mut self, hook: Arc<dyn SessionHook>) -> Server {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Accepts sessions until `shutdown` is cancelled, then stops accepting, lets
+    /// running sessions finish for the drain timeout, cuts the rest, and returns.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) {
+        let settings = Arc::clone(&self.settings);
+        let shared = Arc::new(Shared {
+            router: self.router,
+            settings: Arc::clone(&settings),
+            hook: self.hook,
+        });
+        let sessions = TaskTracker::new();
+        let cut = CancellationToken::new();
+        let slots = Arc::new(Semaphore::new(settings.max_sessions));
+        // Refusals are cheap but not free: as many may be under way as sessions.
+        let refusals = Arc::new(Semaphore::new(settings.max_sessions.max(1)));
+        loop {
+            let accepted = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "AGI accept failed");
+                    tokio::select! {
+                        () = shutdown.cancelled() => break,
+                        () = tokio::time::sleep(Duration::from_millis(50)) => continue,
+                    }
+                }
+            };
+            if !settings.allow.allows(peer.ip()) {
+                tracing::warn!(%peer, "AGI connection from a peer not in agi.allow; closed");
+                drop(stream);
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            match Arc::clone(&slots).try_acquire_owned() {
+                Ok(permit) => {
+                    let shared = Arc::clone(&shared);
+                    let cut = cut.clone();
+                    sessions.spawn(async move {
+                        run_session(stream, peer, &shared, &cut).await;
+                        drop(permit);
+                    });
+                }
+                Err(_) => match Arc::clone(&refusals).try_acquire_owned() {
+                    Ok(permit) => {
+                        let limits = settings.session;
+                        let cut = cut.clone();
+                        sessions.spawn(async move {
+                            tokio::select! {
+                                () = cut.cancelled() => {}
+                                () = refuse(stream, peer, limits) => {}
+                            }
+                            drop(permit);
+                        });
+                    }
+                    Err(_) => {
+                        tracing::warn!(%peer, "AGI session limit reached and refusals saturated; connection closed");
+                        drop(stream);
+                    }
+                },
+            }
+        }
+        drop(listener);
+        sessions.close();
+        if !sessions.is_empty() {
+            tracing::info!(running = sessions.len(), "AGI: draining sessions");
+        }
+        if tokio::time::timeout(settings.drain_timeout, sessions.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                running = sessions.len(),
+                "AGI: sessions still running after the drain timeout; cutting them"
+            );
+            cut.cancel();
+            sessions.wait().await;
+        }
+        tracing::info!("AGI server stopped");
+    }
+}
+
+/// Over the session limit: read the environment, say `MEDCALL_STATUS=BUSY`, close.
+async fn refuse(stream: TcpStream, peer: SocketAddr, limits: SessionLimits) {
+    tracing::warn!(%peer, "AGI session limit reached; session refused");
+    let mut session = Session::new(stream, peer, limits);
+    if session.read_env().await.is_ok() {
+        if let Ok(command) = Command::set_variable("MEDCALL_STATUS", "BUSY") {
+            let _ = session.send(&command).await;
+        }
+    }
+    session.close().await;
+}
+
+async fn run_session(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: &Shared,
+    cut: &CancellationToken,
+) {
+    let mut session = Session::new(stream, peer, shared.settings.session);
+    let timeout = shared.settings.session_timeout;
+    tokio::select! {
+        () = cut.cancelled() => {
+            tracing::warn!(%peer, "AGI session cut by shutdown");
+        }
+        outcome = tokio::time::timeout(timeout, serve(&mut session, shared)) => {
+            if outcome.is_err() {
+                tracing::warn!(%peer, ?timeout, "AGI session exceeded its deadline; closed");
+            }
+        }
+    }
+    session.close().await;
+}
+
+async fn serve(session: &mut Session, shared: &Shared) {
+    let peer = session.peer();
+    let env = match session.read_env().await {
+        Ok(env) => env,
+        Err(e) => {
+            tracing::warn!(%peer, error = %e, "AGI environment not received");
+            return;
+        }
+    };
+    let resolved = match shared.router.resolve(env, peer) {
+        Ok(r) => r,
+        Err(no_route) => {
+            tracing::warn!(
+                %peer,
+                path = %no_route.path,
+                channel = %no_route.env.text("agi_channel"),
+                "AGI request for an unknown route; MEDCALL_STATUS=NOROUTE"
+            );
+            if let Err(e) = session.set_variable("MEDCALL_STATUS", "NOROUTE").await {
+                tracing::debug!(%peer, error = %e, "could not set MEDCALL_STATUS");
+            }
+            return;
+        }
+    };
+    let request = resolved.request;
+    if let Some(hook) = &shared.hook {
+        hook.session_started(&request);
+    }
+    let route = request.route;
+    let uniqueid = request.uniqueid.clone();
+    let ended = shared.hook.as_ref().map(|_| request.clone());
+    tracing::debug!(%peer, route, %uniqueid, "AGI session");
+    if let Err(e) = resolved.handler.call(request, session).await {
+        tracing::warn!(%peer, route, %uniqueid, hung_up = session.hung_up(), error = %e, "AGI handler failed");
+    }
+    if let (Some(hook), Some(request)) = (&shared.hook, ended) {
+        hook.session_ended(&request);
+    }
+}

@@ -1,0 +1,110 @@
+//! The application's FastAGI routes: what the dialplan can ask medcall to do.
+//!
+//! Owns the translation between AGI sessions and the daemon's knowledge (PBXs, later
+//! calls and the clinic domain). It must never parse or write AGI bytes itself: it
+//! talks through [`crate::agi::Session`].
+
+pub mod diagnostics;
+pub mod inbound;
+pub mod number_from_id;
+pub mod session_log;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use crate::agi::Router;
+use crate::agi::router::PatternError;
+use crate::config::PbxConfig;
+use crate::store::Store;
+
+/// The configured PBXs with the addresses their hosts resolved to at startup.
+#[derive(Debug, Clone, Default)]
+pub struct PbxAddresses {
+    entries: Vec<(String, Vec<IpAddr>)>,
+}
+
+impl PbxAddresses {
+    /// Resolves every `[[pbx]] host`; a host that does not resolve keeps no address
+    /// (logged), so only loopback can stand for it.
+    pub async fn resolve(pbxs: &[PbxConfig]) -> PbxAddresses {
+        let mut entries = Vec::with_capacity(pbxs.len());
+        for pbx in pbxs {
+            let addrs = match tokio::net::lookup_host((pbx.host.as_str(), pbx.port)).await {
+                Ok(found) => found.map(|a| a.ip()).collect(),
+                Err(e) => {
+                    tracing::warn!(pbx = %pbx.name, host = %pbx.host, error = %e, "cannot resolve PBX host");
+                    Vec::new()
+                }
+            };
+            entries.push((pbx.name.clone(), addrs));
+        }
+        PbxAddresses { entries }
+    }
+
+    /// From already known addresses (tests).
+    pub fn from_entries(entries: Vec<(String, Vec<IpAddr>)>) -> PbxAddresses {
+        PbxAddresses { entries }
+    }
+
+    /// Every address of every PBX: the default AGI allow-list besides loopback.
+    pub fn all_addresses(&self) -> Vec<IpAddr> {
+        self.entries
+            .iter()
+            .flat_map(|(_, a)| a.iter().copied())
+            .collect()
+    }
+
+    /// The PBX a connection from `peer` came from: the one whose host resolved to
+    /// it; on loopback with exactly one PBX configured, that PBX.
+    pub fn name_for(&self, peer: IpAddr) -> Option<&str> {
+        let peer = match peer {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
+            v4 => v4,
+        };
+        if let Some((name, _)) = self.entries.iter().find(|(_, a)| a.contains(&peer)) {
+            return Some(name);
+        }
+        match self.entries.as_slice() {
+            [(name, _)] if peer.is_loopback() => Some(name),
+            _ => None,
+        }
+    }
+}
+
+/// Every production route.
+///
+/// # Errors
+/// A route pattern is invalid (a programming error caught at startup).
+pub fn router(pbxs: Arc<PbxAddresses>, store: Store) -> Result<Router, PatternError> {
+    Router::new()
+        .route(
+            "diagnostics",
+            diagnostics::Diagnostics::new(Arc::clone(&pbxs)),
+        )?
+        .route(
+            "number-from-id",
+            number_from_id::NumberFromId::new(store.clone()),
+        )?
+        .route("inbound", inbound::Inbound::new(store, pbxs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peer_maps_to_the_pbx_whose_host_it_is_and_loopback_to_the_only_pbx() {
+        let one =
+            PbxAddresses::from_entries(vec![("main".into(), vec!["10.0.0.5".parse().unwrap()])]);
+        assert_eq!(one.name_for("10.0.0.5".parse().unwrap()), Some("main"));
+        assert_eq!(one.name_for("127.0.0.1".parse().unwrap()), Some("main"));
+        assert_eq!(one.name_for("10.0.0.6".parse().unwrap()), None);
+        let two = PbxAddresses::from_entries(vec![
+            ("a".into(), vec!["10.0.0.5".parse().unwrap()]),
+            ("b".into(), vec!["127.0.0.1".parse().unwrap()]),
+        ]);
+        assert_eq!(two.name_for("127.0.0.1".parse().unwrap()), Some("b"));
+        assert_eq!(two.name_for("127.0.0.2".parse().unwrap()), None);
+        assert_eq!(two.name_for("::ffff:10.0.0.5".parse().unwrap()), Some("a"));
+    }
+}
