@@ -298,6 +298,15 @@ impl AmiClient {
         }
     }
 
+    /// A handle on the same connection whose actions wait `timeout` for their reply
+    /// instead of `action_timeout_ms` (e.g. a long synchronous Originate).
+    pub fn with_timeout(&self, timeout: Duration) -> AmiClient {
+        AmiClient {
+            action_timeout: timeout,
+            ..self.clone()
+        }
+    }
+
     /// The PBX's configured name.
     pub fn name(&self) -> &str {
         &self.shared.name

@@ -11,6 +11,7 @@
 )]
 
 mod ami_client;
+mod ami_corpus;
 mod ami_faults;
 mod foundation;
 mod support;
