@@ -312,3 +312,39 @@ async fn a_slow_consumer_loses_events_which_are_counted_and_reported_in_order() 
     let e = next_matching(&mut slow.events, Duration::from_secs(10), |_| true).await;
     assert!(is_event("Later")(&e), "{e:?}");
 }
+
+#[tokio::test]
+async fn shutdown_sends_logoff_then_closes_the_socket_and_the_task_ends() {
+    let peer = FakePeer::bind().await;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let (client, mut events) =
+        AmiClient::spawn_with_events(fake_settings(peer.port()), &tasks, shutdown.clone(), None);
+    tasks.close();
+    let mut conn = peer.accept_logged_in().await;
+    until_connected(&mut events).await;
+    shutdown.cancel();
+    let logoff = conn.action().await;
+    assert!(logoff.is("Action", "Logoff"), "{logoff:?}");
+    conn.reply(
+        &logoff,
+        "Response: Goodbye\r\nMessage: Thanks for all the fish.\r\n",
+    )
+    .await;
+    assert!(
+        conn.next_action(Duration::from_secs(5)).await.is_none(),
+        "the socket is closed after Logoff"
+    );
+    tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .expect("the client task ends");
+    let e = next_matching(&mut events, Duration::from_secs(1), |e| {
+        matches!(e, AmiEvent::Disconnected { .. })
+    })
+    .await;
+    assert!(format!("{e:?}").contains("shutting down"), "{e:?}");
+    assert!(matches!(
+        client.send(Action::ping().unwrap()).await,
+        Err(AmiError::NotSent | AmiError::Stopped)
+    ));
+}
