@@ -35,7 +35,10 @@ fuzz_target!(|data: &[u8]| {
     }
     // Which limit a skipped message broke first may depend on where reads were cut;
     // that it was skipped, and how many bytes went with it, may not.
-    assert_eq!(normalize(frames), normalize(decode_all(rest, limits, banner)));
+    assert_eq!(
+        normalize(frames),
+        normalize(decode_all(rest, limits, banner))
+    );
 });
 
 fn normalize(frames: Vec<Frame>) -> Vec<Frame> {
