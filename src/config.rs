@@ -166,6 +166,8 @@ pub struct AmiConfig {
     pub max_list_items: usize,
     /// Events queued per consumer; what a slow consumer misses is counted.
     pub event_queue_capacity: usize,
+    /// Actions waiting to be written; senders wait (within their timeout) beyond it.
+    pub action_queue_capacity: usize,
     /// The `Events:` mask sent at login: `on`, `off`, or classes like `call,cdr,system`.
     pub event_mask: String,
 }
@@ -369,6 +371,7 @@ impl Config {
             ("ami.max_headers", ami.max_headers),
             ("ami.max_list_items", ami.max_list_items),
             ("ami.event_queue_capacity", ami.event_queue_capacity),
+            ("ami.action_queue_capacity", ami.action_queue_capacity),
         ] {
             if value == 0 {
                 return Err(invalid(key.into(), "must be positive"));

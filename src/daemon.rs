@@ -243,3 +243,40 @@ async fn wait_for_signal() {
         let _ = ctrl_c.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pbx::ConnectionState;
+
+    #[test]
+    fn the_registry_mirrors_the_ami_status_counters_and_error() {
+        let config = Config::load(None, Vec::new()).unwrap();
+        let registry = PbxRegistry::new(&config.pbx);
+        let mut status = ClientStatus {
+            state: ClientState::Disconnected,
+            version: None,
+            connected_since: None,
+            connect_attempts: 3,
+            last_event_at: None,
+            events_received: 10,
+            events_dropped: 4,
+            messages_skipped: 1,
+            last_error: Some("login rejected: Authentication failed".into()),
+        };
+        registry.update("main", |s| mirror_status(s, &status));
+        let s = &registry.snapshot()[0];
+        assert_eq!(s.state, ConnectionState::NotConnected);
+        assert_eq!(s.reconnect_count, 2);
+        assert_eq!(s.events_dropped, 4);
+        assert!(s.last_error.as_deref().unwrap().contains("Authentication"));
+
+        status.state = ClientState::Connected;
+        status.version = Some("Asterisk 22.10.1".into());
+        registry.update("main", |s| mirror_status(s, &status));
+        let s = &registry.snapshot()[0];
+        assert_eq!(s.state, ConnectionState::Connected);
+        assert_eq!(s.asterisk_version.as_deref(), Some("Asterisk 22.10.1"));
+        assert_eq!(s.last_error, None);
+    }
+}

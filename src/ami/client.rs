@@ -241,9 +241,6 @@ pub struct AmiClient {
     action_timeout: Duration,
 }
 
-/// Room for actions waiting to be written; senders wait (within their timeout) beyond it.
-const REQUEST_QUEUE: usize = 256;
-
 impl AmiClient {
     /// Starts the connection task on `tracker`. It connects, and reconnects forever,
     /// until `shutdown` is cancelled; then it sends `Logoff` and closes the socket.
@@ -254,7 +251,7 @@ impl AmiClient {
         shutdown: CancellationToken,
         hook: Option<StatusHook>,
     ) -> AmiClient {
-        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        let (tx, rx) = mpsc::channel(settings.ami.action_queue_capacity.max(1));
         let shared = Shared::new(&settings, hook);
         AmiClient::start(settings, tracker, shutdown, shared, tx, rx)
     }
@@ -267,7 +264,7 @@ impl AmiClient {
         shutdown: CancellationToken,
         hook: Option<StatusHook>,
     ) -> (AmiClient, EventStream) {
-        let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
+        let (tx, rx) = mpsc::channel(settings.ami.action_queue_capacity.max(1));
         let shared = Shared::new(&settings, hook);
         let events = shared.fan_out.subscribe();
         let client = AmiClient::start(settings, tracker, shutdown, shared, tx, rx);
@@ -295,6 +292,15 @@ impl AmiClient {
             tx,
             shared,
             action_timeout,
+        }
+    }
+
+    /// A handle on the same connection whose actions wait `timeout` for their reply
+    /// instead of `action_timeout_ms` (e.g. a long synchronous Originate).
+    pub fn with_timeout(&self, timeout: Duration) -> AmiClient {
+        AmiClient {
+            action_timeout: timeout,
+            ..self.clone()
         }
     }
 

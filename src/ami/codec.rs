@@ -198,7 +198,7 @@ impl AmiCodec {
 
     fn decode_banner(&mut self, buf: &mut BytesMut) -> Option<Frame> {
         match buf.get(self.scan..).and_then(find_lf) {
-            Some(off) => {
+            Some(off) if self.scan + off < self.limits.max_message_bytes => {
                 let line = buf.split_to(self.scan + off + 1).freeze();
                 let text = strip_cr(line.strip_suffix(b"\n").unwrap_or(&line));
                 let banner = Value::from_bytes(line.slice_ref(text));
@@ -206,9 +206,11 @@ impl AmiCodec {
                 self.reset_frame();
                 Some(Frame::Banner(banner))
             }
-            None => {
+            found => {
                 self.scan = buf.len();
-                if buf.len() > self.limits.max_message_bytes {
+                // A banner past the limit is dropped like an oversized message, the same
+                // whether its line end has arrived yet or not.
+                if found.is_some() || buf.len() > self.limits.max_message_bytes {
                     self.expect_banner = false;
                     let reason = SkipReason::TooLarge {
                         limit: self.limits.max_message_bytes,
@@ -256,6 +258,24 @@ impl Decoder for AmiCodec {
                 let lf = self.scan + off;
                 self.scan = lf + 1;
                 let line = strip_cr(buf.get(self.line_start..lf).unwrap_or_default());
+                let last_line = if self.follows {
+                    line.ends_with(END_COMMAND)
+                } else {
+                    line.is_empty() && self.line_start > 0
+                };
+                if last_line && lf >= self.limits.max_message_bytes {
+                    // Its last line took it over the limit: the same verdict as when the
+                    // bytes arrive in smaller reads.
+                    buf.advance(lf + 1);
+                    self.reset_frame();
+                    self.skipped += 1;
+                    return Ok(Some(Frame::Skipped(Skipped {
+                        reason: SkipReason::TooLarge {
+                            limit: self.limits.max_message_bytes,
+                        },
+                        bytes: lf + 1,
+                    })));
+                }
                 if self.follows {
                     if line.ends_with(END_COMMAND) {
                         let frame = buf.split_to(lf + 1).freeze();

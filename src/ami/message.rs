@@ -192,21 +192,40 @@ impl Message {
     /// values are written as they are: this is for messages that came from a parser (or
     /// tests), never for values from users — actions are built by [`super::action`].
     pub fn write_to(&self, out: &mut BytesMut) {
-        for h in &self.headers {
-            out.put_slice(h.name.as_bytes());
-            out.put_slice(b": ");
-            out.put_slice(h.value.as_bytes());
+        let Some(lines) = &self.legacy_output else {
+            for h in &self.headers {
+                write_header(out, h);
+            }
             out.put_slice(b"\r\n");
+            return;
+        };
+        // In the legacy form the first line ending in the marker ends the message, so a
+        // last line that itself ends in the marker is written joined to it (as it came).
+        let joined = match lines.last() {
+            Some(last) => last.as_bytes().ends_with(END_COMMAND),
+            None => self
+                .headers
+                .last()
+                .is_some_and(|h| h.value.as_bytes().ends_with(END_COMMAND)),
+        };
+        let header_count = self.headers.len();
+        for (i, h) in self.headers.iter().enumerate() {
+            if joined && lines.is_empty() && i + 1 == header_count {
+                out.put_slice(h.name.as_bytes());
+                out.put_slice(b": ");
+                out.put_slice(h.value.as_bytes());
+            } else {
+                write_header(out, h);
+            }
         }
-        if let Some(lines) = &self.legacy_output {
-            for line in lines {
-                out.put_slice(line.as_bytes());
+        for (i, line) in lines.iter().enumerate() {
+            out.put_slice(line.as_bytes());
+            if !(joined && i + 1 == lines.len()) {
                 out.put_slice(b"\r\n");
             }
-            out.put_slice(END_COMMAND);
-            out.put_slice(b"\r\n");
         }
-        out.put_slice(b"\r\n");
+        out.put_slice(END_COMMAND);
+        out.put_slice(b"\r\n\r\n");
     }
 
     /// The wire form as bytes.
@@ -215,6 +234,13 @@ impl Message {
         self.write_to(&mut out);
         out.freeze()
     }
+}
+
+fn write_header(out: &mut BytesMut, h: &Header) {
+    out.put_slice(h.name.as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(h.value.as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 #[cfg(test)]

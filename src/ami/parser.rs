@@ -60,7 +60,14 @@ const FOLLOWS_HEADERS: [&str; 3] = ["Response", "Privilege", "ActionID"];
 /// Whether a frame's first line starts the legacy `Command` form, whose body may hold
 /// empty lines and ends at `--END COMMAND--` instead.
 pub fn is_follows_line(line: &[u8]) -> bool {
-    line.eq_ignore_ascii_case(b"Response: Follows")
+    match header(line) {
+        Ok((_, (name, value))) => {
+            name.eq_ignore_ascii_case(b"Response")
+                && value.eq_ignore_ascii_case(b"Follows")
+                && line.contains(&b':')
+        }
+        Err(_) => false,
+    }
 }
 
 /// Parses a complete frame: whole lines, each ending in LF, without the empty line that
@@ -83,22 +90,30 @@ pub fn parse_frame(frame: &Bytes) -> Result<Message, ParseError> {
     let mut output = Vec::new();
     let mut in_headers = true;
     for l in lines {
+        // Output without a final newline runs straight into the marker: what precedes
+        // it on its line is one more line of the reply.
+        let (content, end) = match l.strip_suffix(END_COMMAND) {
+            Some(before) => (before, true),
+            None => (l, false),
+        };
+        if end && content.is_empty() {
+            break;
+        }
         if in_headers {
-            let h = to_header(frame, l);
-            if FOLLOWS_HEADERS.iter().any(|n| h.name.eq_ignore_case(n)) && l.contains(&b':') {
+            let h = to_header(frame, content);
+            if FOLLOWS_HEADERS.iter().any(|n| h.name.eq_ignore_case(n)) && content.contains(&b':') {
                 headers.push(h);
+                if end {
+                    break;
+                }
                 continue;
             }
             in_headers = false;
         }
-        if let Some(last) = l.strip_suffix(END_COMMAND) {
-            // Output without a final newline runs straight into the marker.
-            if !last.is_empty() {
-                output.push(Value::from_bytes(frame.slice_ref(last)));
-            }
+        output.push(Value::from_bytes(frame.slice_ref(content)));
+        if end {
             break;
         }
-        output.push(Value::from_bytes(frame.slice_ref(l)));
     }
     Ok(Message::legacy_follows(headers, output))
 }

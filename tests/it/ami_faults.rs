@@ -312,3 +312,71 @@ async fn a_slow_consumer_loses_events_which_are_counted_and_reported_in_order() 
     let e = next_matching(&mut slow.events, Duration::from_secs(10), |_| true).await;
     assert!(is_event("Later")(&e), "{e:?}");
 }
+
+#[tokio::test]
+async fn shutdown_sends_logoff_then_closes_the_socket_and_the_task_ends() {
+    let peer = FakePeer::bind().await;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let (client, mut events) =
+        AmiClient::spawn_with_events(fake_settings(peer.port()), &tasks, shutdown.clone(), None);
+    tasks.close();
+    let mut conn = peer.accept_logged_in().await;
+    until_connected(&mut events).await;
+    shutdown.cancel();
+    let logoff = conn.action().await;
+    assert!(logoff.is("Action", "Logoff"), "{logoff:?}");
+    conn.reply(
+        &logoff,
+        "Response: Goodbye\r\nMessage: Thanks for all the fish.\r\n",
+    )
+    .await;
+    assert!(
+        conn.next_action(Duration::from_secs(5)).await.is_none(),
+        "the socket is closed after Logoff"
+    );
+    tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+        .await
+        .expect("the client task ends");
+    let e = next_matching(&mut events, Duration::from_secs(1), |e| {
+        matches!(e, AmiEvent::Disconnected { .. })
+    })
+    .await;
+    assert!(format!("{e:?}").contains("shutting down"), "{e:?}");
+    assert!(matches!(
+        client.send(Action::ping().unwrap()).await,
+        Err(AmiError::NotSent | AmiError::Stopped)
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconnect_attempts_follow_the_backoff_schedule_and_never_stop() {
+    // A port nobody listens on: every attempt is refused at once.
+    let port = crate::support::free_port();
+    let mut settings = fake_settings(port);
+    settings.ami.backoff_min_ms = 1_000;
+    settings.ami.backoff_max_ms = 8_000;
+    let c = run(settings);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let status = c.client.status();
+    // Delays 1, 2, 4, then 8 s, each 50–100 %: after 60 s between 10 (no jitter) and
+    // 18 (all halved) attempts.
+    assert!(
+        (10..=18).contains(&status.connect_attempts),
+        "{} attempts in a minute",
+        status.connect_attempts
+    );
+    assert!(
+        status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("cannot connect")),
+        "{status:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let later = c.client.status().connect_attempts;
+    assert!(
+        later >= status.connect_attempts + 600 / 8,
+        "still retrying every ≤ 8 s: {later}"
+    );
+}

@@ -12,6 +12,7 @@
 
 mod agi;
 mod ami_client;
+mod ami_corpus;
 mod ami_faults;
 mod calls;
 mod crm_dialplan;
