@@ -165,7 +165,19 @@ async fn one_session(addr: SocketAddr, env: &[u8], buf: &mut BytesMut) -> anyhow
     Ok(())
 }
 
+/// Nanoseconds a process has run on a CPU (`/proc/<pid>/schedstat`, first field):
+/// what each side costs per session, whatever else the machine is doing.
+fn cpu_ns(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/schedstat"))
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(0)
+}
+
 struct Figures {
+    /// CPU time of the server and of this tool over the run.
+    server_cpu_ns: u64,
+    load_cpu_ns: u64,
     sessions: usize,
     errors: usize,
     elapsed: Duration,
@@ -183,14 +195,20 @@ impl Figures {
             let i = ((n as f64 - 1.0) * p).round() as usize;
             self.latencies_us.get(i).copied().unwrap_or_default() as f64 / 1000.0
         };
+        let per_session = |ns: u64| ns as f64 / 1000.0 / self.sessions.max(1) as f64;
+        let wall = self.elapsed.as_secs_f64();
         format!(
-            "| {label} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} |",
+            "| {label} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.1} ({:.0}%) | {:.1} ({:.0}%) |",
             self.sessions,
-            self.sessions as f64 / self.elapsed.as_secs_f64(),
+            self.sessions as f64 / wall,
             pct(0.50),
             pct(0.99),
             self.latencies_us.last().copied().unwrap_or_default() as f64 / 1000.0,
-            self.errors
+            self.errors,
+            per_session(self.server_cpu_ns),
+            self.server_cpu_ns as f64 / 1e9 / wall * 100.0,
+            per_session(self.load_cpu_ns),
+            self.load_cpu_ns as f64 / 1e9 / wall * 100.0,
         )
     }
 }
@@ -216,6 +234,8 @@ async fn closed_loop(addr: SocketAddr, concurrency: usize, seconds: u64) -> Figu
         });
     }
     let mut figures = Figures {
+        server_cpu_ns: 0,
+        load_cpu_ns: 0,
         sessions: 0,
         errors: 0,
         elapsed: Duration::ZERO,
@@ -269,6 +289,7 @@ fn run_suite() -> anyhow::Result<()> {
             eprintln!("agi_load: could not pin the load tool to core 1");
         }
     }
+    let server_pid = server.id();
     let result = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?
@@ -284,14 +305,23 @@ fn run_suite() -> anyhow::Result<()> {
             // Warm up: sockets, allocator, branch predictors.
             let _ = closed_loop(addr, 16, 1).await;
             println!(
-                "| load | sessions | sessions/s | p50 ms | p99 ms | max ms | errors |\n|---|---|---|---|---|---|---|"
+                "| load | sessions | sessions/s | p50 ms | p99 ms | max ms | errors | server CPU µs/session (core share) | load tool CPU µs/session (core share) |\n|---|---|---|---|---|---|---|---|---|"
             );
+            let me = std::process::id();
+            let measured = |server0: u64, load0: u64, f: &mut Figures| {
+                f.server_cpu_ns = cpu_ns(server_pid).saturating_sub(server0);
+                f.load_cpu_ns = cpu_ns(me).saturating_sub(load0);
+            };
             for &c in &levels {
+                let (s0, l0) = (cpu_ns(server_pid), cpu_ns(me));
                 let mut f = closed_loop(addr, c, seconds).await;
+                measured(s0, l0, &mut f);
                 println!("{}", f.row(&format!("concurrency {c}")));
             }
             if rate > 0 {
+                let (s0, l0) = (cpu_ns(server_pid), cpu_ns(me));
                 let mut f = open_loop_measured(addr, rate, seconds).await;
+                measured(s0, l0, &mut f);
                 println!("{}", f.row(&format!("offered {rate}/s")));
             }
             anyhow::Ok(())
@@ -308,6 +338,8 @@ async fn open_loop_measured(addr: SocketAddr, rate: u64, seconds: u64) -> Figure
     let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let mut sessions = tokio::task::JoinSet::new();
     let mut figures = Figures {
+        server_cpu_ns: 0,
+        load_cpu_ns: 0,
         sessions: 0,
         errors: 0,
         elapsed: Duration::ZERO,
