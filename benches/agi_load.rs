@@ -11,6 +11,9 @@
 //! AGI_LOAD_SECONDS=10 AGI_LOAD_CONCURRENCY=1,64,512 AGI_LOAD_RATE=5000 cargo bench --bench agi_load
 //! ```
 //!
+//! `AGI_LOAD_NO_PIN=1` runs without `taskset`; `AGI_LOAD_NO_SPIN=1` lets the load tool
+//! sleep in epoll at concurrency 1 instead of spinning on its own core.
+//!
 //! It owns nothing of the daemon: it uses the public `medcall::agi` API only.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
@@ -259,6 +262,7 @@ fn run_suite() -> anyhow::Result<()> {
         .filter_map(|s| s.trim().parse().ok())
         .collect();
     let pin = std::env::var("AGI_LOAD_NO_PIN").is_err();
+    let spin_at_one = std::env::var("AGI_LOAD_NO_SPIN").is_err();
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -313,8 +317,22 @@ fn run_suite() -> anyhow::Result<()> {
                 f.load_cpu_ns = cpu_ns(me).saturating_sub(load0);
             };
             for &c in &levels {
+                // With one session at a time this tool would sleep in epoll between
+                // every reply and pay the VM's vCPU wake-up on each of the five round
+                // trips; a spinning task keeps its own core awake (only the load tool's
+                // core — the server still sleeps and wakes as in production).
+                let spin = (c == 1 && spin_at_one).then(|| {
+                    tokio::spawn(async {
+                        loop {
+                            tokio::task::yield_now().await;
+                        }
+                    })
+                });
                 let (s0, l0) = (cpu_ns(server_pid), cpu_ns(me));
                 let mut f = closed_loop(addr, c, seconds).await;
+                if let Some(spinner) = spin {
+                    spinner.abort();
+                }
                 measured(s0, l0, &mut f);
                 println!("{}", f.row(&format!("concurrency {c}")));
             }
