@@ -167,7 +167,9 @@ impl Server {
                 drop(stream);
                 continue;
             }
-            let _ = stream.set_nodelay(true);
+            // No TCP_NODELAY: AGI is strict lockstep (one command, one reply), so each
+            // command is written when the previous one was acknowledged by its reply and
+            // Nagle never holds it back; the setsockopt would cost a syscall per session.
             match Arc::clone(&slots).try_acquire_owned() {
                 Ok(permit) => {
                     let shared = Arc::clone(&shared);
@@ -282,9 +284,196 @@ async fn serve(session: &mut Session, shared: &Shared) {
     let ended = shared.hook.as_ref().map(|_| request.clone());
     tracing::debug!(%peer, route, %uniqueid, "AGI session");
     if let Err(e) = resolved.handler.call(request, session).await {
-        tracing::warn!(%peer, route, %uniqueid, hung_up = session.hung_up(), error = %e, "AGI handler failed");
+        // After a hangup most commands fail (511) by design: not worth a warning.
+        if session.hung_up() {
+            tracing::debug!(%peer, route, %uniqueid, error = %e, "AGI handler ended after hangup");
+        } else {
+            tracing::warn!(%peer, route, %uniqueid, error = %e, "AGI handler failed");
+        }
     }
     if let (Some(hook), Some(request)) = (&shared.hook, ended) {
         hook.session_ended(&request);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpStream;
+
+    use super::*;
+    use crate::agi::router::HandlerFuture;
+
+    const ENV: &[u8] = b"agi_network: yes\nagi_network_script: probe\nagi_channel: Local/x;1\nagi_uniqueid: 1.1\n\n";
+
+    /// A fake Asterisk: writes the environment, then reads commands line by line.
+    struct FakeAsterisk {
+        reader: BufReader<tokio::net::tcp::OwnedReadHalf>,
+        writer: tokio::net::tcp::OwnedWriteHalf,
+    }
+
+    impl FakeAsterisk {
+        async fn connect(addr: SocketAddr) -> FakeAsterisk {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (r, mut writer) = stream.into_split();
+            writer.write_all(ENV).await.unwrap();
+            FakeAsterisk {
+                reader: BufReader::new(r),
+                writer,
+            }
+        }
+
+        /// The next command line; `None` once the server closed.
+        async fn command(&mut self) -> Option<String> {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(5), self.reader.read_line(&mut line))
+                .await
+                .unwrap()
+                .unwrap_or(0);
+            (n > 0).then_some(line)
+        }
+
+        async fn say(&mut self, text: &[u8]) {
+            self.writer.write_all(text).await.unwrap();
+        }
+    }
+
+    async fn start(
+        router: Router,
+        settings: ServerSettings,
+    ) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)), 64).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let token = CancellationToken::new();
+        let task = tokio::spawn(Server::new(router, settings).serve(listener, token.clone()));
+        (addr, token, task)
+    }
+
+    static HUNG_UP_SEEN: AtomicBool = AtomicBool::new(false);
+
+    fn answer_then_report<'s>(_: Request, session: &'s mut Session) -> HandlerFuture<'s> {
+        Box::pin(async move {
+            session.answer().await?;
+            HUNG_UP_SEEN.store(session.hung_up(), Ordering::SeqCst);
+            session.set_variable("AFTER", "hangup").await?;
+            Ok(())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_hangup_before_the_reply_is_noted_and_the_handler_may_finish() {
+        let router = Router::new().route("probe", answer_then_report).unwrap();
+        let (addr, _token, _task) = start(router, ServerSettings::default()).await;
+        let mut asterisk = FakeAsterisk::connect(addr).await;
+        assert_eq!(asterisk.command().await.as_deref(), Some("ANSWER\n"));
+        asterisk.say(b"HANGUP\n200 result=0\n").await;
+        assert_eq!(
+            asterisk.command().await.as_deref(),
+            Some("SET VARIABLE \"AFTER\" \"hangup\"\n")
+        );
+        asterisk.say(b"200 result=1\n").await;
+        assert_eq!(asterisk.command().await, None, "the session must close");
+        assert!(HUNG_UP_SEEN.load(Ordering::SeqCst));
+    }
+
+    fn sleep_forever<'s>(_: Request, _: &'s mut Session) -> HandlerFuture<'s> {
+        Box::pin(async move {
+            std::future::pending::<()>().await;
+            Ok(())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_stalling_handler_is_cut_off_at_the_session_deadline_and_the_socket_closed() {
+        let router = Router::new().route("probe", sleep_forever).unwrap();
+        let settings = ServerSettings {
+            session_timeout: Duration::from_millis(200),
+            ..ServerSettings::default()
+        };
+        let (addr, _token, _task) = start(router, settings).await;
+        let mut asterisk = FakeAsterisk::connect(addr).await;
+        assert_eq!(asterisk.command().await, None);
+    }
+
+    #[tokio::test]
+    async fn a_peer_outside_the_allow_list_is_closed_without_a_command() {
+        let router = Router::new().route("probe", answer_then_report).unwrap();
+        let settings = ServerSettings {
+            allow: AllowList {
+                loopback: false,
+                addresses: vec!["10.9.9.9".parse().unwrap()],
+            },
+            ..ServerSettings::default()
+        };
+        let (addr, _token, _task) = start(router, settings).await;
+        let mut asterisk = FakeAsterisk::connect(addr).await;
+        assert_eq!(asterisk.command().await, None);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_route_sets_noroute_and_closes() {
+        let router = Router::new().route("other", answer_then_report).unwrap();
+        let (addr, _token, _task) = start(router, ServerSettings::default()).await;
+        let mut asterisk = FakeAsterisk::connect(addr).await;
+        assert_eq!(
+            asterisk.command().await.as_deref(),
+            Some("SET VARIABLE \"MEDCALL_STATUS\" \"NOROUTE\"\n")
+        );
+        asterisk.say(b"200 result=1\n").await;
+        assert_eq!(asterisk.command().await, None);
+    }
+
+    #[tokio::test]
+    async fn an_oversized_reply_line_ends_the_session() {
+        let router = Router::new().route("probe", answer_then_report).unwrap();
+        let mut settings = ServerSettings::default();
+        settings.session.reply.max_line = 64;
+        settings.session.env.max_line = 64;
+        let (addr, _token, _task) = start(router, settings).await;
+        let mut asterisk = FakeAsterisk::connect(addr).await;
+        assert_eq!(asterisk.command().await.as_deref(), Some("ANSWER\n"));
+        asterisk.say(&[b'2'; 200]).await;
+        assert_eq!(asterisk.command().await, None);
+    }
+
+    #[tokio::test]
+    async fn shutdown_stops_accepting_and_cuts_sessions_after_the_drain_timeout() {
+        let router = Router::new().route("probe", sleep_forever).unwrap();
+        let settings = ServerSettings {
+            drain_timeout: Duration::from_millis(100),
+            ..ServerSettings::default()
+        };
+        let (addr, token, task) = start(router, settings).await;
+        let mut asterisk = FakeAsterisk::connect(addr).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        token.cancel();
+        tokio::time::timeout(Duration::from_secs(2), task)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(asterisk.command().await, None);
+        assert!(TcpStream::connect(addr).await.is_err(), "still accepting");
+    }
+
+    #[test]
+    fn the_allow_list_admits_loopback_and_listed_addresses_only() {
+        let list = AllowList {
+            loopback: true,
+            addresses: vec!["10.0.0.5".parse().unwrap()],
+        };
+        for ok in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "::1",
+            "10.0.0.5",
+            "::ffff:10.0.0.5",
+        ] {
+            assert!(list.allows(ok.parse().unwrap()), "{ok}");
+        }
+        for no in ["10.0.0.6", "192.168.1.1", "::ffff:10.0.0.6"] {
+            assert!(!list.allows(no.parse().unwrap()), "{no}");
+        }
     }
 }

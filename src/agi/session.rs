@@ -90,7 +90,10 @@ impl Session {
         Session {
             stream,
             peer,
-            buf: BytesMut::with_capacity(4096),
+            // Under glibc's 1 KiB large-bin threshold: a typical environment (~700
+            // bytes) fits, and a large first allocation would consolidate the heap on
+            // every session.
+            buf: BytesMut::with_capacity(960),
             framer: LineFramer::new(max_line),
             assembler: ReplyAssembler::new(limits.reply),
             limits,
@@ -120,8 +123,8 @@ impl Session {
     async fn fill(&mut self) -> Result<(), AgiError> {
         // Bounded: the framer refuses a line past its limit, so the buffer never
         // holds more than one line plus one read.
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(4096);
+        if self.buf.capacity() - self.buf.len() < 256 {
+            self.buf.reserve(1024);
         }
         let n = self.stream.read_buf(&mut self.buf).await?;
         if n == 0 {

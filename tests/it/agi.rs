@@ -509,3 +509,43 @@ async fn a_command_past_its_deadline_is_cut_off_and_the_channel_continues() {
     assert_eq!(field(&report, "MedcallStatus"), Some(""), "{report:?}");
     call.end().await;
 }
+
+#[test]
+fn the_fuzz_seed_corpus_replays_through_the_parsers_without_panicking() {
+    use medcall::agi::env::{EnvLimits, parse_env};
+    use medcall::agi::reply::{ReplyLimits, parse_inbound};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    let mut replayed = 0;
+    for (target, parse) in [
+        (
+            "agi_env",
+            (|d: &[u8]| parse_env(d, EnvLimits::default()).map(|_| ()).is_ok())
+                as fn(&[u8]) -> bool,
+        ),
+        ("agi_reply", |d: &[u8]| {
+            let mut rest = d;
+            while let Ok(Some((_, used))) = parse_inbound(rest, ReplyLimits::default()) {
+                assert!(used > 0 && used <= rest.len());
+                rest = &rest[used..];
+            }
+            true
+        }),
+    ] {
+        let dir = root.join(target);
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(
+            !files.is_empty() && files.len() <= 100,
+            "{target}: {} seeds",
+            files.len()
+        );
+        for file in files {
+            let data = std::fs::read(&file).unwrap();
+            let _ = parse(&data);
+            replayed += 1;
+        }
+    }
+    assert!(replayed > 0);
+}
