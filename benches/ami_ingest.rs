@@ -72,15 +72,15 @@ fn main() {
         .to_string();
 
     let payload = build_events(calls);
-    // Keep answering the daemon's keepalive while the events flow.
-    let mut keepalive_writer = writer.try_clone().unwrap();
-    std::thread::spawn(move || {
-        serve_actions_until(&mut reader, &mut keepalive_writer, "\u{0}never")
-    });
+    // Keep answering the daemon's keepalive while the events flow; replies and event
+    // chunks share the socket under one lock so they never interleave mid-message.
+    let shared = std::sync::Arc::new(std::sync::Mutex::new(writer));
+    let keepalive = std::sync::Arc::clone(&shared);
+    std::thread::spawn(move || serve_shared(&mut reader, &keepalive));
 
     let started = Instant::now();
-    for chunk in payload.chunks(256 * 1024) {
-        writer.write_all(chunk).unwrap();
+    for chunk in message_chunks(&payload, 256 * 1024) {
+        shared.lock().unwrap().write_all(chunk).unwrap();
     }
     let sent = started.elapsed();
     let persisted = wait_for_calls(http_port, &key, calls, Duration::from_secs(600));

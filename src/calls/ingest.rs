@@ -3,16 +3,16 @@
 //! of events costs few commits; after every (re)connect, and whenever the stream says
 //! events were dropped, it reconciles with `CoreShowChannels` and `ConfbridgeListRooms`.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::model::{CallChange, LegSnapshot};
 use super::tracker::{CallTracker, EventFields};
 use crate::ami::{Action, AmiClient, AmiEvent, EventStream, Message, MessageKind};
-use crate::store::Store;
+use crate::store::{LiveState, Store};
 
 /// Most stream items folded into one transaction.
 const MAX_BATCH_ITEMS: usize = 4096;
@@ -35,12 +35,16 @@ pub struct IngestStats {
     pub reconciliations: u64,
 }
 
+/// Batches waiting for the writer; past this the tracker waits (and the AMI queue absorbs).
+const QUEUED_BATCHES: usize = 4;
+
 /// Runs until `shutdown` is cancelled or the event stream ends; flushes what it holds
-/// before returning.
+/// before returning. Tracking and writing run concurrently: while one batch commits,
+/// the next is being built.
 pub async fn run(
     pbx: String,
     client: AmiClient,
-    mut events: EventStream,
+    events: EventStream,
     store: Store,
     shutdown: CancellationToken,
 ) {
@@ -51,6 +55,21 @@ pub async fn run(
             return;
         }
     };
+    let (batches, queued) = mpsc::channel(QUEUED_BATCHES);
+    let tracking = track(pbx.clone(), client, events, live, batches, shutdown);
+    let writing = write_batches(&store, &pbx, queued);
+    let (stats, batches_written) = tokio::join!(tracking, writing);
+    tracing::info!(%pbx, events = stats.events, batches = batches_written, "call tracking stopped");
+}
+
+async fn track(
+    pbx: String,
+    client: AmiClient,
+    mut events: EventStream,
+    live: LiveState,
+    batches: mpsc::Sender<Vec<CallChange>>,
+    shutdown: CancellationToken,
+) -> IngestStats {
     // A daemon restart is a gap too: it began with the last event stored.
     let mut gap_started = live.last_event_at;
     let mut tracker = CallTracker::new(&pbx, live.calls, live.legs, live.conferences);
@@ -74,13 +93,11 @@ pub async fn run(
                     }
                 }
                 AmiEvent::Connected { .. } => {
-                    flush(&store, &pbx, &mut pending, &mut stats).await;
                     reconcile(&client, &mut tracker, &mut pending, gap_started.take()).await;
                     stats.reconciliations += 1;
                 }
                 AmiEvent::Lagged { missed } => {
                     tracing::warn!(%pbx, missed, "call tracking missed events; reconciling with the PBX");
-                    flush(&store, &pbx, &mut pending, &mut stats).await;
                     reconcile(&client, &mut tracker, &mut pending, Some(Utc::now())).await;
                     stats.reconciliations += 1;
                 }
@@ -92,35 +109,53 @@ pub async fn run(
                 item = events.try_recv();
             }
         }
-        flush(&store, &pbx, &mut pending, &mut stats).await;
-    }
-    flush(&store, &pbx, &mut pending, &mut stats).await;
-    tracing::info!(%pbx, events = stats.events, batches = stats.batches, "call tracking stopped");
-}
-
-async fn flush(store: &Store, pbx: &str, pending: &mut Vec<CallChange>, stats: &mut IngestStats) {
-    if pending.is_empty() {
-        return;
-    }
-    let batch = std::mem::take(pending);
-    let n = batch.len();
-    // A failed write is retried once after a pause; if it fails again the batch is lost
-    // and logged — the next reconciliation repairs the live view.
-    for attempt in 0..2 {
-        match store.apply_call_changes(batch.clone()).await {
-            Ok(()) => {
-                stats.batches += 1;
-                return;
-            }
-            Err(e) if attempt == 0 => {
-                tracing::warn!(%pbx, error = %e, changes = n, "writing call changes failed; retrying");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(e) => {
-                tracing::error!(%pbx, error = %e, changes = n, "writing call changes failed; dropped")
-            }
+        if !pending.is_empty()
+            && batches
+                .send(coalesce(std::mem::take(&mut pending)))
+                .await
+                .is_err()
+        {
+            break;
         }
     }
+    if !pending.is_empty() {
+        let _ = batches.send(coalesce(pending)).await;
+    }
+    stats
+}
+
+/// Writes batches until the tracker is done; returns how many were written.
+async fn write_batches(
+    store: &Store,
+    pbx: &str,
+    mut queued: mpsc::Receiver<Vec<CallChange>>,
+) -> u64 {
+    let mut written = 0;
+    while let Some(batch) = queued.recv().await {
+        let n = batch.len();
+        match store.apply_call_changes(batch).await {
+            Ok(()) => written += 1,
+            // The batch is lost; the next reconciliation repairs the live view.
+            Err(e) => tracing::error!(%pbx, error = %e, changes = n, "writing call changes failed"),
+        }
+    }
+    written
+}
+
+/// Keeps only the last version of each leg in a batch: the store upserts, so earlier
+/// versions would be written only to be overwritten.
+fn coalesce(changes: Vec<CallChange>) -> Vec<CallChange> {
+    let mut seen = HashSet::new();
+    let mut kept: Vec<CallChange> = changes
+        .into_iter()
+        .rev()
+        .filter(|c| match c {
+            CallChange::Leg(l) => seen.insert(l.uniqueid.clone()),
+            _ => true,
+        })
+        .collect();
+    kept.reverse();
+    kept
 }
 
 /// Asks the PBX what is live and lets the tracker close, adopt and record the gap.
