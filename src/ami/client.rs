@@ -729,17 +729,15 @@ impl Task {
                 frame = conn.next() => match frame {
                     None => return ConnectionError::Closed,
                     Some(Err(e)) => return ConnectionError::Io(e.to_string()),
-                    Some(Ok(Frame::Message(m))) => {
-                        if m.kind() == MessageKind::Response
-                            && ping.as_ref().is_some_and(|(id, _)| m.action_id().is_some_and(|a| a.as_bytes() == id.as_bytes()))
-                        {
-                            ping = None;
-                            continue;
+                    Some(Ok(frame)) if ping.is_some() && !matches!(frame, Frame::Banner(_)) => {
+                        // The peer is talking: its Pong may be queued behind a burst of
+                        // events we have not read yet. Only silence means it is dead.
+                        if let Some((_, due)) = ping.as_mut() {
+                            *due = Instant::now() + ping_deadline;
                         }
-                        self.dispatch(m, pending, max_items);
+                        self.on_frame(frame, &mut ping, pending, max_items);
                     }
-                    Some(Ok(Frame::Skipped(s))) => self.shared.skipped(&s),
-                    Some(Ok(Frame::Banner(_))) => {}
+                    Some(Ok(frame)) => self.on_frame(frame, &mut ping, pending, max_items),
                 },
                 r = self.rx.recv(), if self.rx_open => match r {
                     None => self.rx_open = false,
@@ -778,6 +776,30 @@ impl Task {
                 },
                 () = sleep_until_opt(due) => return ConnectionError::PingDeadline(ping_deadline),
             }
+        }
+    }
+
+    fn on_frame(
+        &self,
+        frame: Frame,
+        ping: &mut Option<(String, Instant)>,
+        pending: &mut HashMap<String, Pending>,
+        max_items: usize,
+    ) {
+        match frame {
+            Frame::Message(m) => {
+                let is_pong = m.kind() == MessageKind::Response
+                    && ping
+                        .as_ref()
+                        .is_some_and(|(id, _)| m.action_id().is_some_and(|a| a.as_bytes() == id.as_bytes()));
+                if is_pong {
+                    *ping = None;
+                } else {
+                    self.dispatch(m, pending, max_items);
+                }
+            }
+            Frame::Skipped(s) => self.shared.skipped(&s),
+            Frame::Banner(_) => {}
         }
     }
 

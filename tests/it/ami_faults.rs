@@ -186,6 +186,33 @@ async fn a_stalled_peer_misses_the_ping_deadline_and_the_client_reconnects() {
     assert_eq!(c.client.status().connect_attempts, 2);
 }
 
+// Real time: the point is bytes arriving over a socket while a deadline runs.
+#[tokio::test]
+async fn a_busy_peer_whose_pong_is_late_behind_events_is_not_declared_dead() {
+    let peer = FakePeer::bind().await;
+    let mut settings = fake_settings(peer.port());
+    settings.ami.ping_interval_ms = 1_000;
+    settings.ami.ping_deadline_ms = 500;
+    let mut c = run(settings);
+    let mut conn = peer.accept_logged_in().await;
+    until_connected(&mut c.events).await;
+    let ping = conn.action().await;
+    assert!(ping.is("Action", "Ping"));
+    // Events keep flowing for three deadlines before the Pong arrives.
+    for i in 0..15 {
+        conn.write(format!("Event: Busy\r\nN: {i}\r\n\r\n").as_bytes()).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    conn.reply(&ping, "Response: Success\r\nPing: Pong\r\n").await;
+    conn.write(b"Event: AfterPong\r\n\r\n").await;
+    let e = next_matching(&mut c.events, Duration::from_secs(10), |e| {
+        is_event("AfterPong")(e) || matches!(e, AmiEvent::Disconnected { .. })
+    })
+    .await;
+    assert!(is_event("AfterPong")(&e), "the connection survived: {e:?}");
+    assert_eq!(c.client.status().connect_attempts, 1);
+}
+
 #[tokio::test]
 async fn garbage_bytes_are_skipped_and_counted_and_the_next_event_arrives() {
     let peer = FakePeer::bind().await;
