@@ -170,6 +170,14 @@ pub struct AmiConfig {
     pub action_queue_capacity: usize,
     /// The `Events:` mask sent at login: `on`, `off`, or classes like `call,cdr,system`.
     pub event_mask: String,
+    /// When set, every byte received from each PBX is also written to rotating files
+    /// `<dir>/<pbx>-<time>-<n>.ami` (for `medcall replay`).
+    #[serde(default)]
+    pub capture_dir: Option<PathBuf>,
+    /// A capture file is closed and a new one started past this size (bytes).
+    pub capture_rotate_bytes: u64,
+    /// Older capture files beyond this many per PBX are deleted.
+    pub capture_keep_files: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

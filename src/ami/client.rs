@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::action::{Action, ActionError};
+use super::capture::{Capture, CaptureSettings, CaptureStream};
 use super::codec::{AmiCodec, Frame, Limits};
 use super::events::{AmiEvent, EventStream, FanOut};
 use super::message::{Message, MessageKind};
@@ -171,11 +172,35 @@ struct Shared {
     hook: Option<StatusHook>,
     fan_out: FanOut,
     next_id: AtomicU64,
+    /// Raw byte capture (`[ami] capture_dir`), when on.
+    capture: Option<Capture>,
 }
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Shared").field("name", &self.name).finish()
+    }
+}
+
+/// Starts the capture writer when `[ami] capture_dir` is set; a failure is logged and
+/// the connection runs without capture.
+fn start_capture(settings: &ClientSettings) -> Option<Capture> {
+    let dir = settings
+        .ami
+        .capture_dir
+        .as_ref()
+        .filter(|d| !d.as_os_str().is_empty())?;
+    let capture = CaptureSettings {
+        dir: dir.clone(),
+        rotate_bytes: settings.ami.capture_rotate_bytes,
+        keep_files: settings.ami.capture_keep_files,
+    };
+    match Capture::start(capture, &settings.name) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::error!(pbx = %settings.name, dir = %dir.display(), error = %e, "cannot start AMI capture");
+            None
+        }
     }
 }
 
@@ -197,6 +222,7 @@ impl Shared {
             hook,
             fan_out: FanOut::new(settings.ami.event_queue_capacity),
             next_id: AtomicU64::new(1),
+            capture: start_capture(settings),
         })
     }
 
@@ -464,7 +490,7 @@ impl Backoff {
     }
 }
 
-type Conn = Framed<TcpStream, AmiCodec>;
+type Conn = Framed<CaptureStream<TcpStream>, AmiCodec>;
 
 struct Pending {
     kind: ReplyKind,
@@ -592,6 +618,7 @@ impl Task {
                 message: e.to_string(),
             })?;
         let _ = stream.set_nodelay(true);
+        let stream = CaptureStream::new(stream, self.shared.capture.clone());
         let mut conn = Framed::new(stream, AmiCodec::new(s.limits()));
         let banner = match tokio::time::timeout(limit, conn.next()).await {
             Err(_) => return Err(ConnectionError::Timeout("waiting for the banner")),
@@ -789,9 +816,9 @@ impl Task {
         match frame {
             Frame::Message(m) => {
                 let is_pong = m.kind() == MessageKind::Response
-                    && ping
-                        .as_ref()
-                        .is_some_and(|(id, _)| m.action_id().is_some_and(|a| a.as_bytes() == id.as_bytes()));
+                    && ping.as_ref().is_some_and(|(id, _)| {
+                        m.action_id().is_some_and(|a| a.as_bytes() == id.as_bytes())
+                    });
                 if is_pong {
                     *ping = None;
                 } else {

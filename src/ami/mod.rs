@@ -12,6 +12,7 @@
 //! [`AmiClient::command`]) and translate.
 
 pub mod action;
+pub mod capture;
 pub mod client;
 pub mod codec;
 pub mod events;

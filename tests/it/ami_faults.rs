@@ -200,10 +200,12 @@ async fn a_busy_peer_whose_pong_is_late_behind_events_is_not_declared_dead() {
     assert!(ping.is("Action", "Ping"));
     // Events keep flowing for three deadlines before the Pong arrives.
     for i in 0..15 {
-        conn.write(format!("Event: Busy\r\nN: {i}\r\n\r\n").as_bytes()).await;
+        conn.write(format!("Event: Busy\r\nN: {i}\r\n\r\n").as_bytes())
+            .await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    conn.reply(&ping, "Response: Success\r\nPing: Pong\r\n").await;
+    conn.reply(&ping, "Response: Success\r\nPing: Pong\r\n")
+        .await;
     conn.write(b"Event: AfterPong\r\n\r\n").await;
     let e = next_matching(&mut c.events, Duration::from_secs(10), |e| {
         is_event("AfterPong")(e) || matches!(e, AmiEvent::Disconnected { .. })

@@ -18,4 +18,5 @@ mod calls;
 mod crm_dialplan;
 mod events;
 mod foundation;
+mod replay;
 mod support;
