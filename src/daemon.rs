@@ -165,6 +165,7 @@ fn mirror_status(s: &mut crate::pbx::PbxStatus, status: &ClientStatus) {
     s.last_event_at = status.last_event_at;
     s.events_received = status.events_received;
     s.events_dropped = status.events_dropped;
+    s.messages_skipped = status.messages_skipped;
     s.last_error = if status.state == ClientState::Connected {
         None
     } else {

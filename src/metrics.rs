@@ -32,6 +32,7 @@ pub struct Metrics {
     pub pbx_reconnects: Family<PbxLabels, Gauge>,
     pub ami_events_received: Family<PbxLabels, Gauge>,
     pub ami_events_dropped: Family<PbxLabels, Gauge>,
+    pub ami_messages_skipped: Family<PbxLabels, Gauge>,
 }
 
 impl Metrics {
@@ -67,6 +68,12 @@ impl Metrics {
             "AMI events a slow consumer lost since start",
             ami_events_dropped.clone(),
         );
+        let ami_messages_skipped = Family::<PbxLabels, Gauge>::default();
+        registry.register(
+            "ami_messages_skipped",
+            "AMI messages skipped (over the size or line limit, or malformed) since start",
+            ami_messages_skipped.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -74,6 +81,7 @@ impl Metrics {
             pbx_reconnects,
             ami_events_received,
             ami_events_dropped,
+            ami_messages_skipped,
         })
     }
 
@@ -95,6 +103,9 @@ impl Metrics {
             self.ami_events_dropped
                 .get_or_create(&l)
                 .set(clamp(s.events_dropped));
+            self.ami_messages_skipped
+                .get_or_create(&l)
+                .set(clamp(s.messages_skipped));
         }
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {

@@ -36,6 +36,8 @@ pub struct PbxStatus {
     pub last_event_at: Option<DateTime<Utc>>,
     pub events_received: u64,
     pub events_dropped: u64,
+    /// Messages skipped as over the size or line limit, or malformed.
+    pub messages_skipped: u64,
     /// The last connection or login error, if the PBX is not connected.
     pub last_error: Option<String>,
 }
@@ -62,6 +64,7 @@ impl PbxRegistry {
                     last_event_at: None,
                     events_received: 0,
                     events_dropped: 0,
+                    messages_skipped: 0,
                     last_error: None,
                 })
             })
