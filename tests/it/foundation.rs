@@ -45,8 +45,14 @@ async fn daemon_serves_health_metrics_and_openapi_without_a_key() {
         "{text}"
     );
     assert!(text.contains("medcall_http_requests_total"), "{text}");
-    assert!(text.contains("medcall_ami_messages_skipped{pbx=\"rig\"}"), "{text}");
-    assert!(text.contains("medcall_ami_events_dropped{pbx=\"rig\"}"), "{text}");
+    assert!(
+        text.contains("medcall_ami_messages_skipped{pbx=\"rig\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("medcall_ami_events_dropped{pbx=\"rig\"}"),
+        "{text}"
+    );
 
     let doc: serde_json::Value = d
         .get("/openapi.json")
