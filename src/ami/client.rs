@@ -172,6 +172,9 @@ struct Shared {
     hook: Option<StatusHook>,
     fan_out: FanOut,
     next_id: AtomicU64,
+    /// Random per client: events such as `OriginateResponse` go to every AMI session of
+    /// the PBX, so ActionIDs must not repeat across clients (or daemons) on one PBX.
+    id_prefix: String,
     /// Raw byte capture (`[ami] capture_dir`), when on.
     capture: Option<Capture>,
 }
@@ -222,6 +225,7 @@ impl Shared {
             hook,
             fan_out: FanOut::new(settings.ami.event_queue_capacity),
             next_id: AtomicU64::new(1),
+            id_prefix: format!("mc-{:08x}", rand::random::<u32>()),
             capture: start_capture(settings),
         })
     }
@@ -235,7 +239,11 @@ impl Shared {
     }
 
     fn action_id(&self) -> String {
-        format!("mc-{}", self.next_id.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "{}-{}",
+            self.id_prefix,
+            self.next_id.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     fn publish(&self, event: &AmiEvent) {
