@@ -453,7 +453,8 @@ fn apply_change(tx: &Transaction<'_>, change: &CallChange) -> Result<(), StoreEr
             tx.prepare_cached(
                 "INSERT INTO call_detail_records (source, call_id, pbx, uniqueid, received_at, phone, extension,
                     disposition, duration, billable_seconds, call_at, raw)
-                 VALUES ('ami', (SELECT id FROM calls WHERE pbx = ?1 AND linkedid = ?2), ?1, ?3, ?4, ?5, ?6, ?7,
+                 VALUES ('ami', coalesce((SELECT id FROM calls WHERE pbx = ?1 AND linkedid = ?2),
+                        (SELECT call_id FROM legs WHERE pbx = ?1 AND uniqueid = ?3)), ?1, ?3, ?4, ?5, ?6, ?7,
                     ?8, ?9, ?10->>'StartTime', ?10)",
             )?
             .execute(params![
@@ -560,6 +561,16 @@ mod tests {
             &ev(&[("Event", "Hangup"), ("Uniqueid", "2.0"), ("Cause", "17")]),
             t0,
         ));
+        // The Cdr of a call comes after its last Hangup, when the tracker has forgotten
+        // the leg: it is still filed with its call.
+        changes.extend(tr.apply(
+            &ev(&[
+                ("Event", "Cdr"),
+                ("UniqueID", "2.0"),
+                ("Disposition", "BUSY"),
+            ]),
+            t0,
+        ));
         store.apply_call_changes(changes).await.unwrap();
 
         let live = store.live_call_state("rig").await.unwrap();
@@ -599,6 +610,9 @@ mod tests {
         assert!(detail.events.iter().any(|e| e.kind == "Hangup"));
         assert_eq!(detail.cdrs.len(), 1);
         assert!(rows.iter().all(|r| r.leg_count >= 1));
+        let ended = rows.iter().find(|r| r.record.linkedid == "2.0").unwrap();
+        let detail = store.call_detail(ended.id).await.unwrap().unwrap();
+        assert_eq!(detail.cdrs.len(), 1, "the late Cdr is filed with its call");
         assert!(store.call_detail(9999).await.unwrap().is_none());
     }
 }

@@ -19,16 +19,7 @@ const CLIENTS: &str = r#"{
 async fn daemon_with_clients() -> (Daemon, String) {
     let d = Daemon::start().await;
     let key = d.admin_key();
-    let r = d
-        .client()
-        .put(format!("{}/admin/clients", d.http))
-        .bearer_auth(&key)
-        .header("content-type", "application/json")
-        .body(CLIENTS)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    d.put_clients(&key, CLIENTS).await;
     wait_connected(&d, &key).await;
     (d, key)
 }

@@ -174,6 +174,20 @@ impl Daemon {
         }
     }
 
+    /// Loads a clients document through `PUT /admin/clients`, asserting it was accepted.
+    pub async fn put_clients(&self, key: &str, document: &str) {
+        let r = self
+            .client()
+            .put(format!("{}/admin/clients", self.http))
+            .bearer_auth(key)
+            .header("content-type", "application/json")
+            .body(document.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
     pub fn client(&self) -> reqwest::Client {
         reqwest::Client::new()
     }
