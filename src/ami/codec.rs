@@ -13,7 +13,7 @@ use bytes::{Buf, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::action::Action;
-use super::message::{END_COMMAND, Message, Value};
+use super::message::{END_COMMAND, HeaderSpan, Message, Value};
 use super::parser::{self, ParseError};
 
 /// Bounds on one incoming message.
@@ -93,12 +93,15 @@ pub struct AmiCodec {
     /// Lines of the current frame so far.
     lines: usize,
     follows: bool,
+    /// The current frame's headers, indexed as its lines are found (so the frame is
+    /// never scanned twice); unused for the legacy form, which the parser reads whole.
+    spans: Vec<HeaderSpan>,
     discard: Option<Discard>,
     skipped: u64,
 }
 
 fn find_lf(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', bytes)
 }
 
 fn strip_cr(line: &[u8]) -> &[u8] {
@@ -115,6 +118,7 @@ impl AmiCodec {
             line_start: 0,
             lines: 0,
             follows: false,
+            spans: Vec::new(),
             discard: None,
             skipped: 0,
         }
@@ -138,6 +142,7 @@ impl AmiCodec {
         self.line_start = 0;
         self.lines = 0;
         self.follows = false;
+        self.spans.clear();
     }
 
     /// Drops the scanned complete lines of the current frame and switches to discarding
@@ -222,6 +227,14 @@ impl AmiCodec {
         }
     }
 
+    /// A complete frame whose headers were indexed while it was framed.
+    fn finish_indexed(&mut self, frame: bytes::Bytes) -> Frame {
+        // The next message is likely the same shape: start its index at this one's size.
+        let next = Vec::with_capacity(self.spans.len());
+        let spans = std::mem::replace(&mut self.spans, next);
+        Frame::Message(Message::from_spans(frame, spans))
+    }
+
     fn finish(&mut self, frame: bytes::Bytes) -> Frame {
         match parser::parse_frame(&frame) {
             Ok(m) => Frame::Message(m),
@@ -292,10 +305,14 @@ impl Decoder for AmiCodec {
                     }
                     let frame = buf.split_to(self.line_start).freeze();
                     buf.advance(lf + 1 - self.line_start);
+                    let message = self.finish_indexed(frame);
                     self.reset_frame();
-                    return Ok(Some(self.finish(frame)));
+                    return Ok(Some(message));
                 } else if self.lines == 0 && parser::is_follows_line(line) {
                     self.follows = true;
+                } else {
+                    let whole = buf.get(..lf).unwrap_or_default();
+                    self.spans.push(parser::header_span(whole, line));
                 }
                 self.lines += 1;
                 self.line_start = lf + 1;
@@ -389,7 +406,6 @@ mod tests {
             Frame::Message(m) => (
                 "m".into(),
                 m.headers()
-                    .iter()
                     .map(|h| (h.name.text().into(), h.value.text().into()))
                     .collect(),
                 m.legacy_output()

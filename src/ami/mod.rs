@@ -26,4 +26,4 @@ pub use client::{
 };
 pub use codec::{AmiCodec, CodecError, Frame, Limits, SkipReason, Skipped};
 pub use events::{AmiEvent, EventStream};
-pub use message::{Header, Message, MessageKind, Value};
+pub use message::{Field, Header, Message, MessageKind, Value};

@@ -11,9 +11,9 @@ use nom::bytes::complete::{tag, take_till};
 use nom::combinator::opt;
 use nom::multi::many0;
 use nom::sequence::terminated;
-use nom::{IResult, Parser};
+use nom::{IResult, Input, Parser};
 
-use super::message::{END_COMMAND, Header, Message, Value};
+use super::message::{END_COMMAND, HeaderSpan, Message, offsets};
 
 /// Why a frame could not be read as a message. The framer only hands over frames made
 /// of whole lines, so this means a framing bug, not bad peer data.
@@ -29,10 +29,17 @@ fn line(input: &[u8]) -> IResult<&[u8], &[u8]> {
     Ok((rest, text.strip_suffix(b"\r").unwrap_or(text)))
 }
 
+/// `name = *(any byte but ":")`: `take_till` with a vectorised search, since this runs
+/// on every line of every message.
+fn name(input: &[u8]) -> IResult<&[u8], &[u8]> {
+    let end = memchr::memchr(b':', input).unwrap_or(input.len());
+    Ok(input.take_split(end))
+}
+
 /// `header = name [":" [SP] value]`, `name = *(any byte but ":")`, `value = *any byte`.
 /// Values may themselves contain `:`; only the first one splits.
 fn header(input: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
-    let (input, name) = take_till(|b| b == b':').parse(input)?;
+    let (input, name) = name(input)?;
     let (input, colon) = opt(tag(&b":"[..])).parse(input)?;
     if colon.is_none() {
         return Ok((input, (name, b"")));
@@ -41,17 +48,15 @@ fn header(input: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
     Ok((b"", (name, value)))
 }
 
-fn to_header(frame: &Bytes, line: &[u8]) -> Header {
+/// Where the header on `line` (a sub-slice of `frame`) lies in the frame.
+pub(crate) fn header_span(frame: &[u8], line: &[u8]) -> HeaderSpan {
     // `header` is total on any line (every branch succeeds), so the error arm is unreachable
     // in practice; it still keeps the whole line rather than lose it.
     let (name, value) = match header(line) {
         Ok((_, pair)) => pair,
         Err(_) => (line, &b""[..]),
     };
-    Header {
-        name: Value::from_bytes(frame.slice_ref(name)),
-        value: Value::from_bytes(frame.slice_ref(value)),
-    }
+    HeaderSpan::within(frame, name, value)
 }
 
 /// Headers a legacy `Response: Follows` reply puts before its raw output.
@@ -83,8 +88,8 @@ pub fn parse_frame(frame: &Bytes) -> Result<Message, ParseError> {
     };
     let follows = lines.first().is_some_and(|l| is_follows_line(l));
     if !follows {
-        let headers = lines.iter().map(|l| to_header(frame, l)).collect();
-        return Ok(Message::new(headers));
+        let headers = lines.iter().map(|l| header_span(frame, l)).collect();
+        return Ok(Message::from_spans(frame.clone(), headers));
     }
     let mut headers = Vec::new();
     let mut output = Vec::new();
@@ -100,9 +105,14 @@ pub fn parse_frame(frame: &Bytes) -> Result<Message, ParseError> {
             break;
         }
         if in_headers {
-            let h = to_header(frame, content);
-            if FOLLOWS_HEADERS.iter().any(|n| h.name.eq_ignore_case(n)) && content.contains(&b':') {
-                headers.push(h);
+            let is_follows_header = match header(content) {
+                Ok((_, (name, _))) => FOLLOWS_HEADERS
+                    .iter()
+                    .any(|n| name.eq_ignore_ascii_case(n.as_bytes())),
+                Err(_) => false,
+            };
+            if is_follows_header && content.contains(&b':') {
+                headers.push(header_span(frame, content));
                 if end {
                     break;
                 }
@@ -110,12 +120,12 @@ pub fn parse_frame(frame: &Bytes) -> Result<Message, ParseError> {
             }
             in_headers = false;
         }
-        output.push(Value::from_bytes(frame.slice_ref(content)));
+        output.push(offsets(frame, content));
         if end {
             break;
         }
     }
-    Ok(Message::legacy_follows(headers, output))
+    Ok(Message::legacy_from_spans(frame.clone(), headers, output))
 }
 
 #[cfg(test)]
@@ -129,7 +139,7 @@ mod tests {
     #[test]
     fn values_keep_colons_and_names_keep_odd_characters() {
         let m = parse(b"Event: X\r\nX-Header_2.b: a: b:c\r\nEmpty:\r\nNoColon\r\n");
-        let h = m.headers();
+        let h: Vec<_> = m.headers().collect();
         assert_eq!(h[1].name.text(), "X-Header_2.b");
         assert_eq!(h[1].value.text(), "a: b:c");
         assert_eq!(h[2].value.text(), "");
