@@ -16,3 +16,4 @@ pub mod replay;
 pub mod routes;
 pub mod store;
 pub mod telemetry;
+pub mod timefmt;

@@ -3,7 +3,8 @@
 //! of events costs few commits; after every (re)connect, and whenever the stream says
 //! events were dropped, it reconciles with `CoreShowChannels` and `ConfbridgeListRooms`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
@@ -18,12 +19,15 @@ use crate::store::{LiveState, Store};
 const MAX_BATCH_ITEMS: usize = 4096;
 
 impl EventFields for Message {
-    fn field(&self, key: &str) -> Option<String> {
-        self.text(key).map(|v| v.into_owned())
+    fn field(&self, key: &str) -> Option<Cow<'_, str>> {
+        self.text(key)
     }
 
-    fn fields(&self, key: &str) -> Vec<String> {
-        self.all(key).map(|v| v.text().into_owned()).collect()
+    fn fields(&self, key: &str) -> Vec<Cow<'_, str>> {
+        self.headers()
+            .filter(|h| h.name.eq_ignore_case(key))
+            .map(|h| h.value.text())
+            .collect()
     }
 }
 
@@ -83,13 +87,16 @@ async fn track(
         let Some(first) = first else { break };
         let mut item = Some(first);
         let mut taken = 0;
+        // The receive time of events without their own `Timestamp`: one clock read per
+        // batch (a batch is what arrived together).
+        let now = Utc::now();
         while let Some(current) = item.take() {
             taken += 1;
             match current {
                 AmiEvent::Message(m) => {
                     if m.kind() == MessageKind::Event {
                         stats.events += 1;
-                        pending.extend(tracker.apply(m.as_ref(), Utc::now()));
+                        tracker.track(m.as_ref(), now);
                     }
                 }
                 AmiEvent::Connected { .. } => {
@@ -109,17 +116,14 @@ async fn track(
                 item = events.try_recv();
             }
         }
-        if !pending.is_empty()
-            && batches
-                .send(coalesce(std::mem::take(&mut pending)))
-                .await
-                .is_err()
-        {
+        pending.extend(tracker.take_changes());
+        if !pending.is_empty() && batches.send(std::mem::take(&mut pending)).await.is_err() {
             break;
         }
     }
+    pending.extend(tracker.take_changes());
     if !pending.is_empty() {
-        let _ = batches.send(coalesce(pending)).await;
+        let _ = batches.send(pending).await;
     }
     stats
 }
@@ -140,22 +144,6 @@ async fn write_batches(
         }
     }
     written
-}
-
-/// Keeps only the last version of each leg in a batch: the store upserts, so earlier
-/// versions would be written only to be overwritten.
-fn coalesce(changes: Vec<CallChange>) -> Vec<CallChange> {
-    let mut seen = HashSet::new();
-    let mut kept: Vec<CallChange> = changes
-        .into_iter()
-        .rev()
-        .filter(|c| match c {
-            CallChange::Leg(l) => seen.insert(l.uniqueid.clone()),
-            _ => true,
-        })
-        .collect();
-    kept.reverse();
-    kept
 }
 
 /// Asks the PBX what is live and lets the tracker close, adopt and record the gap.
@@ -190,7 +178,7 @@ async fn reconcile(
             Ok(reply) => reply
                 .items
                 .iter()
-                .filter_map(|m| m.field("Conference"))
+                .filter_map(|m| m.text("Conference").map(Cow::into_owned))
                 .collect::<Vec<_>>(),
             Err(e) => {
                 tracing::warn!(error = %e, "ConfbridgeListRooms failed; conferences not reconciled");
@@ -219,22 +207,22 @@ async fn reconcile(
 
 /// A `CoreShowChannel` event as a snapshot of a live leg.
 pub fn snapshot_of(m: &Message, now: DateTime<Utc>) -> Option<LegSnapshot> {
-    let uniqueid = m.field("Uniqueid")?;
-    let text = |k: &str| m.field(k).filter(|v| !v.is_empty() && v != "<unknown>");
+    let field = |k: &str| m.text(k).map(Cow::into_owned);
+    let uniqueid = field("Uniqueid")?;
+    let text = |k: &str| field(k).filter(|v| !v.is_empty() && v != "<unknown>");
     let mut variables = BTreeMap::new();
-    for v in m.fields("ChanVariable") {
-        if let Some((k, val)) = v.split_once('=') {
+    for v in m.all("ChanVariable") {
+        if let Some((k, val)) = v.text().split_once('=') {
             variables.insert(k.to_string(), val.to_string());
         }
     }
-    let started_at = m
-        .field("Duration")
+    let started_at = field("Duration")
         .and_then(|d| parse_hms(&d))
         .map(|secs| now - chrono::Duration::seconds(secs));
     Some(LegSnapshot {
-        linkedid: m.field("Linkedid").unwrap_or_else(|| uniqueid.clone()),
+        linkedid: field("Linkedid").unwrap_or_else(|| uniqueid.clone()),
         uniqueid,
-        channel: m.field("Channel").unwrap_or_default(),
+        channel: field("Channel").unwrap_or_default(),
         caller_num: text("CallerIDNum"),
         caller_name: text("CallerIDName"),
         state: text("ChannelStateDesc"),

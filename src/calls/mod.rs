@@ -8,6 +8,6 @@ pub mod tracker;
 
 pub use model::{
     CallChange, CallRecord, CdrRecord, ConferenceRecord, EventRecord, GapRecord, LegRecord,
-    LegSnapshot,
+    LegSnapshot, TimelineChunk,
 };
 pub use tracker::{CallTracker, EventFields};

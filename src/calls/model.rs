@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 
 /// A call: every leg sharing one `Linkedid` on one PBX.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -59,7 +58,8 @@ pub struct ConferenceRecord {
     pub end_reason: Option<String>,
 }
 
-/// One entry of a call's timeline.
+/// One timeline entry not tied to a call by the tracker (its call is found through the
+/// leg when read).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EventRecord {
     pub pbx: String,
@@ -67,7 +67,19 @@ pub struct EventRecord {
     pub uniqueid: Option<String>,
     pub at: DateTime<Utc>,
     pub kind: String,
-    pub detail: Value,
+    /// A JSON object, as text.
+    pub detail: String,
+}
+
+/// The timeline entries one batch adds to one call: a JSON array's text, each entry
+/// `{"at", "uniqueid", "kind", "detail"}`, in the order the events came.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TimelineChunk {
+    pub pbx: String,
+    pub linkedid: String,
+    pub first_at: DateTime<Utc>,
+    pub last_at: DateTime<Utc>,
+    pub entries: String,
 }
 
 /// A CDR from AMI `Event: Cdr`, kept for audit.
@@ -82,7 +94,8 @@ pub struct CdrRecord {
     pub disposition: String,
     pub duration: i64,
     pub billable_seconds: i64,
-    pub raw: Value,
+    /// The CDR's fields as a JSON object, as text.
+    pub raw: String,
 }
 
 /// A time the daemon was not connected to a PBX, and what reconciliation found.
@@ -120,6 +133,9 @@ pub enum CallChange {
     Call(CallRecord),
     Leg(Box<LegRecord>),
     Conference(ConferenceRecord),
+    /// Timeline entries of a known call.
+    Timeline(TimelineChunk),
+    /// A timeline entry not (yet) tied to a call.
     Event(EventRecord),
     Cdr(CdrRecord),
     Gap(GapRecord),

@@ -6,22 +6,24 @@
 //! database. Reconciliation after a (re)connect compares that view with what the PBX
 //! reports and closes or adopts legs, recording the gap.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use serde_json::{Map, Value, json};
 
 use super::model::{
     CallChange, CallRecord, CdrRecord, ConferenceRecord, EventRecord, GapRecord, LegRecord,
-    LegSnapshot,
+    LegSnapshot, TimelineChunk,
 };
+use crate::timefmt::push_rfc3339_micros;
 
-/// Read access to an AMI event's fields; implemented by the AMI message type.
+/// Read access to an AMI event's fields; implemented by the AMI message type. Values are
+/// borrowed: the tracker copies only what it keeps.
 pub trait EventFields {
     /// The first value of `key` (case-insensitive), as text.
-    fn field(&self, key: &str) -> Option<String>;
+    fn field(&self, key: &str) -> Option<Cow<'_, str>>;
     /// Every value of `key`, in order (e.g. `ChanVariable`).
-    fn fields(&self, key: &str) -> Vec<String>;
+    fn fields(&self, key: &str) -> Vec<Cow<'_, str>>;
 }
 
 /// Why a leg ended.
@@ -40,6 +42,24 @@ struct LiveCall {
     live_legs: HashSet<String>,
 }
 
+/// Changes waiting for [`CallTracker::take_changes`]. Legs are kept as "which ones
+/// changed" rather than as copies: a leg touched by ten events in a batch is copied
+/// out once, in its final state.
+#[derive(Debug, Default)]
+struct Pending {
+    /// Calls, conferences and gaps, in order: what legs and timeline rows refer to.
+    head: Vec<CallChange>,
+    /// Live legs changed since the last take.
+    dirty_legs: HashSet<String>,
+    /// Legs that ended since the last take (moved out of the live view).
+    ended_legs: Vec<LegRecord>,
+    /// Timeline entries per call, and where each call's chunk is.
+    timeline: Vec<TimelineChunk>,
+    chunk_of: HashMap<String, usize>,
+    /// Unlinked timeline rows, CDRs and late originate reasons, in order.
+    tail: Vec<CallChange>,
+}
+
 /// The live state of one PBX.
 #[derive(Debug)]
 pub struct CallTracker {
@@ -47,6 +67,7 @@ pub struct CallTracker {
     calls: HashMap<String, LiveCall>,
     legs: HashMap<String, LegRecord>,
     conferences: HashMap<String, ConferenceRecord>,
+    pending: Pending,
 }
 
 impl CallTracker {
@@ -84,6 +105,7 @@ impl CallTracker {
                 .into_iter()
                 .map(|c| (c.name.clone(), c))
                 .collect(),
+            pending: Pending::default(),
         }
     }
 
@@ -95,21 +117,83 @@ impl CallTracker {
         self.calls.len()
     }
 
-    /// Applies one event received at `at`; returns what to persist.
+    /// Applies one event received at `at` and returns what to persist: [`Self::track`]
+    /// then [`Self::take_changes`].
     pub fn apply(&mut self, ev: &impl EventFields, at: DateTime<Utc>) -> Vec<CallChange> {
+        self.track(ev, at);
+        self.take_changes()
+    }
+
+    /// Whether changes are waiting for [`Self::take_changes`].
+    pub fn has_changes(&self) -> bool {
+        let p = &self.pending;
+        !(p.head.is_empty()
+            && p.dirty_legs.is_empty()
+            && p.ended_legs.is_empty()
+            && p.timeline.is_empty()
+            && p.tail.is_empty())
+    }
+
+    /// Everything changed since the last take, ready to write in this order: calls
+    /// (each once, in its latest state), conferences and gaps; then legs (each once, in
+    /// its latest state); then one timeline chunk per call; then unlinked timeline rows,
+    /// CDRs and late originate reasons.
+    pub fn take_changes(&mut self) -> Vec<CallChange> {
+        let p = std::mem::take(&mut self.pending);
+        let mut out = Vec::with_capacity(
+            p.head.len()
+                + p.dirty_legs.len()
+                + p.ended_legs.len()
+                + p.timeline.len()
+                + p.tail.len(),
+        );
+        // A call opened and closed within one batch is written once, closed.
+        let mut seen_calls = HashSet::new();
+        let mut head: Vec<CallChange> = p
+            .head
+            .into_iter()
+            .rev()
+            .filter(|c| match c {
+                CallChange::Call(r) => seen_calls.insert(r.linkedid.clone()),
+                _ => true,
+            })
+            .collect();
+        head.reverse();
+        out.extend(head);
+        for uid in &p.dirty_legs {
+            if let Some(leg) = self.legs.get(uid) {
+                out.push(CallChange::Leg(Box::new(leg.clone())));
+            }
+        }
+        out.extend(
+            p.ended_legs
+                .into_iter()
+                .map(|leg| CallChange::Leg(Box::new(leg))),
+        );
+        out.extend(p.timeline.into_iter().map(|mut chunk| {
+            chunk.entries.push(']');
+            CallChange::Timeline(chunk)
+        }));
+        out.extend(p.tail);
+        out
+    }
+
+    /// Applies one event received at `at`, keeping what to persist for the next
+    /// [`Self::take_changes`].
+    pub fn track(&mut self, ev: &impl EventFields, at: DateTime<Utc>) {
         let Some(name) = ev.field("Event") else {
-            return Vec::new();
+            return;
         };
         let at = event_time(ev).unwrap_or(at);
-        let mut out = Vec::new();
-        match name.as_str() {
-            "Newchannel" => self.on_newchannel(ev, at, &mut out),
-            "Newstate" | "NewCallerid" | "NewConnectedLine" | "NewAccountCode" => {
-                self.on_update(ev, &name, at, &mut out)
-            }
-            "Hangup" => self.on_hangup(ev, at, &mut out),
-            "DialBegin" | "DialEnd" => self.on_dial(ev, &name, at, &mut out),
-            "BridgeEnter" | "BridgeLeave" => self.on_bridge_member(ev, &name, at, &mut out),
+        match name.as_ref() {
+            "Newchannel" => self.on_newchannel(ev, at),
+            "Newstate" => self.on_update(ev, Some("Newstate"), at),
+            "NewCallerid" | "NewConnectedLine" | "NewAccountCode" => self.on_update(ev, None, at),
+            "Hangup" => self.on_hangup(ev, at),
+            "DialBegin" => self.on_dial(ev, "DialBegin", at),
+            "DialEnd" => self.on_dial(ev, "DialEnd", at),
+            "BridgeEnter" => self.on_bridge_member(ev, true, at),
+            "BridgeLeave" => self.on_bridge_member(ev, false, at),
             "BridgeCreate" | "BridgeDestroy" => {}
             "ConfbridgeStart"
             | "ConfbridgeEnd"
@@ -119,36 +203,47 @@ impl CallTracker {
             | "ConfbridgeUnmute"
             | "ConfbridgeRecord"
             | "ConfbridgeStopRecord"
-            | "ConfbridgeTalking" => self.on_confbridge(ev, &name, at, &mut out),
-            "OriginateResponse" => self.on_originate_response(ev, at, &mut out),
+            | "ConfbridgeTalking" => self.on_confbridge(ev, &name, at),
+            "OriginateResponse" => self.on_originate_response(ev, at),
             "MixMonitorStart" | "MixMonitorStop" | "MusicOnHoldStart" | "MusicOnHoldStop" => {
-                self.timeline_for_channel(ev, &name, at, Map::new(), &mut out)
+                self.timeline_for_channel(ev, &name, at, JsonObject::new())
             }
-            "Cdr" => self.on_cdr(ev, at, &mut out),
+            "Cdr" => self.on_cdr(ev, at),
             _ => {}
         }
         if let Some(uid) = ev.field("Uniqueid") {
-            self.absorb_variables(ev, &uid, &mut out);
+            self.absorb_variables(ev, &uid);
         }
-        out
     }
 
-    fn on_newchannel(
-        &mut self,
-        ev: &impl EventFields,
-        at: DateTime<Utc>,
-        out: &mut Vec<CallChange>,
-    ) {
+    /// Notes that the live leg `uniqueid` changed.
+    fn touch(&mut self, uniqueid: &str) {
+        if !self.pending.dirty_legs.contains(uniqueid) {
+            self.pending.dirty_legs.insert(uniqueid.to_string());
+        }
+    }
+
+    /// Moves a leg that ended out of the live view into the pending changes.
+    fn ended(&mut self, leg: LegRecord) {
+        self.pending.dirty_legs.remove(&leg.uniqueid);
+        self.pending.ended_legs.push(leg);
+    }
+
+    fn on_newchannel(&mut self, ev: &impl EventFields, at: DateTime<Utc>) {
         let (Some(uniqueid), Some(channel)) = (ev.field("Uniqueid"), ev.field("Channel")) else {
             return;
         };
-        let linkedid = ev.field("Linkedid").unwrap_or_else(|| uniqueid.clone());
-        self.open_call(&linkedid, at, out);
+        let uniqueid = uniqueid.into_owned();
+        let linkedid = match ev.field("Linkedid") {
+            Some(l) => l.into_owned(),
+            None => uniqueid.clone(),
+        };
+        self.open_call(&linkedid, at);
         let mut leg = LegRecord {
             pbx: self.pbx.clone(),
             uniqueid: uniqueid.clone(),
             linkedid: linkedid.clone(),
-            channel,
+            channel: channel.into_owned(),
             ..LegRecord::default()
         };
         leg.created_at = Some(at);
@@ -159,27 +254,22 @@ impl CallTracker {
         if let Some(call) = self.calls.get_mut(&linkedid) {
             call.live_legs.insert(uniqueid.clone());
         }
-        out.push(CallChange::Leg(Box::new(leg.clone())));
-        out.push(self.event(
-            &linkedid,
-            Some(&uniqueid),
-            at,
-            "Newchannel",
-            detail(
-                ev,
-                &[
-                    "Channel",
-                    "ChannelStateDesc",
-                    "CallerIDNum",
-                    "Exten",
-                    "Context",
-                ],
-            ),
-        ));
+        let detail = detail(
+            ev,
+            &[
+                "Channel",
+                "ChannelStateDesc",
+                "CallerIDNum",
+                "Exten",
+                "Context",
+            ],
+        );
+        self.event(&linkedid, Some(&uniqueid), at, "Newchannel", detail);
+        self.touch(&uniqueid);
         self.legs.insert(uniqueid, leg);
     }
 
-    fn open_call(&mut self, linkedid: &str, at: DateTime<Utc>, out: &mut Vec<CallChange>) {
+    fn open_call(&mut self, linkedid: &str, at: DateTime<Utc>) {
         if self.calls.contains_key(linkedid) {
             return;
         }
@@ -189,7 +279,7 @@ impl CallTracker {
             started_at: at,
             ended_at: None,
         };
-        out.push(CallChange::Call(record.clone()));
+        self.pending.head.push(CallChange::Call(record.clone()));
         self.calls.insert(
             linkedid.to_string(),
             LiveCall {
@@ -199,17 +289,13 @@ impl CallTracker {
         );
     }
 
-    fn on_update(
-        &mut self,
-        ev: &impl EventFields,
-        name: &str,
-        at: DateTime<Utc>,
-        out: &mut Vec<CallChange>,
-    ) {
+    /// `Newstate` and the other updates of a live leg; `timeline` names the timeline
+    /// entry to write, if any.
+    fn on_update(&mut self, ev: &impl EventFields, timeline: Option<&str>, at: DateTime<Utc>) {
         let Some(uniqueid) = ev.field("Uniqueid") else {
             return;
         };
-        let Some(leg) = self.legs.get_mut(&uniqueid) else {
+        let Some(leg) = self.legs.get_mut(uniqueid.as_ref()) else {
             return;
         };
         let was_up = leg.answered_at.is_some();
@@ -217,51 +303,35 @@ impl CallTracker {
         if !was_up && leg.state.as_deref() == Some("Up") {
             leg.answered_at = Some(at);
         }
-        let leg = leg.clone();
-        out.push(CallChange::Leg(Box::new(leg.clone())));
-        if name == "Newstate" {
-            out.push(self.event(
-                &leg.linkedid,
-                Some(&uniqueid),
-                at,
-                name,
-                detail(ev, &["ChannelStateDesc"]),
-            ));
+        let linkedid = leg.linkedid.clone();
+        self.touch(&uniqueid);
+        if let Some(kind) = timeline {
+            let detail = detail(ev, &["ChannelStateDesc"]);
+            self.event(&linkedid, Some(&uniqueid), at, kind, detail);
         }
     }
 
-    fn on_hangup(&mut self, ev: &impl EventFields, at: DateTime<Utc>, out: &mut Vec<CallChange>) {
+    fn on_hangup(&mut self, ev: &impl EventFields, at: DateTime<Utc>) {
         let Some(uniqueid) = ev.field("Uniqueid") else {
             return;
         };
-        let Some(mut leg) = self.legs.remove(&uniqueid) else {
+        let Some(mut leg) = self.legs.remove(uniqueid.as_ref()) else {
             return;
         };
         fill_leg(&mut leg, ev);
         leg.ended_at = Some(at);
         leg.hangup_cause = ev.field("Cause").and_then(|c| c.parse().ok());
-        leg.hangup_cause_text = ev.field("Cause-txt");
+        leg.hangup_cause_text = ev.field("Cause-txt").map(Cow::into_owned);
         leg.end_reason = Some(END_HANGUP.into());
         let linkedid = leg.linkedid.clone();
-        out.push(CallChange::Leg(Box::new(leg)));
-        out.push(self.event(
-            &linkedid,
-            Some(&uniqueid),
-            at,
-            "Hangup",
-            detail(ev, &["Channel", "Cause", "Cause-txt"]),
-        ));
-        self.leg_gone(&linkedid, &uniqueid, at, out);
+        self.ended(leg);
+        let detail = detail(ev, &["Channel", "Cause", "Cause-txt"]);
+        self.event(&linkedid, Some(&uniqueid), at, "Hangup", detail);
+        self.leg_gone(&linkedid, &uniqueid, at);
     }
 
     /// Closes the call when its last live leg is gone.
-    fn leg_gone(
-        &mut self,
-        linkedid: &str,
-        uniqueid: &str,
-        at: DateTime<Utc>,
-        out: &mut Vec<CallChange>,
-    ) {
+    fn leg_gone(&mut self, linkedid: &str, uniqueid: &str, at: DateTime<Utc>) {
         let finished = match self.calls.get_mut(linkedid) {
             Some(call) => {
                 call.live_legs.remove(uniqueid);
@@ -272,71 +342,48 @@ impl CallTracker {
         if finished {
             if let Some(mut call) = self.calls.remove(linkedid) {
                 call.record.ended_at = Some(at);
-                out.push(CallChange::Call(call.record));
+                self.pending.head.push(CallChange::Call(call.record));
             }
         }
     }
 
-    fn on_dial(
-        &mut self,
-        ev: &impl EventFields,
-        name: &str,
-        at: DateTime<Utc>,
-        out: &mut Vec<CallChange>,
-    ) {
+    fn on_dial(&mut self, ev: &impl EventFields, name: &str, at: DateTime<Utc>) {
         let uid = ev.field("DestUniqueid").or_else(|| ev.field("Uniqueid"));
         let Some(uid) = uid else { return };
-        let Some(linkedid) = self.legs.get(&uid).map(|l| l.linkedid.clone()) else {
+        let Some(linkedid) = self.legs.get(uid.as_ref()).map(|l| l.linkedid.clone()) else {
             return;
         };
-        out.push(self.event(
-            &linkedid,
-            Some(&uid),
-            at,
-            name,
-            detail(ev, &["DestChannel", "DialString", "DialStatus"]),
-        ));
+        let detail = detail(ev, &["DestChannel", "DialString", "DialStatus"]);
+        self.event(&linkedid, Some(&uid), at, name, detail);
     }
 
-    fn on_bridge_member(
-        &mut self,
-        ev: &impl EventFields,
-        name: &str,
-        at: DateTime<Utc>,
-        out: &mut Vec<CallChange>,
-    ) {
+    fn on_bridge_member(&mut self, ev: &impl EventFields, enter: bool, at: DateTime<Utc>) {
         let Some(uid) = ev.field("Uniqueid") else {
             return;
         };
-        let Some(leg) = self.legs.get_mut(&uid) else {
+        let Some(leg) = self.legs.get_mut(uid.as_ref()) else {
             return;
         };
-        leg.bridge_id = if name == "BridgeEnter" {
+        let bridge = if enter {
             ev.field("BridgeUniqueid")
         } else {
             None
         };
-        let leg = leg.clone();
-        out.push(CallChange::Leg(Box::new(leg.clone())));
-        out.push(self.event(
-            &leg.linkedid,
-            Some(&uid),
-            at,
-            name,
-            detail(ev, &["BridgeUniqueid", "BridgeType", "BridgeTechnology"]),
-        ));
+        if leg.bridge_id.as_deref() != bridge.as_deref() {
+            leg.bridge_id = bridge.map(Cow::into_owned);
+        }
+        let linkedid = leg.linkedid.clone();
+        self.touch(&uid);
+        let kind = if enter { "BridgeEnter" } else { "BridgeLeave" };
+        let detail = detail(ev, &["BridgeUniqueid", "BridgeType", "BridgeTechnology"]);
+        self.event(&linkedid, Some(&uid), at, kind, detail);
     }
 
-    fn on_confbridge(
-        &mut self,
-        ev: &impl EventFields,
-        name: &str,
-        at: DateTime<Utc>,
-        out: &mut Vec<CallChange>,
-    ) {
+    fn on_confbridge(&mut self, ev: &impl EventFields, name: &str, at: DateTime<Utc>) {
         let Some(conf) = ev.field("Conference") else {
             return;
         };
+        let conf = conf.into_owned();
         match name {
             "ConfbridgeStart" => {
                 let record = ConferenceRecord {
@@ -346,7 +393,9 @@ impl CallTracker {
                     ended_at: None,
                     end_reason: None,
                 };
-                out.push(CallChange::Conference(record.clone()));
+                self.pending
+                    .head
+                    .push(CallChange::Conference(record.clone()));
                 self.conferences.insert(conf, record);
                 return;
             }
@@ -354,7 +403,7 @@ impl CallTracker {
                 if let Some(mut record) = self.conferences.remove(&conf) {
                     record.ended_at = Some(at);
                     record.end_reason = Some("ended".into());
-                    out.push(CallChange::Conference(record));
+                    self.pending.head.push(CallChange::Conference(record));
                 }
                 return;
             }
@@ -362,37 +411,30 @@ impl CallTracker {
         }
         if name == "ConfbridgeJoin" || name == "ConfbridgeLeave" {
             if let Some(uid) = ev.field("Uniqueid") {
-                if let Some(leg) = self.legs.get_mut(&uid) {
+                if let Some(leg) = self.legs.get_mut(uid.as_ref()) {
                     leg.conference = if name == "ConfbridgeJoin" {
                         Some(conf.clone())
                     } else {
                         None
                     };
-                    let leg = leg.clone();
-                    out.push(CallChange::Leg(Box::new(leg)));
+                    self.touch(&uid);
                 }
             }
         }
-        let mut extra = Map::new();
-        extra.insert("conference".into(), Value::String(conf));
-        if let Some(ch) = ev.field("Channel") {
-            if is_helper_channel(&ch) {
-                extra.insert("helper".into(), Value::Bool(true));
-            }
+        let mut extra = JsonObject::new();
+        extra.string("conference", &conf);
+        if ev.field("Channel").is_some_and(|ch| is_helper_channel(&ch)) {
+            extra.raw("helper", "true");
         }
-        self.timeline_for_channel(ev, name, at, extra, out);
+        self.timeline_for_channel(ev, name, at, extra);
     }
 
-    fn on_originate_response(
-        &mut self,
-        ev: &impl EventFields,
-        at: DateTime<Utc>,
-        out: &mut Vec<CallChange>,
-    ) {
+    fn on_originate_response(&mut self, ev: &impl EventFields, at: DateTime<Utc>) {
         let reason = ev.field("Reason").and_then(|r| r.parse::<i64>().ok());
         let uid = ev
             .field("Uniqueid")
-            .filter(|u| !u.is_empty() && u != "<null>");
+            .filter(|u| !u.is_empty() && u != "<null>")
+            .map(Cow::into_owned);
         let d = detail(
             ev,
             &[
@@ -409,19 +451,18 @@ impl CallTracker {
         if let Some(uid) = &uid {
             if let Some(leg) = self.legs.get_mut(uid) {
                 leg.originate_reason = reason;
-                let leg = leg.clone();
                 let linkedid = leg.linkedid.clone();
-                out.push(CallChange::Leg(Box::new(leg)));
-                out.push(self.event(&linkedid, Some(uid), at, "OriginateResponse", d));
+                self.touch(uid);
+                self.event(&linkedid, Some(uid), at, "OriginateResponse", d);
                 return;
             }
-            out.push(CallChange::OriginateReason {
+            self.pending.tail.push(CallChange::OriginateReason {
                 pbx: self.pbx.clone(),
                 uniqueid: uid.clone(),
                 reason,
             });
         }
-        out.push(CallChange::Event(EventRecord {
+        self.pending.tail.push(CallChange::Event(EventRecord {
             pbx: self.pbx.clone(),
             linkedid: None,
             uniqueid: uid,
@@ -431,55 +472,52 @@ impl CallTracker {
         }));
     }
 
-    fn on_cdr(&mut self, ev: &impl EventFields, at: DateTime<Utc>, out: &mut Vec<CallChange>) {
-        let uniqueid = ev.field("UniqueID").unwrap_or_default();
+    fn on_cdr(&mut self, ev: &impl EventFields, at: DateTime<Utc>) {
+        let uniqueid = ev
+            .field("UniqueID")
+            .map(Cow::into_owned)
+            .unwrap_or_default();
         let linkedid = self
             .legs
             .get(&uniqueid)
             .map(|l| l.linkedid.clone())
-            .or_else(|| ev.field("LinkedID"));
-        let mut raw = Map::new();
-        for key in [
-            "AccountCode",
-            "Source",
-            "Destination",
-            "DestinationContext",
-            "CallerID",
-            "Channel",
-            "DestinationChannel",
-            "LastApplication",
-            "LastData",
-            "StartTime",
-            "AnswerTime",
-            "EndTime",
-            "Duration",
-            "BillableSeconds",
-            "Disposition",
-            "AMAFlags",
-            "UniqueID",
-            "UserField",
-        ] {
-            if let Some(v) = ev.field(key) {
-                raw.insert(key.to_string(), Value::String(v));
-            }
-        }
-        out.push(CallChange::Cdr(CdrRecord {
+            .or_else(|| ev.field("LinkedID").map(Cow::into_owned));
+        let raw = detail(
+            ev,
+            &[
+                "AccountCode",
+                "Source",
+                "Destination",
+                "DestinationContext",
+                "CallerID",
+                "Channel",
+                "DestinationChannel",
+                "LastApplication",
+                "LastData",
+                "StartTime",
+                "AnswerTime",
+                "EndTime",
+                "Duration",
+                "BillableSeconds",
+                "Disposition",
+                "AMAFlags",
+                "UniqueID",
+                "UserField",
+            ],
+        );
+        let text = |k: &str| ev.field(k).map(Cow::into_owned).unwrap_or_default();
+        let number = |k: &str| ev.field(k).and_then(|d| d.parse().ok()).unwrap_or(0);
+        self.pending.tail.push(CallChange::Cdr(CdrRecord {
             pbx: self.pbx.clone(),
             uniqueid,
             linkedid,
             received_at: at,
-            source: ev.field("Source").unwrap_or_default(),
-            destination: ev.field("Destination").unwrap_or_default(),
-            disposition: ev.field("Disposition").unwrap_or_default(),
-            duration: ev
-                .field("Duration")
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(0),
-            billable_seconds: ev
-                .field("BillableSeconds")
-                .and_then(|d| d.parse().ok())
-                .unwrap_or(0),
-            raw: Value::Object(raw),
+            source: text("Source"),
+            destination: text("Destination"),
+            disposition: text("Disposition"),
+            duration: number("Duration"),
+            billable_seconds: number("BillableSeconds"),
+            raw,
         }));
     }
 
@@ -488,35 +526,32 @@ impl CallTracker {
         ev: &impl EventFields,
         name: &str,
         at: DateTime<Utc>,
-        mut extra: Map<String, Value>,
-        out: &mut Vec<CallChange>,
+        mut extra: JsonObject,
     ) {
-        let uid = ev.field("Uniqueid");
+        let uid = ev.field("Uniqueid").map(Cow::into_owned);
         let linkedid = uid
             .as_ref()
             .and_then(|u| self.legs.get(u))
             .map(|l| l.linkedid.clone())
-            .or_else(|| ev.field("Linkedid"));
+            .or_else(|| ev.field("Linkedid").map(Cow::into_owned));
         if let Some(ch) = ev.field("Channel") {
-            extra.insert("Channel".into(), Value::String(ch));
+            extra.string("Channel", &ch);
         }
-        out.push(CallChange::Event(EventRecord {
-            pbx: self.pbx.clone(),
-            linkedid,
-            uniqueid: uid,
-            at,
-            kind: name.to_string(),
-            detail: Value::Object(extra),
-        }));
+        match linkedid {
+            Some(linkedid) => self.event(&linkedid, uid.as_deref(), at, name, extra.finish()),
+            None => self.pending.tail.push(CallChange::Event(EventRecord {
+                pbx: self.pbx.clone(),
+                linkedid: None,
+                uniqueid: uid,
+                at,
+                kind: name.to_string(),
+                detail: extra.finish(),
+            })),
+        }
     }
 
     /// `ChanVariable: NAME=value` headers update the leg's variables.
-    fn absorb_variables(
-        &mut self,
-        ev: &impl EventFields,
-        uniqueid: &str,
-        out: &mut Vec<CallChange>,
-    ) {
+    fn absorb_variables(&mut self, ev: &impl EventFields, uniqueid: &str) {
         let vars = ev.fields("ChanVariable");
         if vars.is_empty() {
             return;
@@ -525,8 +560,8 @@ impl CallTracker {
             return;
         };
         let mut changed = false;
-        for v in vars {
-            let (k, val) = v.split_once('=').unwrap_or((v.as_str(), ""));
+        for v in &vars {
+            let (k, val) = v.split_once('=').unwrap_or((v.as_ref(), ""));
             if k.is_empty() {
                 continue;
             }
@@ -536,26 +571,60 @@ impl CallTracker {
             }
         }
         if changed {
-            out.push(CallChange::Leg(Box::new(leg.clone())));
+            self.touch(uniqueid);
         }
     }
 
+    /// Adds an entry to the timeline of a known call.
     fn event(
-        &self,
+        &mut self,
         linkedid: &str,
         uniqueid: Option<&str>,
         at: DateTime<Utc>,
         kind: &str,
-        detail: Value,
-    ) -> CallChange {
-        CallChange::Event(EventRecord {
-            pbx: self.pbx.clone(),
-            linkedid: Some(linkedid.to_string()),
-            uniqueid: uniqueid.map(str::to_string),
-            at,
-            kind: kind.to_string(),
-            detail,
-        })
+        detail: String,
+    ) {
+        let p = &mut self.pending;
+        let chunk = match p
+            .chunk_of
+            .get(linkedid)
+            .and_then(|&i| p.timeline.get_mut(i))
+        {
+            Some(chunk) => {
+                chunk.entries.push(',');
+                chunk.last_at = chunk.last_at.max(at);
+                chunk
+            }
+            None => {
+                p.chunk_of.insert(linkedid.to_string(), p.timeline.len());
+                p.timeline.push(TimelineChunk {
+                    pbx: self.pbx.clone(),
+                    linkedid: linkedid.to_string(),
+                    first_at: at,
+                    last_at: at,
+                    entries: String::with_capacity(1024),
+                });
+                let Some(chunk) = p.timeline.last_mut() else {
+                    return;
+                };
+                chunk.entries.push('[');
+                chunk
+            }
+        };
+        chunk.first_at = chunk.first_at.min(at);
+        let e = &mut chunk.entries;
+        e.push_str("{\"at\":\"");
+        push_rfc3339_micros(e, &at);
+        e.push_str("\",\"uniqueid\":");
+        match uniqueid {
+            Some(u) => json_string(e, u),
+            None => e.push_str("null"),
+        }
+        e.push_str(",\"kind\":");
+        json_string(e, kind);
+        e.push_str(",\"detail\":");
+        e.push_str(&detail);
+        e.push('}');
     }
 
     /// Compares the live view with what the PBX reports after a (re)connect: legs that
@@ -568,7 +637,6 @@ impl CallTracker {
         gap_started: Option<DateTime<Utc>>,
         at: DateTime<Utc>,
     ) -> Vec<CallChange> {
-        let mut out = Vec::new();
         let present: HashSet<&str> = channels.iter().map(|c| c.uniqueid.as_str()).collect();
         let vanished: Vec<String> = self
             .legs
@@ -581,15 +649,9 @@ impl CallTracker {
                 leg.ended_at = Some(at);
                 leg.end_reason = Some(END_PBX_GAP.into());
                 let linkedid = leg.linkedid.clone();
-                out.push(CallChange::Leg(Box::new(leg)));
-                out.push(self.event(
-                    &linkedid,
-                    Some(uid),
-                    at,
-                    "LegLostInGap",
-                    Value::Object(Map::new()),
-                ));
-                self.leg_gone(&linkedid, uid, at, &mut out);
+                self.ended(leg);
+                self.event(&linkedid, Some(uid), at, "LegLostInGap", "{}".into());
+                self.leg_gone(&linkedid, uid, at);
             }
         }
         let mut adopted = 0usize;
@@ -605,7 +667,7 @@ impl CallTracker {
             };
             let started = snap.started_at.unwrap_or(at);
             if !self.calls.contains_key(&linkedid) {
-                self.open_call(&linkedid, started, &mut out);
+                self.open_call(&linkedid, started);
             }
             let leg = LegRecord {
                 pbx: self.pbx.clone(),
@@ -632,15 +694,16 @@ impl CallTracker {
             if let Some(call) = self.calls.get_mut(&linkedid) {
                 call.live_legs.insert(leg.uniqueid.clone());
             }
-            out.push(CallChange::Leg(Box::new(leg.clone())));
-            out.push(self.event(
+            let uniqueid = leg.uniqueid.clone();
+            self.event(
                 &linkedid,
-                Some(&leg.uniqueid),
+                Some(&uniqueid),
                 at,
                 "LegAdoptedAfterGap",
-                Value::Object(Map::new()),
-            ));
-            self.legs.insert(leg.uniqueid.clone(), leg);
+                "{}".into(),
+            );
+            self.touch(&uniqueid);
+            self.legs.insert(uniqueid, leg);
         }
         let rooms: HashSet<&str> = rooms.iter().map(String::as_str).collect();
         let ended: Vec<String> = self
@@ -653,7 +716,7 @@ impl CallTracker {
             if let Some(mut c) = self.conferences.remove(&name) {
                 c.ended_at = Some(at);
                 c.end_reason = Some(END_PBX_GAP.into());
-                out.push(CallChange::Conference(c));
+                self.pending.head.push(CallChange::Conference(c));
             }
         }
         for room in rooms {
@@ -665,42 +728,56 @@ impl CallTracker {
                     ended_at: None,
                     end_reason: None,
                 };
-                out.push(CallChange::Conference(c.clone()));
+                self.pending.head.push(CallChange::Conference(c.clone()));
                 self.conferences.insert(room.to_string(), c);
             }
         }
-        out.push(CallChange::Gap(GapRecord {
+        self.pending.head.push(CallChange::Gap(GapRecord {
             pbx: self.pbx.clone(),
             disconnected_at: gap_started,
             reconnected_at: at,
             legs_closed: vanished.len() as i64,
             legs_adopted: adopted as i64,
         }));
-        out
+        self.take_changes()
     }
 }
 
 /// The event's own `Timestamp:` (manager.conf `timestampevents = yes`), if present.
 fn event_time(ev: &impl EventFields) -> Option<DateTime<Utc>> {
     let ts = ev.field("Timestamp")?;
-    let (secs, frac) = ts.split_once('.').unwrap_or((ts.as_str(), "0"));
+    let (secs, frac) = ts.split_once('.').unwrap_or((ts.as_ref(), ""));
     let secs: i64 = secs.parse().ok()?;
-    let micros: u32 = format!("{frac:0<6}").get(..6)?.parse().ok()?;
+    // Up to six digits of fraction, read as microseconds ("25" is 250 000 µs).
+    let digits = frac.get(..frac.len().min(6))?;
+    if !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut micros: u32 = if digits.is_empty() {
+        0
+    } else {
+        digits.parse().ok()?
+    };
+    for _ in digits.len()..6 {
+        micros *= 10;
+    }
     DateTime::from_timestamp(secs, micros * 1000)
 }
 
 fn fill_leg(leg: &mut LegRecord, ev: &impl EventFields) {
+    // Most events repeat what the leg already holds: compare before copying.
     let set = |slot: &mut Option<String>, key: &str| {
         if let Some(v) = ev.field(key) {
-            *slot = if v.is_empty() || v == "<unknown>" {
-                None
-            } else {
-                Some(v)
-            };
+            let v = Some(v).filter(|v| !v.is_empty() && v != "<unknown>");
+            if slot.as_deref() != v.as_deref() {
+                *slot = v.map(Cow::into_owned);
+            }
         }
     };
     if let Some(ch) = ev.field("Channel") {
-        leg.channel = ch;
+        if leg.channel != ch {
+            leg.channel = ch.into_owned();
+        }
     }
     set(&mut leg.caller_num, "CallerIDNum");
     set(&mut leg.caller_name, "CallerIDName");
@@ -712,14 +789,76 @@ fn fill_leg(leg: &mut LegRecord, ev: &impl EventFields) {
     set(&mut leg.exten, "Exten");
 }
 
-fn detail(ev: &impl EventFields, keys: &[&str]) -> Value {
-    let mut m = BTreeMap::new();
+/// The event's `keys` that are present, as a JSON object's text.
+fn detail(ev: &impl EventFields, keys: &[&str]) -> String {
+    let mut o = JsonObject::new();
     for k in keys {
         if let Some(v) = ev.field(k) {
-            m.insert((*k).to_string(), Value::String(v));
+            o.string(k, &v);
         }
     }
-    json!(m)
+    o.finish()
+}
+
+/// A flat JSON object written straight to text: timeline details are built per event,
+/// and a `serde_json::Map` would cost an allocation per key and value.
+#[derive(Debug)]
+struct JsonObject(String);
+
+impl JsonObject {
+    fn new() -> JsonObject {
+        JsonObject(String::from("{"))
+    }
+
+    fn key(&mut self, key: &str) {
+        if self.0.len() > 1 {
+            self.0.push(',');
+        }
+        json_string(&mut self.0, key);
+        self.0.push(':');
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        self.key(key);
+        json_string(&mut self.0, value);
+    }
+
+    /// `value` must already be JSON (`true`, a number).
+    fn raw(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.0.push_str(value);
+    }
+
+    fn finish(mut self) -> String {
+        self.0.push('}');
+        self.0
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut plain = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escape = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        out.push_str(s.get(plain..i).unwrap_or_default());
+        if escape.is_empty() {
+            out.push_str(&format!("\\u{b:04x}"));
+        } else {
+            out.push_str(escape);
+        }
+        plain = i + 1;
+    }
+    out.push_str(s.get(plain..).unwrap_or_default());
+    out.push('"');
 }
 
 #[cfg(test)]
@@ -743,17 +882,17 @@ mod tests {
     }
 
     impl EventFields for Ev {
-        fn field(&self, key: &str) -> Option<String> {
+        fn field(&self, key: &str) -> Option<std::borrow::Cow<'_, str>> {
             self.0
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| v.as_str().into())
         }
-        fn fields(&self, key: &str) -> Vec<String> {
+        fn fields(&self, key: &str) -> Vec<std::borrow::Cow<'_, str>> {
             self.0
                 .iter()
                 .filter(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| v.as_str().into())
                 .collect()
         }
     }
@@ -985,5 +1124,91 @@ mod tests {
                 .is_empty(),
             "no uniqueid"
         );
+    }
+
+    #[test]
+    fn a_batch_carries_each_leg_once_in_its_latest_state_after_its_call() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        tr.track(&newchannel("10.0", "10.0", "Local/a@b-1;1", "Down"), t(0));
+        tr.track(
+            &Ev::parse("Event: Newstate\nChannelStateDesc: Ringing\nUniqueid: 10.0"),
+            t(1),
+        );
+        tr.track(
+            &Ev::parse("Event: Newstate\nChannelStateDesc: Up\nUniqueid: 10.0"),
+            t(2),
+        );
+        assert!(tr.has_changes());
+        let out = tr.take_changes();
+        let legs = legs(&out);
+        assert_eq!(legs.len(), 1, "{out:?}");
+        assert_eq!(legs[0].state.as_deref(), Some("Up"));
+        assert_eq!(legs[0].answered_at, Some(t(2)));
+        let first_leg = out.iter().position(|c| matches!(c, CallChange::Leg(_)));
+        let timeline = out
+            .iter()
+            .position(|c| matches!(c, CallChange::Timeline(_)));
+        assert!(matches!(out[0], CallChange::Call(_)));
+        assert!(first_leg < timeline, "timeline rows come after the legs");
+        let Some(CallChange::Timeline(chunk)) = timeline.map(|i| &out[i]) else {
+            panic!("no timeline in {out:?}");
+        };
+        let entries: serde_json::Value = serde_json::from_str(&chunk.entries).unwrap();
+        let kinds: Vec<_> = entries
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["Newchannel", "Newstate", "Newstate"]);
+        assert_eq!(entries[2]["detail"]["ChannelStateDesc"], "Up");
+        assert_eq!(entries[2]["uniqueid"], "10.0");
+        assert_eq!(entries[2]["at"], "2027-01-15T08:00:02.000000Z");
+        assert_eq!((chunk.first_at, chunk.last_at), (t(0), t(2)));
+        assert!(!tr.has_changes());
+        assert!(tr.take_changes().is_empty());
+
+        // Opened and closed within one batch: the call is written once, closed.
+        tr.track(&Ev::parse("Event: Hangup\nUniqueid: 10.0\nCause: 16"), t(3));
+        tr.track(&newchannel("11.0", "11.0", "Local/a@b-2;1", "Down"), t(4));
+        tr.track(&Ev::parse("Event: Hangup\nUniqueid: 11.0"), t(5));
+        let out = tr.take_changes();
+        let calls = calls(&out);
+        assert_eq!(calls.len(), 2, "{calls:?}");
+        assert!(calls.iter().all(|c| c.ended_at.is_some()));
+        assert_eq!(legs_of(&out, "11.0").len(), 1);
+    }
+
+    fn legs_of<'a>(changes: &'a [CallChange], uid: &str) -> Vec<&'a LegRecord> {
+        legs(changes)
+            .into_iter()
+            .filter(|l| l.uniqueid == uid)
+            .collect()
+    }
+
+    #[test]
+    fn timeline_details_are_json_objects_whatever_the_values_hold() {
+        let ev = Ev::parse(
+            "Event: Hangup\nChannel: SIP/\"quoted\"\\back\u{1}ctl\tand кириллица\nCause: 16",
+        );
+        let text = detail(&ev, &["Channel", "Cause", "Missing"]);
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"Channel": "SIP/\"quoted\"\\back\u{1}ctl\tand кириллица", "Cause": "16"})
+        );
+        assert_eq!(detail(&ev, &[]), "{}");
+    }
+
+    #[test]
+    fn event_timestamps_read_any_fraction_length() {
+        let at = |ts: &str| event_time(&Ev::parse(&format!("Timestamp: {ts}")));
+        let t0 = |micros: u32| DateTime::from_timestamp(1_800_000_123, micros * 1000);
+        assert_eq!(at("1800000123.25"), t0(250_000));
+        assert_eq!(at("1800000123.123456"), t0(123_456));
+        assert_eq!(at("1800000123"), t0(0));
+        assert_eq!(at("1800000123.1234567"), t0(123_456));
+        assert_eq!(at("1800000123.x"), None);
+        assert_eq!(at("soon"), None);
     }
 }

@@ -1,15 +1,16 @@
 //! Persistence of the call tracker's records, and the queries behind `/api/calls`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::{Store, StoreError};
 use crate::calls::{CallChange, CallRecord, ConferenceRecord, GapRecord, LegRecord};
+use crate::timefmt::rfc3339_micros;
 
 fn ts(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+    rfc3339_micros(t)
 }
 
 fn ts_opt(t: &Option<DateTime<Utc>>) -> Option<String> {
@@ -82,8 +83,9 @@ impl Store {
     /// SQLite failures; the whole batch is rolled back.
     pub async fn apply_call_changes(&self, changes: Vec<CallChange>) -> Result<(), StoreError> {
         self.transaction(move |tx| {
+            let mut call_ids = CallIds::default();
             for change in &changes {
-                apply_change(tx, change)?;
+                apply_change(tx, change, &mut call_ids)?;
             }
             Ok(())
         })
@@ -126,7 +128,12 @@ impl Store {
                 state.conferences.push(row?);
             }
             let last: Option<String> = conn
-                .query_row("SELECT max(at) FROM call_events WHERE pbx = ?1", [&pbx], |r| r.get(0))
+                .query_row(
+                    "SELECT max((SELECT max(last_at) FROM call_timeline WHERE pbx = ?1),
+                                (SELECT max(at) FROM call_events WHERE pbx = ?1))",
+                    [&pbx],
+                    |r| r.get(0),
+                )
                 .optional()?
                 .flatten();
             state.last_event_at = parse_ts(last);
@@ -283,22 +290,32 @@ impl Store {
                     })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
+            let mut events = Vec::new();
             let mut stmt = conn.prepare_cached(
-                "SELECT at, uniqueid, kind, detail FROM call_events
-                 WHERE call_id = ?1
-                    OR (call_id IS NULL AND uniqueid IN (SELECT uniqueid FROM legs WHERE call_id = ?1))
-                 ORDER BY at, id",
+                "SELECT entries FROM call_timeline WHERE call_id = ?1 ORDER BY id",
             )?;
-            let events = stmt
-                .query_map([id], |r| {
-                    Ok(EventRow {
-                        at: parse_ts(r.get(0)?),
-                        uniqueid: r.get(1)?,
-                        kind: r.get(2)?,
-                        detail: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            for chunk in stmt.query_map([id], |r| r.get::<_, String>(0))? {
+                events.extend(timeline_entries(&chunk?));
+            }
+            let mut stmt = conn.prepare_cached(
+                "SELECT at, uniqueid, kind, detail FROM call_events WHERE call_id = ?1
+                 UNION ALL
+                 SELECT at, uniqueid, kind, detail FROM call_events
+                 WHERE call_id IS NULL AND uniqueid IN (SELECT uniqueid FROM legs WHERE call_id = ?1)",
+            )?;
+            for row in stmt.query_map([id], |r| {
+                Ok(EventRow {
+                    at: parse_ts(r.get(0)?),
+                    uniqueid: r.get(1)?,
+                    kind: r.get(2)?,
+                    detail: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+                })
+            })? {
+                events.push(row?);
+            }
+            // Chunks are in write order and entries in event order: a stable sort by
+            // time keeps that order among equal times.
+            events.sort_by_key(|e| e.at);
             let mut stmt =
                 conn.prepare_cached("SELECT raw FROM call_detail_records WHERE call_id = ?1 AND source = 'ami' ORDER BY id")?;
             let cdrs = stmt
@@ -320,6 +337,33 @@ const LEG_COLUMNS: &str = "legs.pbx, legs.uniqueid, c.linkedid, legs.channel, le
     legs.connected_num, legs.connected_name, legs.state, legs.account_code, legs.context, legs.exten,
     legs.bridge_id, legs.conference, legs.variables, legs.created_at, legs.answered_at, legs.ended_at,
     legs.hangup_cause, legs.hangup_cause_text, legs.end_reason, legs.originate_reason, legs.adopted";
+
+/// The entries of one stored timeline chunk; an unreadable chunk (never written by this
+/// code) yields nothing rather than failing the whole call.
+fn timeline_entries(chunk: &str) -> Vec<EventRow> {
+    #[derive(serde::Deserialize)]
+    struct Entry {
+        at: String,
+        uniqueid: Option<String>,
+        kind: String,
+        detail: serde_json::Value,
+    }
+    match serde_json::from_str::<Vec<Entry>>(chunk) {
+        Ok(entries) => entries
+            .into_iter()
+            .map(|e| EventRow {
+                at: parse_ts(Some(e.at)),
+                uniqueid: e.uniqueid,
+                kind: e.kind,
+                detail: e.detail,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::error!(error = %e, "unreadable call timeline chunk");
+            Vec::new()
+        }
+    }
+}
 
 fn call_record(r: &Row<'_>, at: usize) -> rusqlite::Result<CallRecord> {
     Ok(CallRecord {
@@ -359,20 +403,61 @@ fn leg_record(r: &Row<'_>, at: usize) -> rusqlite::Result<LegRecord> {
     })
 }
 
-fn apply_change(tx: &Transaction<'_>, change: &CallChange) -> Result<(), StoreError> {
+/// Call row ids by PBX and linkedid, for one batch: a batch names few calls many times
+/// (every timeline row), so each is looked up once.
+#[derive(Default)]
+struct CallIds(HashMap<String, HashMap<String, Option<i64>>>);
+
+impl CallIds {
+    fn remember(&mut self, pbx: &str, linkedid: &str, id: Option<i64>) {
+        if !self.0.contains_key(pbx) {
+            self.0.insert(pbx.to_string(), HashMap::new());
+        }
+        if let Some(calls) = self.0.get_mut(pbx) {
+            calls.insert(linkedid.to_string(), id);
+        }
+    }
+
+    fn get(
+        &mut self,
+        tx: &Transaction<'_>,
+        pbx: &str,
+        linkedid: Option<&str>,
+    ) -> Result<Option<i64>, StoreError> {
+        let Some(linkedid) = linkedid else {
+            return Ok(None);
+        };
+        if let Some(id) = self.0.get(pbx).and_then(|calls| calls.get(linkedid)) {
+            return Ok(*id);
+        }
+        let id = tx
+            .prepare_cached("SELECT id FROM calls WHERE pbx = ?1 AND linkedid = ?2")?
+            .query_row(params![pbx, linkedid], |r| r.get(0))
+            .optional()?;
+        self.remember(pbx, linkedid, id);
+        Ok(id)
+    }
+}
+
+fn apply_change(
+    tx: &Transaction<'_>,
+    change: &CallChange,
+    call_ids: &mut CallIds,
+) -> Result<(), StoreError> {
     match change {
         CallChange::Call(c) => {
-            tx.prepare_cached(
-                "INSERT INTO calls (pbx, linkedid, started_at, ended_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (pbx, linkedid) DO UPDATE SET ended_at = excluded.ended_at,
-                    started_at = min(calls.started_at, excluded.started_at)",
-            )?
-            .execute(params![
-                c.pbx,
-                c.linkedid,
-                ts(&c.started_at),
-                ts_opt(&c.ended_at)
-            ])?;
+            let id: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO calls (pbx, linkedid, started_at, ended_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (pbx, linkedid) DO UPDATE SET ended_at = excluded.ended_at,
+                        started_at = min(calls.started_at, excluded.started_at)
+                     RETURNING id",
+                )?
+                .query_row(
+                    params![c.pbx, c.linkedid, ts(&c.started_at), ts_opt(&c.ended_at)],
+                    |r| r.get(0),
+                )?;
+            call_ids.remember(&c.pbx, &c.linkedid, Some(id));
         }
         CallChange::Leg(l) => {
             let variables = serde_json::to_string(&l.variables).unwrap_or_else(|_| "{}".into());
@@ -381,7 +466,7 @@ fn apply_change(tx: &Transaction<'_>, change: &CallChange) -> Result<(), StoreEr
                     connected_name, state, account_code, context, exten, bridge_id, conference, variables,
                     created_at, answered_at, ended_at, hangup_cause, hangup_cause_text, end_reason,
                     originate_reason, adopted)
-                 VALUES ((SELECT id FROM calls WHERE pbx = ?1 AND linkedid = ?2), ?1, ?3, ?4, ?5, ?6, ?7, ?8,
+                 VALUES (?2, ?1, ?3, ?4, ?5, ?6, ?7, ?8,
                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)
                  ON CONFLICT (pbx, uniqueid) DO UPDATE SET
                     channel = excluded.channel, caller_num = excluded.caller_num,
@@ -396,7 +481,7 @@ fn apply_change(tx: &Transaction<'_>, change: &CallChange) -> Result<(), StoreEr
             )?
             .execute(params![
                 l.pbx,
-                l.linkedid,
+                call_ids.get(tx, &l.pbx, Some(&l.linkedid))?,
                 l.uniqueid,
                 l.channel,
                 l.caller_num,
@@ -442,12 +527,32 @@ fn apply_change(tx: &Transaction<'_>, change: &CallChange) -> Result<(), StoreEr
                 }
             }
         }
+        CallChange::Timeline(t) => {
+            tx.prepare_cached(
+                "INSERT INTO call_timeline (call_id, pbx, first_at, last_at, entries)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                call_ids.get(tx, &t.pbx, Some(&t.linkedid))?,
+                t.pbx,
+                ts(&t.first_at),
+                ts(&t.last_at),
+                t.entries
+            ])?;
+        }
         CallChange::Event(e) => {
             tx.prepare_cached(
                 "INSERT INTO call_events (call_id, pbx, uniqueid, at, kind, detail)
-                 VALUES ((SELECT id FROM calls WHERE pbx = ?1 AND linkedid = ?2), ?1, ?3, ?4, ?5, ?6)",
+                 VALUES (?2, ?1, ?3, ?4, ?5, ?6)",
             )?
-            .execute(params![e.pbx, e.linkedid, e.uniqueid, ts(&e.at), e.kind, e.detail.to_string()])?;
+            .execute(params![
+                e.pbx,
+                call_ids.get(tx, &e.pbx, e.linkedid.as_deref())?,
+                e.uniqueid,
+                ts(&e.at),
+                e.kind,
+                e.detail
+            ])?;
         }
         CallChange::Cdr(c) => {
             tx.prepare_cached(
@@ -467,7 +572,7 @@ fn apply_change(tx: &Transaction<'_>, change: &CallChange) -> Result<(), StoreEr
                 c.disposition,
                 c.duration,
                 c.billable_seconds,
-                c.raw.to_string()
+                c.raw
             ])?;
         }
         CallChange::Gap(g) => {
@@ -498,17 +603,17 @@ mod tests {
 
     struct Ev(Vec<(&'static str, String)>);
     impl EventFields for Ev {
-        fn field(&self, key: &str) -> Option<String> {
+        fn field(&self, key: &str) -> Option<std::borrow::Cow<'_, str>> {
             self.0
                 .iter()
                 .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| v.as_str().into())
         }
-        fn fields(&self, key: &str) -> Vec<String> {
+        fn fields(&self, key: &str) -> Vec<std::borrow::Cow<'_, str>> {
             self.0
                 .iter()
                 .filter(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v.clone())
+                .map(|(_, v)| v.as_str().into())
                 .collect()
         }
     }

@@ -10,6 +10,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "api_keys", include_str!("migrations/0001_api_keys.sql")),
     (2, "calls", include_str!("migrations/0002_calls.sql")),
     (3, "crm", include_str!("migrations/0003_crm.sql")),
+    (4, "timeline", include_str!("migrations/0004_timeline.sql")),
 ];
 
 /// Applies every migration newer than the database's `user_version`, each in its own
