@@ -138,12 +138,14 @@ fn spawn_ami_clients(
             let hook: StatusHook = Arc::new(move |status: &ClientStatus| {
                 registry.update(&name, |s| mirror_status(s, status));
             });
-            AmiClient::spawn_with_events(
+            let (client, events) = AmiClient::spawn_with_events(
                 ClientSettings::from_config(pbx, &config.ami),
                 tasks,
                 shutdown.child_token(),
                 Some(hook),
-            )
+            );
+            pbxs.attach_counters(&pbx.name, client.event_counters());
+            (client, events)
         })
         .collect()
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::ami::EventCounters;
 use crate::config::PbxConfig;
 
 /// Connection state of one PBX.
@@ -45,15 +46,24 @@ pub struct PbxStatus {
 /// Every PBX's status, shared between the AMI tasks (writers) and HTTP (readers).
 #[derive(Debug, Clone)]
 pub struct PbxRegistry {
-    entries: Arc<Vec<Mutex<PbxStatus>>>,
+    entries: Arc<Vec<Entry>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    status: Mutex<PbxStatus>,
+    /// The connection's per-event figures, read live at each snapshot (they change with
+    /// every event, so they are not copied in on each one).
+    counters: Mutex<Option<Arc<EventCounters>>>,
 }
 
 impl PbxRegistry {
     pub fn new(pbxs: &[PbxConfig]) -> PbxRegistry {
         let entries = pbxs
             .iter()
-            .map(|p| {
-                Mutex::new(PbxStatus {
+            .map(|p| Entry {
+                counters: Mutex::new(None),
+                status: Mutex::new(PbxStatus {
                     name: p.name.clone(),
                     host: p.host.clone(),
                     port: p.port,
@@ -66,7 +76,7 @@ impl PbxRegistry {
                     events_dropped: 0,
                     messages_skipped: 0,
                     last_error: None,
-                })
+                }),
             })
             .collect();
         PbxRegistry {
@@ -78,14 +88,32 @@ impl PbxRegistry {
     pub fn snapshot(&self) -> Vec<PbxStatus> {
         self.entries
             .iter()
-            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .map(|e| {
+                let mut s = e.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                let counters = e.counters.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some(c) = counters.as_ref() {
+                    (s.events_received, s.events_dropped, s.last_event_at) = c.read();
+                }
+                s
+            })
             .collect()
+    }
+
+    /// Makes the named PBX's snapshots read `counters` live.
+    pub fn attach_counters(&self, name: &str, counters: Arc<EventCounters>) {
+        for e in self.entries.iter() {
+            let is_it = e.status.lock().unwrap_or_else(|p| p.into_inner()).name == name;
+            if is_it {
+                *e.counters.lock().unwrap_or_else(|p| p.into_inner()) = Some(counters);
+                return;
+            }
+        }
     }
 
     /// Applies `f` to the named PBX's status; unknown names are ignored.
     pub fn update(&self, name: &str, f: impl FnOnce(&mut PbxStatus)) {
-        for m in self.entries.iter() {
-            let mut s = m.lock().unwrap_or_else(|p| p.into_inner());
+        for e in self.entries.iter() {
+            let mut s = e.status.lock().unwrap_or_else(|p| p.into_inner());
             if s.name == name {
                 f(&mut s);
                 return;

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -166,9 +166,45 @@ struct Request {
     reply: oneshot::Sender<Result<Reply, AmiError>>,
 }
 
+/// The per-event figures of a connection, kept apart from [`ClientStatus`] as atomics:
+/// they change with every event, and a lock (plus a status hook) per event cost more
+/// than parsing it.
+#[derive(Debug, Default)]
+pub struct EventCounters {
+    received: AtomicU64,
+    dropped: AtomicU64,
+    /// Microseconds since the epoch; 0 for "none yet".
+    last_event_micros: AtomicI64,
+}
+
+impl EventCounters {
+    /// Events received, deliveries dropped, and when the last event arrived.
+    pub fn read(&self) -> (u64, u64, Option<DateTime<Utc>>) {
+        let micros = self.last_event_micros.load(Ordering::Relaxed);
+        let last = (micros != 0)
+            .then(|| DateTime::from_timestamp_micros(micros))
+            .flatten();
+        (
+            self.received.load(Ordering::Relaxed),
+            self.dropped.load(Ordering::Relaxed),
+            last,
+        )
+    }
+
+    /// Copies the figures into `status`.
+    pub fn fill(&self, status: &mut ClientStatus) {
+        (
+            status.events_received,
+            status.events_dropped,
+            status.last_event_at,
+        ) = self.read();
+    }
+}
+
 struct Shared {
     name: String,
     status: Mutex<ClientStatus>,
+    counters: Arc<EventCounters>,
     hook: Option<StatusHook>,
     fan_out: FanOut,
     next_id: AtomicU64,
@@ -222,6 +258,7 @@ impl Shared {
                 messages_skipped: 0,
                 last_error: None,
             }),
+            counters: Arc::new(EventCounters::default()),
             hook,
             fan_out: FanOut::new(settings.ami.event_queue_capacity),
             next_id: AtomicU64::new(1),
@@ -233,6 +270,7 @@ impl Shared {
     fn update(&self, f: impl FnOnce(&mut ClientStatus)) {
         let mut status = self.status.lock().unwrap_or_else(|p| p.into_inner());
         f(&mut status);
+        self.counters.fill(&mut status);
         if let Some(hook) = &self.hook {
             hook(&status);
         }
@@ -248,15 +286,14 @@ impl Shared {
 
     fn publish(&self, event: &AmiEvent) {
         let dropped = self.fan_out.publish(event);
-        let is_event = matches!(event, AmiEvent::Message(_));
-        if dropped > 0 || is_event {
-            self.update(|s| {
-                s.events_dropped += dropped;
-                if is_event {
-                    s.events_received += 1;
-                    s.last_event_at = Some(Utc::now());
-                }
-            });
+        if dropped > 0 {
+            self.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        if matches!(event, AmiEvent::Message(_)) {
+            self.counters.received.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .last_event_micros
+                .store(Utc::now().timestamp_micros(), Ordering::Relaxed);
         }
     }
 
@@ -350,11 +387,19 @@ impl AmiClient {
 
     /// The connection's current status.
     pub fn status(&self) -> ClientStatus {
-        self.shared
+        let mut status = self
+            .shared
             .status
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .clone();
+        self.shared.counters.fill(&mut status);
+        status
+    }
+
+    /// The live per-event figures (events received and dropped, last event time).
+    pub fn event_counters(&self) -> Arc<EventCounters> {
+        Arc::clone(&self.shared.counters)
     }
 
     async fn request(&self, action: Action, kind: ReplyKind) -> Result<Reply, AmiError> {

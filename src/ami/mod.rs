@@ -22,7 +22,7 @@ pub mod parser;
 pub use action::{Action, ActionError, MuteDirection, Originate, OriginateTarget, PlaybackControl};
 pub use client::{
     AmiClient, AmiError, Backoff, ClientSettings, ClientState, ClientStatus, ConnectionError,
-    ListReply, StatusHook,
+    EventCounters, ListReply, StatusHook,
 };
 pub use codec::{AmiCodec, CodecError, Frame, Limits, SkipReason, Skipped};
 pub use events::{AmiEvent, EventStream};

@@ -94,6 +94,8 @@ pub struct CdrRecord {
     pub disposition: String,
     pub duration: i64,
     pub billable_seconds: i64,
+    /// `StartTime` as Asterisk wrote it (`2026-11-22 09:00:00`).
+    pub start_time: Option<String>,
     /// The CDR's fields as a JSON object, as text.
     pub raw: String,
 }

@@ -67,8 +67,15 @@ pub struct CallTracker {
     calls: HashMap<String, LiveCall>,
     legs: HashMap<String, LegRecord>,
     conferences: HashMap<String, ConferenceRecord>,
+    /// `OriginateResponse` reasons that arrived before their channel's `Newchannel`.
+    /// Asterisk sends `OriginateResponse` outside the stasis message bus, so it can
+    /// overtake the events of the channel it names.
+    early_reasons: HashMap<String, (Option<i64>, DateTime<Utc>)>,
     pending: Pending,
 }
+
+/// Most early originate reasons kept; past it, those older than a minute are forgotten.
+const MAX_EARLY_REASONS: usize = 1024;
 
 impl CallTracker {
     /// A tracker that starts from what the store says is live (after a daemon restart).
@@ -105,6 +112,7 @@ impl CallTracker {
                 .into_iter()
                 .map(|c| (c.name.clone(), c))
                 .collect(),
+            early_reasons: HashMap::new(),
             pending: Pending::default(),
         }
     }
@@ -247,6 +255,9 @@ impl CallTracker {
             ..LegRecord::default()
         };
         leg.created_at = Some(at);
+        if let Some((reason, _)) = self.early_reasons.remove(&uniqueid) {
+            leg.originate_reason = reason;
+        }
         fill_leg(&mut leg, ev);
         if leg.state.as_deref() == Some("Up") {
             leg.answered_at = Some(at);
@@ -456,11 +467,19 @@ impl CallTracker {
                 self.event(&linkedid, Some(uid), at, "OriginateResponse", d);
                 return;
             }
+            // Either the leg has ended (the store has it) or it has not begun yet.
             self.pending.tail.push(CallChange::OriginateReason {
                 pbx: self.pbx.clone(),
                 uniqueid: uid.clone(),
                 reason,
             });
+            if self.early_reasons.len() >= MAX_EARLY_REASONS {
+                let horizon = at - chrono::Duration::seconds(60);
+                self.early_reasons.retain(|_, (_, seen)| *seen > horizon);
+            }
+            if self.early_reasons.len() < MAX_EARLY_REASONS {
+                self.early_reasons.insert(uid.clone(), (reason, at));
+            }
         }
         self.pending.tail.push(CallChange::Event(EventRecord {
             pbx: self.pbx.clone(),
@@ -517,6 +536,7 @@ impl CallTracker {
             disposition: text("Disposition"),
             duration: number("Duration"),
             billable_seconds: number("BillableSeconds"),
+            start_time: ev.field("StartTime").map(Cow::into_owned),
             raw,
         }));
     }
@@ -1210,5 +1230,25 @@ mod tests {
         assert_eq!(at("1800000123.1234567"), t0(123_456));
         assert_eq!(at("1800000123.x"), None);
         assert_eq!(at("soon"), None);
+    }
+
+    #[test]
+    fn an_originate_response_that_overtakes_its_channel_still_reaches_the_leg() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        tr.track(
+            &Ev::parse("Event: OriginateResponse\nResponse: Failure\nReason: 8\nUniqueid: 12.0"),
+            t(0),
+        );
+        tr.track(
+            &newchannel("12.0", "12.0", "Local/congestion@x-1;1", "Down"),
+            t(0),
+        );
+        tr.track(&Ev::parse("Event: Hangup\nUniqueid: 12.0\nCause: 34"), t(1));
+        let out = tr.take_changes();
+        assert_eq!(
+            legs_of(&out, "12.0")[0].originate_reason,
+            Some(8),
+            "{out:?}"
+        );
     }
 }

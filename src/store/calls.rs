@@ -558,13 +558,12 @@ fn apply_change(
             tx.prepare_cached(
                 "INSERT INTO call_detail_records (source, call_id, pbx, uniqueid, received_at, phone, extension,
                     disposition, duration, billable_seconds, call_at, raw)
-                 VALUES ('ami', coalesce((SELECT id FROM calls WHERE pbx = ?1 AND linkedid = ?2),
-                        (SELECT call_id FROM legs WHERE pbx = ?1 AND uniqueid = ?3)), ?1, ?3, ?4, ?5, ?6, ?7,
-                    ?8, ?9, ?10->>'StartTime', ?10)",
+                 VALUES ('ami', coalesce(?2, (SELECT call_id FROM legs WHERE pbx = ?1 AND uniqueid = ?3)),
+                    ?1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?11, ?10)",
             )?
             .execute(params![
                 c.pbx,
-                c.linkedid,
+                call_ids.get(tx, &c.pbx, c.linkedid.as_deref())?,
                 c.uniqueid,
                 ts(&c.received_at),
                 c.source,
@@ -572,7 +571,8 @@ fn apply_change(
                 c.disposition,
                 c.duration,
                 c.billable_seconds,
-                c.raw
+                c.raw,
+                c.start_time
             ])?;
         }
         CallChange::Gap(g) => {
