@@ -6,7 +6,10 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use std::time::Duration;
+
 use chrono::{DateTime, Utc};
+use tokio::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -79,13 +82,26 @@ async fn track(
     let mut tracker = CallTracker::new(&pbx, live.calls, live.legs, live.conferences);
     let mut stats = IngestStats::default();
     let mut pending: Vec<CallChange> = Vec::new();
+    // A reconciliation the PBX could not answer yet (just restarted, modules still
+    // loading) is retried until it runs: when, and the gap it is for.
+    let mut retry: Option<(Instant, Option<DateTime<Utc>>)> = None;
     loop {
-        let first = tokio::select! {
+        let wake = tokio::select! {
             _ = shutdown.cancelled() => None,
-            item = events.recv() => item,
+            item = events.recv() => item.map(Some),
+            () = sleep_until_opt(retry.map(|(at, _)| at)) => Some(None),
         };
-        let Some(first) = first else { break };
-        let mut item = Some(first);
+        let Some(wake) = wake else { break };
+        let mut item = match wake {
+            Some(item) => Some(item),
+            None => {
+                if let Some((_, gap)) = retry.take() {
+                    retry = reconcile_or_retry(&client, &mut tracker, &mut pending, gap).await;
+                    stats.reconciliations += 1;
+                }
+                None
+            }
+        };
         let mut taken = 0;
         // The receive time of events without their own `Timestamp`: one clock read per
         // batch (a batch is what arrived together).
@@ -100,16 +116,21 @@ async fn track(
                     }
                 }
                 AmiEvent::Connected { .. } => {
-                    reconcile(&client, &mut tracker, &mut pending, gap_started.take()).await;
+                    let gap = gap_started.take();
+                    retry = reconcile_or_retry(&client, &mut tracker, &mut pending, gap).await;
                     stats.reconciliations += 1;
                 }
                 AmiEvent::Lagged { missed } => {
                     tracing::warn!(%pbx, missed, "call tracking missed events; reconciling with the PBX");
-                    reconcile(&client, &mut tracker, &mut pending, Some(Utc::now())).await;
+                    let gap = retry.take().map_or(Some(Utc::now()), |(_, gap)| gap);
+                    retry = reconcile_or_retry(&client, &mut tracker, &mut pending, gap).await;
                     stats.reconciliations += 1;
                 }
                 AmiEvent::Disconnected { .. } => {
-                    gap_started.get_or_insert_with(Utc::now);
+                    // A retry still owed keeps its (earlier) start; the next `Connected`
+                    // reconciles.
+                    let owed = retry.take().and_then(|(_, gap)| gap);
+                    gap_started = gap_started.or(owed).or_else(|| Some(Utc::now()));
                 }
             }
             if taken < MAX_BATCH_ITEMS {
@@ -146,19 +167,44 @@ async fn write_batches(
     written
 }
 
+/// How long to wait before asking again when the PBX could not answer a reconciliation.
+const RECONCILE_RETRY: Duration = Duration::from_secs(1);
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Reconciles, or says when to try again (with the same gap) if the PBX could not answer.
+async fn reconcile_or_retry(
+    client: &AmiClient,
+    tracker: &mut CallTracker,
+    pending: &mut Vec<CallChange>,
+    gap_started: Option<DateTime<Utc>>,
+) -> Option<(Instant, Option<DateTime<Utc>>)> {
+    if reconcile(client, tracker, pending, gap_started).await {
+        None
+    } else {
+        Some((Instant::now() + RECONCILE_RETRY, gap_started))
+    }
+}
+
 /// Asks the PBX what is live and lets the tracker close, adopt and record the gap.
+/// Returns false, changing nothing, when the PBX could not say.
 async fn reconcile(
     client: &AmiClient,
     tracker: &mut CallTracker,
     pending: &mut Vec<CallChange>,
     gap_started: Option<DateTime<Utc>>,
-) {
+) -> bool {
     let now = Utc::now();
     let channels = match Action::core_show_channels() {
         Ok(action) => client.list(action).await,
         Err(e) => {
             tracing::error!(error = %e, "cannot build CoreShowChannels");
-            return;
+            return false;
         }
     };
     let channels = match channels {
@@ -168,9 +214,9 @@ async fn reconcile(
             .filter_map(|m| snapshot_of(m, now))
             .collect::<Vec<_>>(),
         Err(e) => {
-            // Without a snapshot nothing can be decided; the next reconnect tries again.
-            tracing::warn!(error = %e, "CoreShowChannels failed; reconciliation skipped");
-            return;
+            // Without a snapshot nothing can be decided; the caller tries again.
+            tracing::warn!(error = %e, "CoreShowChannels failed; reconciliation postponed");
+            return false;
         }
     };
     let rooms = match Action::confbridge_list_rooms() {
@@ -181,11 +227,11 @@ async fn reconcile(
                 .filter_map(|m| m.text("Conference").map(Cow::into_owned))
                 .collect::<Vec<_>>(),
             Err(e) => {
-                tracing::warn!(error = %e, "ConfbridgeListRooms failed; conferences not reconciled");
-                return;
+                tracing::warn!(error = %e, "ConfbridgeListRooms failed; reconciliation postponed");
+                return false;
             }
         },
-        Err(_) => return,
+        Err(_) => return false,
     };
     let changes = tracker.reconcile(&channels, &rooms, gap_started, now);
     let (closed, adopted) = changes
@@ -203,6 +249,7 @@ async fn reconcile(
         "reconciled with the PBX"
     );
     pending.extend(changes);
+    true
 }
 
 /// A `CoreShowChannel` event as a snapshot of a live leg.
