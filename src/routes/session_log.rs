@@ -55,6 +55,11 @@ impl SessionLog {
         (log, write_entries(rx, store, shutdown))
     }
 
+    /// Entries dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
     fn push(&self, request: &Request, kind: &'static str) {
         let entry = Entry {
             pbx: self
