@@ -56,6 +56,17 @@ fn main() -> anyhow::Result<()> {
     if let Some(port) = port_after("--serve-bare") {
         return serve_bare(port?);
     }
+    if let Some(i) = args.iter().position(|a| a == "--drive") {
+        // `--drive PORT SESSIONS CONCURRENCY`: a fixed number of sessions against a
+        // server started by hand (under callgrind, strace, perf…).
+        let arg = |k: usize| -> anyhow::Result<usize> {
+            args.get(i + k)
+                .context("--drive PORT SESSIONS CONCURRENCY")?
+                .parse()
+                .context("--drive PORT SESSIONS CONCURRENCY")
+        };
+        return drive(u16::try_from(arg(1)?)?, arg(2)?, arg(3)?);
+    }
     if !args.iter().any(|a| a == "--bench") {
         // `cargo test --all-targets` runs bench binaries without `--bench` (and
         // `--list` asks for names): the load suite runs only under `cargo bench`.
@@ -597,6 +608,49 @@ fn run_suite() -> anyhow::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+fn drive(port: u16, sessions: usize, concurrency: usize) -> anyhow::Result<()> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let env: &'static [u8] = Box::leak(environment().into_boxed_slice());
+    let left = Arc::new(std::sync::atomic::AtomicUsize::new(sessions));
+    let start = Instant::now();
+    let errors = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(async move {
+            let mut workers = tokio::task::JoinSet::new();
+            for _ in 0..concurrency.max(1) {
+                let left = Arc::clone(&left);
+                workers.spawn(async move {
+                    let mut buf = BytesMut::with_capacity(4096);
+                    let mut errors = 0usize;
+                    while left
+                        .fetch_update(
+                            std::sync::atomic::Ordering::Relaxed,
+                            std::sync::atomic::Ordering::Relaxed,
+                            |n| n.checked_sub(1),
+                        )
+                        .is_ok()
+                    {
+                        if one_session(addr, env, &mut buf).await.is_err() {
+                            errors += 1;
+                        }
+                    }
+                    errors
+                });
+            }
+            let mut errors = 0;
+            while let Some(Ok(e)) = workers.join_next().await {
+                errors += e;
+            }
+            errors
+        });
+    println!(
+        "{sessions} sessions, {errors} errors, {:.2} s",
+        start.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
