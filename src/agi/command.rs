@@ -52,7 +52,10 @@ struct Line(String);
 
 impl Line {
     fn new(words: &'static str) -> Line {
-        Line(words.to_string())
+        // Room for the usual arguments: one allocation per command.
+        let mut line = String::with_capacity(64);
+        line.push_str(words);
+        Line(line)
     }
 
     /// Appends a text argument, quoted and escaped.
@@ -62,12 +65,22 @@ impl Line {
         }
         self.0.reserve(value.len() + 3);
         self.0.push_str(" \"");
-        for c in value.chars() {
-            if c == '"' || c == '\\' {
-                self.0.push('\\');
+        // Copied in runs between the bytes to escape (`"` and `\\` are ASCII, so a
+        // run never splits a character).
+        let mut rest = value;
+        while let Some(i) = rest.find(['"', '\\']) {
+            let Some((run, tail)) = rest.split_at_checked(i) else {
+                break;
+            };
+            self.0.push_str(run);
+            self.0.push('\\');
+            let mut chars = tail.chars();
+            if let Some(c) = chars.next() {
+                self.0.push(c);
             }
-            self.0.push(c);
+            rest = chars.as_str();
         }
+        self.0.push_str(rest);
         self.0.push('"');
         Ok(self)
     }

@@ -50,12 +50,13 @@ pub enum EnvError {
 /// The environment of one AGI session, in the order Asterisk sent it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AgiEnv {
-    variables: Vec<(String, AgiText)>,
+    /// Names and values are slices of the bytes received: no copy per variable.
+    variables: Vec<(AgiText, AgiText)>,
 }
 
 impl AgiEnv {
     /// Every variable as sent, names included (`agi_channel`, …), unknown ones too.
-    pub fn variables(&self) -> &[(String, AgiText)] {
+    pub fn variables(&self) -> &[(AgiText, AgiText)] {
         &self.variables
     }
 
@@ -63,7 +64,7 @@ impl AgiEnv {
     pub fn get(&self, name: &str) -> Option<&AgiText> {
         self.variables
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| n.as_bytes() == name.as_bytes())
             .map(|(_, v)| v)
     }
 
@@ -80,7 +81,12 @@ impl AgiEnv {
             .variables
             .iter()
             .filter_map(|(name, value)| {
-                let n = name.strip_prefix("agi_arg_")?.parse::<u32>().ok()?;
+                let n = name
+                    .as_bytes()
+                    .strip_prefix(b"agi_arg_")
+                    .and_then(|n| std::str::from_utf8(n).ok())?
+                    .parse::<u32>()
+                    .ok()?;
                 Some((n, value))
             })
             .collect();
@@ -108,6 +114,25 @@ fn env_line(input: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
     Ok((input, (name, value)))
 }
 
+/// A name without surrounding whitespace: Unicode whitespace when it is UTF-8,
+/// ASCII whitespace otherwise.
+fn trim_name(name: &[u8]) -> &[u8] {
+    if name.is_ascii() {
+        // What `str::trim` removes from ASCII text (`\x0b` included).
+        let space = |b: &u8| matches!(b, b'\t' | b'\n' | 0x0b | 0x0c | b'\r' | b' ');
+        let start = name.iter().position(|b| !space(b)).unwrap_or(name.len());
+        let end = name
+            .iter()
+            .rposition(|b| !space(b))
+            .map_or(start, |e| e + 1);
+        return name.get(start..end).unwrap_or_default();
+    }
+    match std::str::from_utf8(name) {
+        Ok(text) => text.trim().as_bytes(),
+        Err(_) => name.trim_ascii(),
+    }
+}
+
 /// Collects environment lines until the empty line that ends them.
 #[derive(Debug, Clone)]
 pub struct EnvCollector {
@@ -119,7 +144,10 @@ impl EnvCollector {
     pub fn new(limits: EnvLimits) -> EnvCollector {
         EnvCollector {
             limits,
-            env: AgiEnv::default(),
+            env: AgiEnv {
+                // Asterisk 22 sends 22 variables before the arguments: one allocation.
+                variables: Vec::with_capacity(32.min(limits.max_variables)),
+            },
         }
     }
 
@@ -144,9 +172,14 @@ impl EnvCollector {
                 });
             }
         };
-        let name = String::from_utf8_lossy(name).trim().to_string();
+        // Names are trimmed (as text when they are UTF-8, else of ASCII whitespace)
+        // and kept as slices of the line, like values.
+        let name = trim_name(name);
+        let name = line.slice_ref(name);
         let value = line.slice_ref(value);
-        self.env.variables.push((name, AgiText::new(value)));
+        self.env
+            .variables
+            .push((AgiText::new(name), AgiText::new(value)));
         Ok(None)
     }
 }

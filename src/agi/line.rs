@@ -35,9 +35,7 @@ impl LineFramer {
     /// [`LineTooLong`] once the pending line exceeds the bound, terminated or not.
     pub fn next_line(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, LineTooLong> {
         let start = self.scanned.min(buf.len());
-        let found = buf
-            .get(start..)
-            .and_then(|rest| rest.iter().position(|&b| b == b'\n'));
+        let found = buf.get(start..).and_then(find_newline);
         match found {
             Some(offset) => {
                 let newline = start + offset;
@@ -70,8 +68,52 @@ impl LineFramer {
     }
 }
 
+/// The first `\n` in `hay`, eight bytes at a time.
+fn find_newline(hay: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    const NEWLINES: u64 = ONES * b'\n' as u64;
+    let mut chunks = hay.chunks_exact(8);
+    let mut base = 0;
+    for chunk in &mut chunks {
+        let word = <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes) ^ NEWLINES;
+        // The lowest high bit set marks the first zero byte, i.e. the first `\n`.
+        let zero = word.wrapping_sub(ONES) & !word & HIGH;
+        if zero != 0 {
+            return Some(base + (zero.trailing_zeros() / 8) as usize);
+        }
+        base += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| base + i)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_newline_search_finds_the_first_one_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..=len {
+                let mut hay = vec![b'x'; len];
+                // Bytes next to `\n` in value, to catch borrows across lanes.
+                for (i, b) in hay.iter_mut().enumerate() {
+                    *b = [b'\x0b', b'x', b'\x8a', b'\x09'][i % 4];
+                }
+                if at < len {
+                    hay[at] = b'\n';
+                    if at + 1 < len {
+                        hay[at + 1] = b'\n';
+                    }
+                }
+                let expected = hay.iter().position(|&b| b == b'\n');
+                assert_eq!(super::find_newline(&hay), expected, "len {len} at {at}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

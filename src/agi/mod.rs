@@ -38,6 +38,6 @@ pub use command::{Command, CommandError};
 pub use env::{AgiEnv, EnvLimits};
 pub use reply::{Inbound, Outcome, Reply, ReplyLimits};
 pub use router::{BoxError, CallerId, Handler, HandlerFuture, HandlerResult, Request, Router};
-pub use server::{AllowList, Server, ServerSettings, SessionHook, bind};
+pub use server::{AllowList, Server, ServerSettings, SessionHook, SessionMark, bind};
 pub use session::{AgiError, Session, SessionLimits};
 pub use text::AgiText;

@@ -114,23 +114,56 @@ impl Request {
         params: Vec<(String, String)>,
         query: Vec<(String, String)>,
     ) -> Request {
+        // One pass over the environment; the first of a repeated name wins, as in
+        // `AgiEnv::get`.
+        let mut known: [Option<&AgiText>; 9] = [None; 9];
+        for (name, value) in env.variables() {
+            let slot = match name.as_bytes() {
+                b"agi_channel" => 0,
+                b"agi_uniqueid" => 1,
+                b"agi_linkedid" => 2,
+                b"agi_callerid" => 3,
+                b"agi_calleridname" => 4,
+                b"agi_accountcode" => 5,
+                b"agi_context" => 6,
+                b"agi_extension" => 7,
+                b"agi_priority" => 8,
+                _ => continue,
+            };
+            if let Some(none @ None) = known.get_mut(slot) {
+                *none = Some(value);
+            }
+        }
+        let [
+            channel,
+            uniqueid,
+            linkedid,
+            number,
+            name,
+            account_code,
+            context,
+            extension,
+            priority,
+        ] = known;
+        let text =
+            |v: Option<&AgiText>| v.map(|v| v.to_str_lossy().into_owned()).unwrap_or_default();
         Request {
             route,
             path,
             params,
             query,
             args: env.args(),
-            channel: env.text("agi_channel"),
-            uniqueid: env.text("agi_uniqueid"),
-            linkedid: env.text("agi_linkedid"),
+            channel: text(channel),
+            uniqueid: text(uniqueid),
+            linkedid: text(linkedid),
             caller_id: CallerId {
-                number: env.get("agi_callerid").cloned().unwrap_or_default(),
-                name: env.get("agi_calleridname").cloned().unwrap_or_default(),
+                number: number.cloned().unwrap_or_default(),
+                name: name.cloned().unwrap_or_default(),
             },
-            account_code: env.text("agi_accountcode"),
-            context: env.text("agi_context"),
-            extension: env.text("agi_extension"),
-            priority: env.text("agi_priority"),
+            account_code: text(account_code),
+            context: text(context),
+            extension: text(extension),
+            priority: text(priority),
             peer,
             env,
         }
@@ -254,26 +287,31 @@ impl Router {
     pub fn resolve(&self, env: AgiEnv, peer: SocketAddr) -> Result<Resolved, NoRoute> {
         let script = env
             .network_script()
-            .map(|s| s.to_str_lossy().into_owned())
+            .map(AgiText::to_str_lossy)
             .unwrap_or_default();
         let (path_part, query_part) = script.split_once('?').unwrap_or((&script, ""));
-        let path = path_part.trim_matches('/').to_string();
-        let found = match self.by_literal.get(&path) {
+        let path = path_part.trim_matches('/');
+        let found = match self.by_literal.get(path) {
             Some(&i) => self.routes.get(i).map(|r| (r, Vec::new())),
             None => self
                 .routes
                 .iter()
-                .find_map(|r| match_segments(&r.segments, &path).map(|p| (r, p))),
+                .find_map(|r| match_segments(&r.segments, path).map(|p| (r, p))),
         };
+        let path = path.to_string();
         match found {
             Some((route, params)) => {
                 let query = parse_query(query_part);
+                drop(script);
                 Ok(Resolved {
                     handler: Arc::clone(&route.handler),
                     request: Request::from_env(env, peer, route.pattern, path, params, query),
                 })
             }
-            None => Err(NoRoute { path, env }),
+            None => {
+                drop(script);
+                Err(NoRoute { path, env })
+            }
         }
     }
 }

@@ -74,8 +74,45 @@ impl Default for ServerSettings {
 /// Told when sessions start and end, e.g. to link `agi_uniqueid` to AMI call state.
 /// Called on the session's task: must return quickly and never block.
 pub trait SessionHook: Send + Sync + 'static {
-    fn session_started(&self, _request: &Request) {}
-    fn session_ended(&self, _request: &Request) {}
+    /// A session was routed; its handler runs next. The mark returned comes back to
+    /// [`SessionHook::session_ended`]: the hook keeps what it needs of the request,
+    /// the server keeps no copy of it.
+    fn session_started(&self, _request: &Request) -> SessionMark {
+        SessionMark::none()
+    }
+    /// The session's handler returned (not called when the session was cut by its
+    /// deadline or by shutdown).
+    fn session_ended(&self, _mark: SessionMark) {}
+}
+
+/// What a [`SessionHook`] keeps of one session from its start to its end; opaque to
+/// the server.
+#[derive(Default)]
+pub struct SessionMark(Option<Arc<dyn std::any::Any + Send + Sync>>);
+
+impl SessionMark {
+    /// Nothing kept.
+    pub fn none() -> SessionMark {
+        SessionMark(None)
+    }
+
+    /// Keeps `value` (shared: the hook may hold it elsewhere too).
+    pub fn new<T: Send + Sync + 'static>(value: Arc<T>) -> SessionMark {
+        SessionMark(Some(value))
+    }
+
+    /// The value kept, if it is a `T`.
+    pub fn take<T: Send + Sync + 'static>(self) -> Option<Arc<T>> {
+        self.0.and_then(|v| v.downcast::<T>().ok())
+    }
+}
+
+impl std::fmt::Debug for SessionMark {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SessionMark")
+            .field(&self.0.as_ref().map(|_| ".."))
+            .finish()
+    }
 }
 
 /// Binds a listener with an explicit accept backlog: bursts of connections queue
@@ -276,13 +313,13 @@ async fn serve(session: &mut Session, shared: &Shared) {
         }
     };
     let request = resolved.request;
-    if let Some(hook) = &shared.hook {
-        hook.session_started(&request);
-    }
+    let mark = shared
+        .hook
+        .as_ref()
+        .map(|hook| hook.session_started(&request));
     let route = request.route;
+    tracing::debug!(%peer, route, uniqueid = %request.uniqueid, "AGI session");
     let uniqueid = request.uniqueid.clone();
-    let ended = shared.hook.as_ref().map(|_| request.clone());
-    tracing::debug!(%peer, route, %uniqueid, "AGI session");
     if let Err(e) = resolved.handler.call(request, session).await {
         // After a hangup most commands fail (511) by design: not worth a warning.
         if session.hung_up() {
@@ -291,8 +328,8 @@ async fn serve(session: &mut Session, shared: &Shared) {
             tracing::warn!(%peer, route, %uniqueid, error = %e, "AGI handler failed");
         }
     }
-    if let (Some(hook), Some(request)) = (&shared.hook, ended) {
-        hook.session_ended(&request);
+    if let (Some(hook), Some(mark)) = (&shared.hook, mark) {
+        hook.session_ended(mark);
     }
 }
 

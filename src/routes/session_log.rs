@@ -4,37 +4,55 @@
 //!
 //! The hook runs on the AGI accept path and must never block it: entries go through a
 //! bounded queue to a writer task; when the queue is full they are dropped and counted.
+//! The writer lets entries gather for a few milliseconds and writes them in one
+//! transaction, so a busy PBX costs one commit per batch, not one per session.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::PbxAddresses;
-use crate::agi::{Request, SessionHook};
+use crate::agi::{Request, SessionHook, SessionMark};
 use crate::store::Store;
+
+/// What the timeline needs of one session, taken once at its start and shared by
+/// its two entries (and the session's mark).
+#[derive(Debug)]
+struct Leg {
+    peer: IpAddr,
+    uniqueid: String,
+    route: &'static str,
+    path: String,
+    channel: String,
+}
 
 /// One session boundary.
 #[derive(Debug)]
 struct Entry {
-    pbx: String,
-    uniqueid: String,
+    leg: Arc<Leg>,
     kind: &'static str,
     at: DateTime<Utc>,
-    detail: serde_json::Value,
 }
 
 /// The hook half: cheap, never blocks.
 #[derive(Debug)]
 pub struct SessionLog {
     tx: mpsc::Sender<Entry>,
-    pbxs: Arc<PbxAddresses>,
     dropped: AtomicU64,
 }
 
 const QUEUE: usize = 4096;
+/// Most entries in one transaction.
+const BATCH: usize = 512;
+/// How long the writer lets entries gather after the first one, so one transaction
+/// (one fsync) carries many sessions under load; the timeline shows them that much
+/// later.
+const LINGER: Duration = Duration::from_millis(20);
 
 impl SessionLog {
     /// The hook and the writer task to run (on the daemon's tracker).
@@ -49,23 +67,21 @@ impl SessionLog {
         let (tx, rx) = mpsc::channel(QUEUE);
         let log = Arc::new(SessionLog {
             tx,
-            pbxs,
             dropped: AtomicU64::new(0),
         });
-        (log, write_entries(rx, store, shutdown))
+        (log, write_entries(rx, store, pbxs, shutdown))
     }
 
-    fn push(&self, request: &Request, kind: &'static str) {
+    /// Entries dropped so far because the queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    fn push(&self, leg: Arc<Leg>, kind: &'static str) {
         let entry = Entry {
-            pbx: self
-                .pbxs
-                .name_for(request.peer.ip())
-                .unwrap_or("unknown")
-                .to_string(),
-            uniqueid: request.uniqueid.clone(),
+            leg,
             kind,
             at: Utc::now(),
-            detail: serde_json::json!({ "route": request.route, "path": request.path, "channel": request.channel }),
         };
         if self.tx.try_send(entry).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
@@ -77,31 +93,57 @@ impl SessionLog {
 }
 
 impl SessionHook for SessionLog {
-    fn session_started(&self, request: &Request) {
-        self.push(request, "AgiSessionStart");
+    fn session_started(&self, request: &Request) -> SessionMark {
+        let leg = Arc::new(Leg {
+            peer: request.peer.ip(),
+            uniqueid: request.uniqueid.clone(),
+            route: request.route,
+            path: request.path.clone(),
+            channel: request.channel.clone(),
+        });
+        self.push(Arc::clone(&leg), "AgiSessionStart");
+        SessionMark::new(leg)
     }
-    fn session_ended(&self, request: &Request) {
-        self.push(request, "AgiSessionEnd");
+    fn session_ended(&self, mark: SessionMark) {
+        if let Some(leg) = mark.take::<Leg>() {
+            self.push(leg, "AgiSessionEnd");
+        }
     }
 }
 
-async fn write_entries(mut rx: mpsc::Receiver<Entry>, store: Store, shutdown: CancellationToken) {
+async fn write_entries(
+    mut rx: mpsc::Receiver<Entry>,
+    store: Store,
+    pbxs: Arc<PbxAddresses>,
+    shutdown: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(BATCH);
     loop {
         let first = tokio::select! {
             _ = shutdown.cancelled() => None,
             e = rx.recv() => e,
         };
         let Some(first) = first else { break };
-        let mut batch = vec![first];
-        while batch.len() < 512 {
+        batch.push(first);
+        if rx.len() < BATCH - 1 {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                () = tokio::time::sleep(LINGER) => {}
+            }
+        }
+        while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(e) => batch.push(e),
                 Err(_) => break,
             }
         }
         let rows = batch
-            .into_iter()
-            .map(|e| (e.pbx, e.uniqueid, e.kind, e.at, e.detail))
+            .drain(..)
+            .map(|Entry { leg, kind, at }| {
+                let pbx = pbxs.name_for(leg.peer).unwrap_or("unknown").to_string();
+                let detail = serde_json::json!({ "route": leg.route, "path": leg.path, "channel": leg.channel });
+                (pbx, leg.uniqueid.clone(), kind, at, detail)
+            })
             .collect();
         if let Err(e) = store.record_leg_events(rows).await {
             tracing::warn!(error = %e, "cannot record AGI sessions in the call timeline");
