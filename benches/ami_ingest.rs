@@ -2,7 +2,7 @@
 //! realistic call events at a running `medcall` daemon, then waits until every call is
 //! persisted and reports events/s, zero-loss and the daemon's peak memory.
 //!
-//!     cargo bench --bench ami_ingest -- [EVENTS] [--slow-consumer]
+//!     cargo bench --bench ami_ingest -- [EVENTS] [--rate EVENTS_PER_SECOND]
 //!
 //! The daemon runs pinned to core 0 (`taskset`, when present); run the tool itself on
 //! the other core: `taskset -c 1 cargo bench --bench ami_ingest`.
@@ -35,8 +35,15 @@ fn main() {
         .collect();
     let events: usize = args
         .iter()
+        .filter(|a| !a.starts_with("--"))
         .find_map(|a| a.parse().ok())
         .unwrap_or(1_000_000);
+    // `--rate N`: offer N events/s (sent in 10 ms slices) instead of as fast as TCP takes.
+    let rate: Option<f64> = args
+        .iter()
+        .position(|a| a == "--rate")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|r| r.parse().ok());
     let calls = events / EVENTS_PER_CALL;
     let events = calls * EVENTS_PER_CALL;
 
@@ -79,8 +86,26 @@ fn main() {
     std::thread::spawn(move || serve_shared(&mut reader, &keepalive));
 
     let started = Instant::now();
-    for chunk in message_chunks(&payload, 256 * 1024) {
-        shared.lock().unwrap().write_all(chunk).unwrap();
+    match rate {
+        None => {
+            for chunk in message_chunks(&payload, 256 * 1024) {
+                shared.lock().unwrap().write_all(chunk).unwrap();
+            }
+        }
+        Some(rate) => {
+            // Each 10 ms slice carries the bytes of rate/100 events, on schedule.
+            let slice_bytes = (payload.len() as f64 / events as f64 * rate / 100.0) as usize;
+            for (i, chunk) in message_chunks(&payload, slice_bytes.max(1))
+                .into_iter()
+                .enumerate()
+            {
+                let due = started + Duration::from_millis(10 * i as u64);
+                if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+                shared.lock().unwrap().write_all(chunk).unwrap();
+            }
+        }
     }
     let sent = started.elapsed();
     let persisted = wait_for_calls(http_port, &key, calls, Duration::from_secs(120));
@@ -91,8 +116,14 @@ fn main() {
     let peak_kib = peak_memory_kib(daemon.id());
     let cpu = cpu_seconds(daemon.id());
     println!(
-        "ami_ingest: {events} events ({calls} calls) sent in {:.3} s",
-        sent.as_secs_f64()
+        "ami_ingest: {events} events ({calls} calls) sent in {:.3} s ({:.0} events/s offered{})",
+        sent.as_secs_f64(),
+        events as f64 / sent.as_secs_f64(),
+        if rate.is_some() {
+            ", paced"
+        } else {
+            ", as fast as the daemon reads"
+        }
     );
     println!(
         "ami_ingest: all {persisted} calls persisted after {:.3} s: {:.0} events/s end to end",

@@ -111,6 +111,14 @@ impl SessionHook for SessionLog {
     }
 }
 
+/// A session entry's detail in the timeline.
+#[derive(serde::Serialize)]
+struct Detail<'a> {
+    route: &'a str,
+    path: &'a str,
+    channel: &'a str,
+}
+
 async fn write_entries(
     mut rx: mpsc::Receiver<Entry>,
     store: Store,
@@ -141,7 +149,12 @@ async fn write_entries(
             .drain(..)
             .map(|Entry { leg, kind, at }| {
                 let pbx = pbxs.name_for(leg.peer).unwrap_or("unknown").to_string();
-                let detail = serde_json::json!({ "route": leg.route, "path": leg.path, "channel": leg.channel });
+                let detail = serde_json::to_string(&Detail {
+                    route: leg.route,
+                    path: &leg.path,
+                    channel: &leg.channel,
+                })
+                .unwrap_or_else(|_| "{}".into());
                 (pbx, leg.uniqueid.clone(), kind, at, detail)
             })
             .collect();

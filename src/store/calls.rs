@@ -128,9 +128,10 @@ impl Store {
                 state.conferences.push(row?);
             }
             let last: Option<String> = conn
+                // The timeline holds every event of a known call (what AGI sessions add
+                // to call_events is not AMI and does not mark the gap).
                 .query_row(
-                    "SELECT max((SELECT max(last_at) FROM call_timeline WHERE pbx = ?1),
-                                (SELECT max(at) FROM call_events WHERE pbx = ?1))",
+                    "SELECT max(last_at) FROM call_timeline WHERE pbx = ?1",
                     [&pbx],
                     |r| r.get(0),
                 )
@@ -142,20 +143,15 @@ impl Store {
         .await
     }
 
-    /// Adds timeline entries about legs known by uniqueid (AGI sessions). The call is
-    /// resolved when read, so an entry written before the leg itself is not lost.
+    /// Adds timeline entries about legs known by uniqueid (AGI sessions; each detail is a
+    /// JSON object's text). The call is resolved when read, so an entry written before
+    /// the leg itself is not lost.
     ///
     /// # Errors
     /// SQLite failures.
     pub async fn record_leg_events(
         &self,
-        rows: Vec<(
-            String,
-            String,
-            &'static str,
-            DateTime<Utc>,
-            serde_json::Value,
-        )>,
+        rows: Vec<(String, String, &'static str, DateTime<Utc>, String)>,
     ) -> Result<(), StoreError> {
         self.transaction(move |tx| {
             let mut stmt = tx.prepare_cached(
@@ -163,7 +159,7 @@ impl Store {
                  VALUES ((SELECT call_id FROM legs WHERE pbx = ?1 AND uniqueid = ?2), ?1, ?2, ?3, ?4, ?5)",
             )?;
             for (pbx, uniqueid, kind, at, detail) in rows {
-                stmt.execute(params![pbx, uniqueid, ts(&at), kind, detail.to_string()])?;
+                stmt.execute(params![pbx, uniqueid, ts(&at), kind, detail])?;
             }
             Ok(())
         })

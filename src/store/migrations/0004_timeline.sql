@@ -16,4 +16,3 @@ CREATE INDEX call_timeline_pbx_last ON call_timeline (pbx, last_at);
 -- call_events keeps what is not (yet) tied to a call: AGI session entries, resolved
 -- through their leg when read, and events of channels the tracker never saw.
 CREATE INDEX call_events_unlinked ON call_events (uniqueid) WHERE call_id IS NULL;
-CREATE INDEX call_events_pbx_at ON call_events (pbx, at);
