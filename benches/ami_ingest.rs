@@ -141,8 +141,7 @@ fn main() {
         cpu * 1e6 / events as f64,
         events as f64 / cpu
     );
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    stop(&mut daemon);
     assert_eq!(persisted, calls, "calls lost");
 }
 
@@ -415,6 +414,23 @@ fn wait_for_calls(port: u16, key: &str, calls: usize, limit: Duration) -> usize 
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// SIGTERM (the daemon drains and exits, as in production; a profiler wrapping it gets
+/// to write its output), then SIGKILL if it is still there after ten seconds.
+fn stop(daemon: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &daemon.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = daemon.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
 }
 
 /// User plus system CPU time of process `pid` so far, in seconds.
