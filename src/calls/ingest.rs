@@ -5,7 +5,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -265,7 +264,8 @@ pub fn snapshot_of(m: &Message, now: DateTime<Utc>) -> Option<LegSnapshot> {
     }
     let started_at = field("Duration")
         .and_then(|d| parse_hms(&d))
-        .map(|secs| now - chrono::Duration::seconds(secs));
+        .and_then(chrono::TimeDelta::try_seconds)
+        .and_then(|age| now.checked_sub_signed(age));
     Some(LegSnapshot {
         linkedid: field("Linkedid").unwrap_or_else(|| uniqueid.clone()),
         uniqueid,
@@ -282,9 +282,31 @@ pub fn snapshot_of(m: &Message, now: DateTime<Utc>) -> Option<LegSnapshot> {
     })
 }
 
-/// `HH:MM:SS` → seconds.
+/// `HH:MM:SS` → seconds; `None` for anything else, overflow included (the value comes
+/// from the PBX).
 fn parse_hms(s: &str) -> Option<i64> {
     let mut parts = s.split(':').map(|p| p.parse::<i64>().ok());
     let (h, m, sec) = (parts.next()??, parts.next()??, parts.next()??);
-    Some(h * 3600 + m * 60 + sec)
+    h.checked_mul(3600)?
+        .checked_add(m.checked_mul(60)?)?
+        .checked_add(sec)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_duration_from_the_pbx_never_overflows() {
+        assert_eq!(parse_hms("01:02:03"), Some(3723));
+        assert_eq!(parse_hms("9223372036854775807:00:00"), None);
+        assert_eq!(parse_hms("1:2"), None);
+        let m = Message::from_pairs(&[
+            ("Event", "CoreShowChannel"),
+            ("Uniqueid", "1.0"),
+            ("Duration", "2562047788015215:00:00"),
+        ]);
+        let snap = snapshot_of(&m, Utc::now()).unwrap();
+        assert_eq!(snap.started_at, None);
+    }
 }

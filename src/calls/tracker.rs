@@ -474,7 +474,10 @@ impl CallTracker {
                 reason,
             });
             if self.early_reasons.len() >= MAX_EARLY_REASONS {
-                let horizon = at - chrono::Duration::seconds(60);
+                // `at` comes from the event: even at the edge of time, never panic.
+                let horizon = at
+                    .checked_sub_signed(chrono::TimeDelta::seconds(60))
+                    .unwrap_or(at);
                 self.early_reasons.retain(|_, (_, seen)| *seen > horizon);
             }
             if self.early_reasons.len() < MAX_EARLY_REASONS {
