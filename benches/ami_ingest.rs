@@ -168,22 +168,26 @@ fn start_daemon(ami_port: u16, http_port: u16, agi_port: u16, data: &std::path::
 }
 
 /// Reads actions and answers each like Asterisk would, until one named `last` was answered.
-fn serve_actions_until(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream, last: &str) {
+/// The next action the daemon sent, as its `Name: value` pairs; `None` when it hung up.
+fn read_action(reader: &mut BufReader<TcpStream>) -> Option<Vec<(String, String)>> {
+    let mut fields = Vec::new();
     loop {
-        let mut fields: Vec<(String, String)> = Vec::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                fields.push((k.to_string(), v.trim().to_string()));
-            }
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
         }
+        let line = line.trim_end();
+        if line.is_empty() {
+            return Some(fields);
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            fields.push((k.to_string(), v.trim().to_string()));
+        }
+    }
+}
+
+fn serve_actions_until(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream, last: &str) {
+    while let Some(fields) = read_action(reader) {
         let get = |k: &str| {
             fields
                 .iter()
@@ -228,21 +232,7 @@ fn serve_actions_until(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream
 
 /// Answers actions forever through the shared writer.
 fn serve_shared(reader: &mut BufReader<TcpStream>, writer: &std::sync::Mutex<TcpStream>) {
-    loop {
-        let mut fields: Vec<(String, String)> = Vec::new();
-        loop {
-            let mut line = String::new();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = line.split_once(':') {
-                fields.push((k.to_string(), v.trim().to_string()));
-            }
-        }
+    while let Some(fields) = read_action(reader) {
         let id = fields
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case("ActionID"))

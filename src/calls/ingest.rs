@@ -88,7 +88,7 @@ async fn track(
         let wake = tokio::select! {
             _ = shutdown.cancelled() => None,
             item = events.recv() => item.map(Some),
-            () = sleep_until_opt(retry.map(|(at, _)| at)) => Some(None),
+            () = tokio::time::sleep_until(retry.map_or_else(Instant::now, |(at, _)| at)), if retry.is_some() => Some(None),
         };
         let Some(wake) = wake else { break };
         let mut item = match wake {
@@ -168,13 +168,6 @@ async fn write_batches(
 
 /// How long to wait before asking again when the PBX could not answer a reconciliation.
 const RECONCILE_RETRY: Duration = Duration::from_secs(1);
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// Reconciles, or says when to try again (with the same gap) if the PBX could not answer.
 async fn reconcile_or_retry(
