@@ -86,7 +86,7 @@ pub fn replay_bytes(bytes: &[u8], limits: Limits) -> ReplayReport {
                     if let Some(name) = m.event() {
                         *report.by_event.entry(name.text().into_owned()).or_default() += 1;
                     }
-                    for change in tracker.apply(m, now) {
+                    for change in tracker.apply(&m.reader(), now) {
                         report.changes += 1;
                         match change {
                             CallChange::Call(c) => {

@@ -247,6 +247,24 @@ impl Message {
         Field(self.frame.get(range(span)).unwrap_or_default())
     }
 
+    /// The header index, for [`super::reader::FieldReader`].
+    pub(crate) fn spans(&self) -> &[HeaderSpan] {
+        &self.headers
+    }
+
+    pub(crate) fn span_field(&self, span: (u32, u32)) -> Field<'_> {
+        self.field(span)
+    }
+
+    pub(crate) fn span_bytes(&self, span: (u32, u32)) -> &[u8] {
+        self.field(span).0
+    }
+
+    /// A reader for many lookups by name in this message.
+    pub fn reader(&self) -> super::reader::FieldReader<'_> {
+        super::reader::FieldReader::new(self)
+    }
+
     fn header(&self, span: &HeaderSpan) -> Header<'_> {
         Header {
             name: self.field(span.name),

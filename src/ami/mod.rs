@@ -1,7 +1,8 @@
 //! The Asterisk Manager Interface: the wire protocol and a client per PBX.
 //!
 //! Layers, each in its own file: bytes → [`codec`] (frames: banner, whole messages,
-//! bounded) → [`parser`] (nom grammar of one frame) → [`message`] (headers, bytes kept)
+//! bounded) → [`parser`] (nom grammar of one frame) → [`message`] (headers, bytes kept;
+//! [`reader`] for many lookups in one message)
 //! → [`action`] (typed, injection-safe actions) → [`client`] (one task per socket,
 //! `ActionID` correlation, lists, reconnect, keepalive) → [`events`] (bounded fan-out of
 //! lifecycle and events to consumers).
@@ -18,6 +19,7 @@ pub mod codec;
 pub mod events;
 pub mod message;
 pub mod parser;
+pub mod reader;
 
 pub use action::{Action, ActionError, MuteDirection, Originate, OriginateTarget, PlaybackControl};
 pub use client::{
@@ -27,3 +29,4 @@ pub use client::{
 pub use codec::{AmiCodec, CodecError, Frame, Limits, SkipReason, Skipped};
 pub use events::{AmiEvent, EventStream};
 pub use message::{Field, Header, Message, MessageKind, Value};
+pub use reader::FieldReader;

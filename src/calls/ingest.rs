@@ -14,22 +14,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::model::{CallChange, LegSnapshot};
 use super::tracker::{CallTracker, EventFields};
-use crate::ami::{Action, AmiClient, AmiEvent, EventStream, Message, MessageKind};
+use crate::ami::{Action, AmiClient, AmiEvent, EventStream, FieldReader, Message, MessageKind};
 use crate::store::{LiveState, Store};
 
 /// Most stream items folded into one transaction.
 const MAX_BATCH_ITEMS: usize = 4096;
 
-impl EventFields for Message {
+impl EventFields for FieldReader<'_> {
     fn field(&self, key: &str) -> Option<Cow<'_, str>> {
         self.text(key)
     }
 
     fn fields(&self, key: &str) -> Vec<Cow<'_, str>> {
-        self.headers()
-            .filter(|h| h.name.eq_ignore_case(key))
-            .map(|h| h.value.text())
-            .collect()
+        self.all_text(key)
     }
 }
 
@@ -111,7 +108,7 @@ async fn track(
                 AmiEvent::Message(m) => {
                     if m.kind() == MessageKind::Event {
                         stats.events += 1;
-                        tracker.track(m.as_ref(), now);
+                        tracker.track(&m.reader(), now);
                     }
                 }
                 AmiEvent::Connected { .. } => {

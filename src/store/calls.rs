@@ -442,18 +442,29 @@ fn apply_change(
 ) -> Result<(), StoreError> {
     match change {
         CallChange::Call(c) => {
-            let id: i64 = tx
+            // Insert, and only on a conflict update: a new call's id is then
+            // `last_insert_rowid`, without an upsert's `RETURNING`, which cost twice a
+            // plain insert (SQLite runs it as a trigger program per row).
+            let inserted = tx
                 .prepare_cached(
                     "INSERT INTO calls (pbx, linkedid, started_at, ended_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (pbx, linkedid) DO UPDATE SET ended_at = excluded.ended_at,
-                        started_at = min(calls.started_at, excluded.started_at)
-                     RETURNING id",
+                     ON CONFLICT (pbx, linkedid) DO NOTHING",
                 )?
-                .query_row(
-                    params![c.pbx, c.linkedid, ts(&c.started_at), ts_opt(&c.ended_at)],
-                    |r| r.get(0),
-                )?;
-            call_ids.remember(&c.pbx, &c.linkedid, Some(id));
+                .execute(params![c.pbx, c.linkedid, ts(&c.started_at), ts_opt(&c.ended_at)])?;
+            if inserted == 1 {
+                call_ids.remember(&c.pbx, &c.linkedid, Some(tx.last_insert_rowid()));
+            } else {
+                tx.prepare_cached(
+                    "UPDATE calls SET ended_at = ?4, started_at = min(started_at, ?3)
+                     WHERE pbx = ?1 AND linkedid = ?2",
+                )?
+                .execute(params![
+                    c.pbx,
+                    c.linkedid,
+                    ts(&c.started_at),
+                    ts_opt(&c.ended_at)
+                ])?;
+            }
         }
         CallChange::Leg(l) => {
             let variables = serde_json::to_string(&l.variables).unwrap_or_else(|_| "{}".into());
