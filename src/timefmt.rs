@@ -15,33 +15,40 @@ pub fn rfc3339_micros(t: &DateTime<Utc>) -> String {
 
 /// Appends `t` as [`rfc3339_micros`] writes it.
 pub fn push_rfc3339_micros(out: &mut String, t: &DateTime<Utc>) {
-    let year = t.year();
+    let date = t.date_naive();
+    let year = date.year();
+    let nanos = t.nanosecond();
     // Years chrono would sign or widen, and leap seconds, take the general path.
-    if !(0..=9999).contains(&year) || t.nanosecond() >= 1_000_000_000 {
+    let Ok(year @ 0..=9999) = u32::try_from(year) else {
+        out.push_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true));
+        return;
+    };
+    if nanos >= 1_000_000_000 {
         out.push_str(&t.to_rfc3339_opts(SecondsFormat::Micros, true));
         return;
     }
-    push_digits(out, year.unsigned_abs(), 4);
-    out.push('-');
-    push_digits(out, t.month(), 2);
-    out.push('-');
-    push_digits(out, t.day(), 2);
-    out.push('T');
-    push_digits(out, t.hour(), 2);
-    out.push(':');
-    push_digits(out, t.minute(), 2);
-    out.push(':');
-    push_digits(out, t.second(), 2);
-    out.push('.');
-    push_digits(out, t.nanosecond() / 1000, 6);
-    out.push('Z');
+    let secs = t.num_seconds_from_midnight();
+    // The text is built in place, then appended at once: one capacity check, not 27.
+    let mut text = *b"0000-00-00T00:00:00.000000Z";
+    put_digits(&mut text, 0, year, 4);
+    put_digits(&mut text, 5, date.month(), 2);
+    put_digits(&mut text, 8, date.day(), 2);
+    put_digits(&mut text, 11, secs / 3600, 2);
+    put_digits(&mut text, 14, secs / 60 % 60, 2);
+    put_digits(&mut text, 17, secs % 60, 2);
+    put_digits(&mut text, 20, nanos / 1000, 6);
+    out.push_str(std::str::from_utf8(&text).unwrap_or_default());
 }
 
-/// `n` in decimal, zero-padded to `width` digits (higher digits are dropped).
-fn push_digits(out: &mut String, n: u32, width: u32) {
-    for place in (0..width).rev() {
-        let digit = (n / 10u32.pow(place)) % 10;
-        out.push(char::from_digit(digit, 10).unwrap_or('0'));
+/// Writes `n` in decimal into `text[at..at + width]`, zero-padded (higher digits are
+/// dropped).
+fn put_digits(text: &mut [u8], at: usize, mut n: u32, width: usize) {
+    if let Some(slots) = text.get_mut(at..at + width) {
+        for slot in slots.iter_mut().rev() {
+            // `n % 10` is below 10, so the digit is ASCII.
+            *slot = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Row, Transaction, params};
+use rusqlite::{CachedStatement, OptionalExtension, Row, Transaction, params};
 
 use super::{Store, StoreError};
 use crate::calls::{CallChange, CallRecord, ConferenceRecord, GapRecord, LegRecord};
@@ -83,9 +83,9 @@ impl Store {
     /// SQLite failures; the whole batch is rolled back.
     pub async fn apply_call_changes(&self, changes: Vec<CallChange>) -> Result<(), StoreError> {
         self.transaction(move |tx| {
-            let mut call_ids = CallIds::default();
+            let mut writer = BatchWriter::new(tx);
             for change in &changes {
-                apply_change(tx, change, &mut call_ids)?;
+                writer.apply(change)?;
             }
             Ok(())
         })
@@ -399,76 +399,55 @@ fn leg_record(r: &Row<'_>, at: usize) -> rusqlite::Result<LegRecord> {
     })
 }
 
-/// Call row ids by PBX and linkedid, for one batch: a batch names few calls many times
-/// (every timeline row), so each is looked up once.
-#[derive(Default)]
-struct CallIds(HashMap<String, HashMap<String, Option<i64>>>);
-
-impl CallIds {
-    fn remember(&mut self, pbx: &str, linkedid: &str, id: Option<i64>) {
-        if !self.0.contains_key(pbx) {
-            self.0.insert(pbx.to_string(), HashMap::new());
-        }
-        if let Some(calls) = self.0.get_mut(pbx) {
-            calls.insert(linkedid.to_string(), id);
-        }
-    }
-
-    fn get(
-        &mut self,
-        tx: &Transaction<'_>,
-        pbx: &str,
-        linkedid: Option<&str>,
-    ) -> Result<Option<i64>, StoreError> {
-        let Some(linkedid) = linkedid else {
-            return Ok(None);
-        };
-        if let Some(id) = self.0.get(pbx).and_then(|calls| calls.get(linkedid)) {
-            return Ok(*id);
-        }
-        let id = tx
-            .prepare_cached("SELECT id FROM calls WHERE pbx = ?1 AND linkedid = ?2")?
-            .query_row(params![pbx, linkedid], |r| r.get(0))
-            .optional()?;
-        self.remember(pbx, linkedid, id);
-        Ok(id)
-    }
+/// The statements a batch of tracker changes runs. Each is prepared once per batch:
+/// `prepare_cached` finds a statement by hashing its SQL text, on every use and again
+/// when the statement goes back to the cache, which for these long texts cost about as
+/// much as a small insert.
+#[derive(Clone, Copy)]
+enum Sql {
+    CallId,
+    CallInsert,
+    CallUpdate,
+    LegUpsert,
+    ConferenceOpen,
+    ConferenceClose,
+    ConferenceInsert,
+    Timeline,
+    Event,
+    Cdr,
+    Gap,
+    OriginateReason,
 }
 
-fn apply_change(
-    tx: &Transaction<'_>,
-    change: &CallChange,
-    call_ids: &mut CallIds,
-) -> Result<(), StoreError> {
-    match change {
-        CallChange::Call(c) => {
-            // Insert, and only on a conflict update: a new call's id is then
-            // `last_insert_rowid`, without an upsert's `RETURNING`, which cost twice a
-            // plain insert (SQLite runs it as a trigger program per row).
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT INTO calls (pbx, linkedid, started_at, ended_at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (pbx, linkedid) DO NOTHING",
-                )?
-                .execute(params![c.pbx, c.linkedid, ts(&c.started_at), ts_opt(&c.ended_at)])?;
-            if inserted == 1 {
-                call_ids.remember(&c.pbx, &c.linkedid, Some(tx.last_insert_rowid()));
-            } else {
-                tx.prepare_cached(
-                    "UPDATE calls SET ended_at = ?4, started_at = min(started_at, ?3)
-                     WHERE pbx = ?1 AND linkedid = ?2",
-                )?
-                .execute(params![
-                    c.pbx,
-                    c.linkedid,
-                    ts(&c.started_at),
-                    ts_opt(&c.ended_at)
-                ])?;
+impl Sql {
+    const ALL: [Sql; 12] = [
+        Sql::CallId,
+        Sql::CallInsert,
+        Sql::CallUpdate,
+        Sql::LegUpsert,
+        Sql::ConferenceOpen,
+        Sql::ConferenceClose,
+        Sql::ConferenceInsert,
+        Sql::Timeline,
+        Sql::Event,
+        Sql::Cdr,
+        Sql::Gap,
+        Sql::OriginateReason,
+    ];
+    const COUNT: usize = Sql::ALL.len();
+
+    fn text(self) -> &'static str {
+        match self {
+            Sql::CallId => "SELECT id FROM calls WHERE pbx = ?1 AND linkedid = ?2",
+            Sql::CallInsert => {
+                "INSERT INTO calls (pbx, linkedid, started_at, ended_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (pbx, linkedid) DO NOTHING"
             }
-        }
-        CallChange::Leg(l) => {
-            let variables = serde_json::to_string(&l.variables).unwrap_or_else(|_| "{}".into());
-            tx.prepare_cached(
+            Sql::CallUpdate => {
+                "UPDATE calls SET ended_at = ?4, started_at = min(started_at, ?3)
+                 WHERE pbx = ?1 AND linkedid = ?2"
+            }
+            Sql::LegUpsert => {
                 "INSERT INTO legs (call_id, pbx, uniqueid, channel, caller_num, caller_name, connected_num,
                     connected_name, state, account_code, context, exten, bridge_id, conference, variables,
                     created_at, answered_at, ended_at, hangup_cause, hangup_cause_text, end_reason,
@@ -484,123 +463,231 @@ fn apply_change(
                     variables = excluded.variables, answered_at = excluded.answered_at,
                     ended_at = excluded.ended_at, hangup_cause = excluded.hangup_cause,
                     hangup_cause_text = excluded.hangup_cause_text, end_reason = excluded.end_reason,
-                    originate_reason = coalesce(excluded.originate_reason, legs.originate_reason)",
-            )?
-            .execute(params![
-                l.pbx,
-                call_ids.get(tx, &l.pbx, Some(&l.linkedid))?,
-                l.uniqueid,
-                l.channel,
-                l.caller_num,
-                l.caller_name,
-                l.connected_num,
-                l.connected_name,
-                l.state,
-                l.account_code,
-                l.context,
-                l.exten,
-                l.bridge_id,
-                l.conference,
-                variables,
-                ts_opt(&l.created_at),
-                ts_opt(&l.answered_at),
-                ts_opt(&l.ended_at),
-                l.hangup_cause,
-                l.hangup_cause_text,
-                l.end_reason,
-                l.originate_reason,
-                l.adopted
-            ])?;
-        }
-        CallChange::Conference(c) => {
-            if c.ended_at.is_none() {
-                tx.prepare_cached(
-                    "INSERT INTO conferences (pbx, name, started_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (pbx, name) WHERE ended_at IS NULL DO NOTHING",
-                )?
-                .execute(params![c.pbx, c.name, ts(&c.started_at)])?;
-            } else {
-                let n = tx
-                    .prepare_cached(
-                        "UPDATE conferences SET ended_at = ?3, end_reason = ?4
-                         WHERE pbx = ?1 AND name = ?2 AND ended_at IS NULL",
-                    )?
-                    .execute(params![c.pbx, c.name, ts_opt(&c.ended_at), c.end_reason])?;
-                if n == 0 {
-                    tx.prepare_cached(
-                        "INSERT INTO conferences (pbx, name, started_at, ended_at, end_reason) VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?
-                    .execute(params![c.pbx, c.name, ts(&c.started_at), ts_opt(&c.ended_at), c.end_reason])?;
-                }
+                    originate_reason = coalesce(excluded.originate_reason, legs.originate_reason)"
             }
-        }
-        CallChange::Timeline(t) => {
-            tx.prepare_cached(
+            Sql::ConferenceOpen => {
+                "INSERT INTO conferences (pbx, name, started_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (pbx, name) WHERE ended_at IS NULL DO NOTHING"
+            }
+            Sql::ConferenceClose => {
+                "UPDATE conferences SET ended_at = ?3, end_reason = ?4
+                 WHERE pbx = ?1 AND name = ?2 AND ended_at IS NULL"
+            }
+            Sql::ConferenceInsert => {
+                "INSERT INTO conferences (pbx, name, started_at, ended_at, end_reason) VALUES (?1, ?2, ?3, ?4, ?5)"
+            }
+            Sql::Timeline => {
                 "INSERT INTO call_timeline (call_id, pbx, first_at, last_at, entries)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![
-                call_ids.get(tx, &t.pbx, Some(&t.linkedid))?,
-                t.pbx,
-                ts(&t.first_at),
-                ts(&t.last_at),
-                t.entries
-            ])?;
-        }
-        CallChange::Event(e) => {
-            tx.prepare_cached(
+                 VALUES (?1, ?2, ?3, ?4, ?5)"
+            }
+            Sql::Event => {
                 "INSERT INTO call_events (call_id, pbx, uniqueid, at, kind, detail)
-                 VALUES (?2, ?1, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                e.pbx,
-                call_ids.get(tx, &e.pbx, e.linkedid.as_deref())?,
-                e.uniqueid,
-                ts(&e.at),
-                e.kind,
-                e.detail
-            ])?;
-        }
-        CallChange::Cdr(c) => {
-            tx.prepare_cached(
+                 VALUES (?2, ?1, ?3, ?4, ?5, ?6)"
+            }
+            Sql::Cdr => {
                 "INSERT INTO call_detail_records (source, call_id, pbx, uniqueid, received_at, phone, extension,
                     disposition, duration, billable_seconds, call_at, raw)
                  VALUES ('ami', coalesce(?2, (SELECT call_id FROM legs WHERE pbx = ?1 AND uniqueid = ?3)),
-                    ?1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?11, ?10)",
-            )?
-            .execute(params![
-                c.pbx,
-                call_ids.get(tx, &c.pbx, c.linkedid.as_deref())?,
-                c.uniqueid,
-                ts(&c.received_at),
-                c.source,
-                c.destination,
-                c.disposition,
-                c.duration,
-                c.billable_seconds,
-                c.raw,
-                c.start_time
-            ])?;
-        }
-        CallChange::Gap(g) => {
-            tx.prepare_cached(
+                    ?1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?11, ?10)"
+            }
+            Sql::Gap => {
                 "INSERT INTO pbx_gaps (pbx, disconnected_at, reconnected_at, legs_closed, legs_adopted)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![g.pbx, ts_opt(&g.disconnected_at), ts(&g.reconnected_at), g.legs_closed, g.legs_adopted])?;
-        }
-        CallChange::OriginateReason {
-            pbx,
-            uniqueid,
-            reason,
-        } => {
-            tx.prepare_cached(
-                "UPDATE legs SET originate_reason = ?3 WHERE pbx = ?1 AND uniqueid = ?2",
-            )?
-            .execute(params![pbx, uniqueid, reason])?;
+                 VALUES (?1, ?2, ?3, ?4, ?5)"
+            }
+            Sql::OriginateReason => {
+                "UPDATE legs SET originate_reason = ?3 WHERE pbx = ?1 AND uniqueid = ?2"
+            }
         }
     }
-    Ok(())
+}
+
+type CallIdMap = HashMap<String, HashMap<String, Option<i64>, foldhash::fast::RandomState>>;
+
+/// Writes one batch of tracker changes inside its transaction.
+struct BatchWriter<'a> {
+    tx: &'a Transaction<'a>,
+    statements: [Option<CachedStatement<'a>>; Sql::COUNT],
+    /// Call row ids by PBX and linkedid: a batch names few calls many times (every leg
+    /// and timeline row), so each is looked up once.
+    call_ids: CallIdMap,
+}
+
+impl<'a> BatchWriter<'a> {
+    fn new(tx: &'a Transaction<'a>) -> BatchWriter<'a> {
+        BatchWriter {
+            tx,
+            statements: Default::default(),
+            call_ids: CallIdMap::default(),
+        }
+    }
+
+    /// The batch's prepared statement for `sql`.
+    fn statement(&mut self, sql: Sql) -> Result<&mut CachedStatement<'a>, StoreError> {
+        let tx = self.tx;
+        let slot = self
+            .statements
+            .get_mut(sql as usize)
+            .ok_or(rusqlite::Error::InvalidQuery)?;
+        if slot.is_none() {
+            *slot = Some(tx.prepare_cached(sql.text())?);
+        }
+        Ok(slot.as_mut().ok_or(rusqlite::Error::InvalidQuery)?)
+    }
+
+    fn remember_call(&mut self, pbx: &str, linkedid: &str, id: Option<i64>) {
+        if !self.call_ids.contains_key(pbx) {
+            self.call_ids.insert(pbx.to_string(), HashMap::default());
+        }
+        if let Some(calls) = self.call_ids.get_mut(pbx) {
+            calls.insert(linkedid.to_string(), id);
+        }
+    }
+
+    fn call_id(&mut self, pbx: &str, linkedid: Option<&str>) -> Result<Option<i64>, StoreError> {
+        let Some(linkedid) = linkedid else {
+            return Ok(None);
+        };
+        if let Some(id) = self.call_ids.get(pbx).and_then(|calls| calls.get(linkedid)) {
+            return Ok(*id);
+        }
+        let id = self
+            .statement(Sql::CallId)?
+            .query_row(params![pbx, linkedid], |r| r.get(0))
+            .optional()?;
+        self.remember_call(pbx, linkedid, id);
+        Ok(id)
+    }
+
+    fn apply(&mut self, change: &CallChange) -> Result<(), StoreError> {
+        match change {
+            CallChange::Call(c) => {
+                // Insert, and only on a conflict update: a new call's id is then
+                // `last_insert_rowid`, without an upsert's `RETURNING`, which cost twice
+                // a plain insert (SQLite runs it as a trigger program per row).
+                let times = (ts(&c.started_at), ts_opt(&c.ended_at));
+                let inserted = self
+                    .statement(Sql::CallInsert)?
+                    .execute(params![c.pbx, c.linkedid, times.0, times.1])?;
+                if inserted == 1 {
+                    let id = self.tx.last_insert_rowid();
+                    self.remember_call(&c.pbx, &c.linkedid, Some(id));
+                } else {
+                    self.statement(Sql::CallUpdate)?
+                        .execute(params![c.pbx, c.linkedid, times.0, times.1])?;
+                }
+            }
+            CallChange::Leg(l) => {
+                let variables = serde_json::to_string(&l.variables).unwrap_or_else(|_| "{}".into());
+                let call_id = self.call_id(&l.pbx, Some(&l.linkedid))?;
+                self.statement(Sql::LegUpsert)?.execute(params![
+                    l.pbx,
+                    call_id,
+                    l.uniqueid,
+                    l.channel,
+                    l.caller_num,
+                    l.caller_name,
+                    l.connected_num,
+                    l.connected_name,
+                    l.state,
+                    l.account_code,
+                    l.context,
+                    l.exten,
+                    l.bridge_id,
+                    l.conference,
+                    variables,
+                    ts_opt(&l.created_at),
+                    ts_opt(&l.answered_at),
+                    ts_opt(&l.ended_at),
+                    l.hangup_cause,
+                    l.hangup_cause_text,
+                    l.end_reason,
+                    l.originate_reason,
+                    l.adopted
+                ])?;
+            }
+            CallChange::Conference(c) => {
+                if c.ended_at.is_none() {
+                    self.statement(Sql::ConferenceOpen)?.execute(params![
+                        c.pbx,
+                        c.name,
+                        ts(&c.started_at)
+                    ])?;
+                } else {
+                    let ended = ts_opt(&c.ended_at);
+                    let n = self.statement(Sql::ConferenceClose)?.execute(params![
+                        c.pbx,
+                        c.name,
+                        ended,
+                        c.end_reason
+                    ])?;
+                    if n == 0 {
+                        self.statement(Sql::ConferenceInsert)?.execute(params![
+                            c.pbx,
+                            c.name,
+                            ts(&c.started_at),
+                            ended,
+                            c.end_reason
+                        ])?;
+                    }
+                }
+            }
+            CallChange::Timeline(t) => {
+                let call_id = self.call_id(&t.pbx, Some(&t.linkedid))?;
+                self.statement(Sql::Timeline)?.execute(params![
+                    call_id,
+                    t.pbx,
+                    ts(&t.first_at),
+                    ts(&t.last_at),
+                    t.entries
+                ])?;
+            }
+            CallChange::Event(e) => {
+                let call_id = self.call_id(&e.pbx, e.linkedid.as_deref())?;
+                self.statement(Sql::Event)?.execute(params![
+                    e.pbx,
+                    call_id,
+                    e.uniqueid,
+                    ts(&e.at),
+                    e.kind,
+                    e.detail
+                ])?;
+            }
+            CallChange::Cdr(c) => {
+                let call_id = self.call_id(&c.pbx, c.linkedid.as_deref())?;
+                self.statement(Sql::Cdr)?.execute(params![
+                    c.pbx,
+                    call_id,
+                    c.uniqueid,
+                    ts(&c.received_at),
+                    c.source,
+                    c.destination,
+                    c.disposition,
+                    c.duration,
+                    c.billable_seconds,
+                    c.raw,
+                    c.start_time
+                ])?;
+            }
+            CallChange::Gap(g) => {
+                self.statement(Sql::Gap)?.execute(params![
+                    g.pbx,
+                    ts_opt(&g.disconnected_at),
+                    ts(&g.reconnected_at),
+                    g.legs_closed,
+                    g.legs_adopted
+                ])?;
+            }
+            CallChange::OriginateReason {
+                pbx,
+                uniqueid,
+                reason,
+            } => {
+                self.statement(Sql::OriginateReason)?
+                    .execute(params![pbx, uniqueid, reason])?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -626,6 +713,23 @@ mod tests {
     }
     fn ev(pairs: &[(&'static str, &str)]) -> Ev {
         Ev(pairs.iter().map(|(k, v)| (*k, v.to_string())).collect())
+    }
+
+    #[tokio::test]
+    async fn every_batch_statement_prepares_in_its_own_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        store
+            .transaction(|tx| {
+                let mut writer = BatchWriter::new(tx);
+                for (i, sql) in Sql::ALL.into_iter().enumerate() {
+                    assert_eq!(sql as usize, i);
+                    writer.statement(sql)?;
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
