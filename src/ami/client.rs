@@ -890,6 +890,12 @@ impl Task {
     }
 
     fn dispatch(&self, m: Message, pending: &mut HashMap<String, Pending>, max_items: usize) {
+        // With no action waiting (a busy PBX's usual state), an event is published
+        // without looking for its `ActionID` (a scan of all its headers).
+        if pending.is_empty() && m.kind() == MessageKind::Event {
+            self.shared.publish(&AmiEvent::Message(Arc::new(m)));
+            return;
+        }
         let key = m.action_id().and_then(|a| a.as_str()).map(str::to_string);
         let entry = key
             .as_ref()
