@@ -311,8 +311,8 @@ impl Decoder for AmiCodec {
                 } else if self.lines == 0 && parser::is_follows_line(line) {
                     self.follows = true;
                 } else {
-                    let whole = buf.get(..lf).unwrap_or_default();
-                    self.spans.push(parser::header_span(whole, line));
+                    self.spans
+                        .push(parser::header_span_at(line, self.line_start));
                 }
                 self.lines += 1;
                 self.line_start = lf + 1;

@@ -51,6 +51,24 @@ fn header(input: &[u8]) -> IResult<&[u8], (&[u8], &[u8])> {
     Ok((b"", (name, value)))
 }
 
+/// Where the header on `line` lies in its frame, `line` starting `at` bytes into it:
+/// the framer's path, which knows where each line starts and so needs no pointer
+/// arithmetic (the same spans as [`header_span`]).
+pub(crate) fn header_span_at(line: &[u8], at: usize) -> HeaderSpan {
+    let (name, value) = match header(line) {
+        Ok((_, pair)) => pair,
+        Err(_) => (line, &b""[..]),
+    };
+    // Frames are bounded far below 4 GiB (`Limits`); past that a span would read as
+    // empty rather than wrap.
+    let offset = |n: usize| u32::try_from(at.saturating_add(n)).unwrap_or(u32::MAX);
+    let value_start = line.len().saturating_sub(value.len());
+    HeaderSpan {
+        name: (offset(0), offset(name.len())),
+        value: (offset(value_start), offset(line.len())),
+    }
+}
+
 /// Where the header on `line` (a sub-slice of `frame`) lies in the frame.
 pub(crate) fn header_span(frame: &[u8], line: &[u8]) -> HeaderSpan {
     // `header` is total on any line (every branch succeeds), so the error arm is unreachable
