@@ -102,6 +102,11 @@ impl<'a> FieldReader<'a> {
     /// Every value of `name` as (lossy) text, in order.
     pub fn all_text(&self, name: &str) -> Vec<Cow<'a, str>> {
         let name = name.as_bytes();
+        // Most events carry none (`ChanVariable` is asked of every event): the key scan
+        // says so without the loop below.
+        if self.find(name).is_none() {
+            return Vec::new();
+        }
         let key = name_key(name);
         let spans = self.message.spans();
         let mut out = Vec::new();
