@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, Row, Transaction, params};
 
 use super::{Store, StoreError};
 use crate::calls::{CallChange, CallRecord, ConferenceRecord, GapRecord, LegRecord};
-use crate::timefmt::rfc3339_micros;
+use crate::timefmt::{push_rfc3339_micros, rfc3339_micros};
 
 fn ts(t: &DateTime<Utc>) -> String {
     rfc3339_micros(t)
@@ -55,6 +55,23 @@ pub struct EventRow {
     pub uniqueid: Option<String>,
     pub kind: String,
     pub detail: serde_json::Value,
+}
+
+/// A FastAGI session as the call timeline stores it: written at its end with both
+/// times, or (when it runs long) at its start and completed by a later row naming it.
+#[derive(Debug, Clone, Default)]
+pub struct AgiSessionRow {
+    /// The row already holding this session's start: only `ended_at` is written and
+    /// the other fields are ignored.
+    pub row: Option<i64>,
+    pub pbx: String,
+    pub uniqueid: String,
+    /// `None` when the start was not seen (the session log dropped it).
+    pub started_at: Option<DateTime<Utc>>,
+    /// `None` while the session runs (or when it was cut off).
+    pub ended_at: Option<DateTime<Utc>>,
+    /// A JSON object's text.
+    pub detail: String,
 }
 
 /// A call with everything known about it.
@@ -143,25 +160,47 @@ impl Store {
         .await
     }
 
-    /// Adds timeline entries about legs known by uniqueid (AGI sessions; each detail is a
-    /// JSON object's text). The call is resolved when read, so an entry written before
-    /// the leg itself is not lost.
+    /// Writes FastAGI sessions to the call timeline (`agi_sessions`), in one
+    /// transaction. The call is found through the session's uniqueid when read, so a
+    /// session written before its leg is not lost. Returns each row's id: a new row's,
+    /// or the one it completed.
     ///
     /// # Errors
-    /// SQLite failures.
-    pub async fn record_leg_events(
+    /// SQLite failures; nothing is written.
+    pub async fn record_agi_sessions(
         &self,
-        rows: Vec<(String, String, &'static str, DateTime<Utc>, String)>,
-    ) -> Result<(), StoreError> {
+        rows: Vec<AgiSessionRow>,
+    ) -> Result<Vec<i64>, StoreError> {
         self.transaction(move |tx| {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO call_events (call_id, pbx, uniqueid, at, kind, detail)
-                 VALUES ((SELECT call_id FROM legs WHERE pbx = ?1 AND uniqueid = ?2), ?1, ?2, ?3, ?4, ?5)",
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO agi_sessions (pbx, uniqueid, started_at, ended_at, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            for (pbx, uniqueid, kind, at, detail) in rows {
-                stmt.execute(params![pbx, uniqueid, ts(&at), kind, detail])?;
+            let mut end =
+                tx.prepare_cached("UPDATE agi_sessions SET ended_at = ?2 WHERE id = ?1")?;
+            // Both times of a row in one buffer, bound as slices of it.
+            let mut times = String::with_capacity(64);
+            let mut ids = Vec::with_capacity(rows.len());
+            for row in &rows {
+                times.clear();
+                if let Some(t) = &row.started_at {
+                    push_rfc3339_micros(&mut times, t);
+                }
+                let split = times.len();
+                if let Some(t) = &row.ended_at {
+                    push_rfc3339_micros(&mut times, t);
+                }
+                let started = row.started_at.and(times.get(..split));
+                let ended = row.ended_at.and(times.get(split..));
+                if let Some(id) = row.row {
+                    end.execute(params![id, ended])?;
+                    ids.push(id);
+                } else {
+                    insert.execute(params![row.pbx, row.uniqueid, started, ended, row.detail])?;
+                    ids.push(tx.last_insert_rowid());
+                }
             }
-            Ok(())
+            Ok(ids)
         })
         .await
     }
@@ -308,6 +347,29 @@ impl Store {
                 })
             })? {
                 events.push(row?);
+            }
+            // Each AGI session is one row: its start and end entries.
+            let mut stmt = conn.prepare_cached(
+                "SELECT started_at, ended_at, uniqueid, detail FROM agi_sessions
+                 WHERE uniqueid IN (SELECT uniqueid FROM legs WHERE call_id = ?1) ORDER BY id",
+            )?;
+            let mut rows = stmt.query([id])?;
+            while let Some(r) = rows.next()? {
+                let started: Option<String> = r.get(0)?;
+                let ended: Option<String> = r.get(1)?;
+                let uniqueid: String = r.get(2)?;
+                let detail: serde_json::Value =
+                    serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default();
+                for (at, kind) in [(started, "AgiSessionStart"), (ended, "AgiSessionEnd")] {
+                    if at.is_some() {
+                        events.push(EventRow {
+                            at: parse_ts(at),
+                            uniqueid: Some(uniqueid.clone()),
+                            kind: kind.to_string(),
+                            detail: detail.clone(),
+                        });
+                    }
+                }
             }
             // Chunks are in write order and entries in event order: a stable sort by
             // time keeps that order among equal times.
@@ -726,5 +788,79 @@ mod tests {
         let detail = store.call_detail(ended.id).await.unwrap().unwrap();
         assert_eq!(detail.cdrs.len(), 1, "the late Cdr is filed with its call");
         assert!(store.call_detail(9999).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn agi_sessions_show_as_start_and_end_entries_of_their_legs_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let session = |uniqueid: &str, started: Option<i64>, ended: Option<i64>| AgiSessionRow {
+            row: None,
+            pbx: "rig".into(),
+            uniqueid: uniqueid.into(),
+            started_at: started.map(at),
+            ended_at: ended.map(at),
+            detail: r#"{"route":"inbound"}"#.into(),
+        };
+        // Written before AMI reported the leg: found through it once it is known.
+        let ids = store
+            .record_agi_sessions(vec![
+                session("1.0", Some(1), Some(2)),
+                session("1.0", Some(5), None),
+                session("9.9", Some(1), Some(2)),
+            ])
+            .await
+            .unwrap();
+        store
+            .record_agi_sessions(vec![AgiSessionRow {
+                row: ids.get(1).copied(),
+                ended_at: Some(at(7)),
+                ..AgiSessionRow::default()
+            }])
+            .await
+            .unwrap();
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        let changes = tr.apply(
+            &ev(&[
+                ("Event", "Newchannel"),
+                ("Channel", "PJSIP/a-1"),
+                ("Uniqueid", "1.0"),
+                ("Linkedid", "1.0"),
+            ]),
+            t0,
+        );
+        store.apply_call_changes(changes).await.unwrap();
+        let (rows, _) = store
+            .list_calls(CallFilter {
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let detail = store.call_detail(rows[0].id).await.unwrap().unwrap();
+        let agi: Vec<(&str, i64)> = detail
+            .events
+            .iter()
+            .filter(|e| e.kind.starts_with("AgiSession"))
+            .map(|e| (e.kind.as_str(), (e.at.unwrap() - t0).num_seconds()))
+            .collect();
+        assert_eq!(
+            agi,
+            [
+                ("AgiSessionStart", 1),
+                ("AgiSessionEnd", 2),
+                ("AgiSessionStart", 5),
+                ("AgiSessionEnd", 7)
+            ]
+        );
+        let first = detail
+            .events
+            .iter()
+            .find(|e| e.kind == "AgiSessionStart")
+            .unwrap();
+        assert_eq!(first.detail["route"], "inbound");
+        assert_eq!(first.uniqueid.as_deref(), Some("1.0"));
     }
 }
