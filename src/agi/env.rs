@@ -12,7 +12,7 @@
 
 use bytes::{Bytes, BytesMut};
 
-use super::line::LineTooLong;
+use super::line::{LineTooLong, find_either, find_newline};
 use super::text::AgiText;
 
 /// Bounds on what an environment may hold.
@@ -213,6 +213,9 @@ pub struct EnvCollector {
     spans: Vec<Span>,
     /// Bytes at the front of the buffer already taken as whole lines.
     scanned: usize,
+    /// Of the line after them: how much was searched, and its first `:` if seen.
+    line_scanned: usize,
+    colon: Option<usize>,
 }
 
 impl EnvCollector {
@@ -222,6 +225,8 @@ impl EnvCollector {
             // Asterisk 22 sends 22 variables before the arguments: one allocation.
             spans: Vec::with_capacity(32.min(limits.max_variables)),
             scanned: 0,
+            line_scanned: 0,
+            colon: None,
         }
     }
 
@@ -238,13 +243,35 @@ impl EnvCollector {
         loop {
             let start = self.scanned;
             let pending = buf.get(start..).unwrap_or_default();
-            let Some(newline) = memchr::memchr(b'\n', pending) else {
+            // One pass over the line for its first `:` and its end, resumed where the
+            // last call stopped: a line arriving in pieces is not scanned again.
+            let mut from = self.line_scanned;
+            let newline = loop {
+                let rest = pending.get(from..).unwrap_or_default();
+                let found = if self.colon.is_none() {
+                    find_either(rest, b':', b'\n')
+                } else {
+                    find_newline(rest)
+                };
+                match found.map(|i| from + i) {
+                    Some(at) if pending.get(at) == Some(&b':') => {
+                        self.colon = Some(at);
+                        from = at + 1;
+                    }
+                    Some(at) => break Some(at),
+                    None => break None,
+                }
+            };
+            let Some(newline) = newline else {
+                self.line_scanned = pending.len();
                 // One more byte than the bound may still be the `\r` of a legal line.
                 if pending.len() > max_line.saturating_add(1) {
                     return Err(LineTooLong { max: max_line }.into());
                 }
                 return Ok(None);
             };
+            self.line_scanned = 0;
+            let colon = self.colon.take();
             let mut end = start + newline;
             if end > start && buf.get(end - 1) == Some(&b'\r') {
                 end -= 1;
@@ -267,7 +294,7 @@ impl EnvCollector {
                 });
             }
             let line = buf.get(start..end).unwrap_or_default();
-            let colon = match memchr::memchr(b':', line) {
+            let colon = match colon {
                 Some(colon) if colon > 0 => colon,
                 _ => {
                     return Err(EnvError::Malformed {
@@ -404,6 +431,28 @@ mod tests {
         for input in &more {
             same_as_reference(input, limits);
             same_as_reference(input, EnvLimits::default());
+        }
+        // Arriving in pieces (one byte, then seven at a time) changes nothing.
+        for input in &inputs {
+            for step in [1, 7] {
+                let mut collector = EnvCollector::new(limits);
+                let mut buf = BytesMut::new();
+                let mut outcome = Ok(None);
+                for piece in input.chunks(step) {
+                    buf.extend_from_slice(piece);
+                    outcome = collector.collect(&mut buf);
+                    if !matches!(outcome, Ok(None)) {
+                        break;
+                    }
+                }
+                let whole = parse_env(input, limits).map(|f| f.map(|(env, _)| env));
+                assert_eq!(
+                    outcome,
+                    whole,
+                    "{:?} in pieces of {step}",
+                    String::from_utf8_lossy(input)
+                );
+            }
         }
     }
 

@@ -146,11 +146,7 @@ impl Request {
             extension,
             priority,
         ] = known;
-        let text = |i: Option<usize>| {
-            i.and_then(|i| env.value(i))
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
+        let text = |i: Option<usize>| i.and_then(|i| env.value(i)).map(lossy).unwrap_or_default();
         let agi_text = |i: Option<usize>| i.and_then(|i| env.value_text(i)).unwrap_or_default();
         Request {
             route,
@@ -172,6 +168,15 @@ impl Request {
             peer,
             env,
         }
+    }
+}
+
+/// `bytes` as text, invalid UTF-8 replaced (one copy when it is valid, as it
+/// almost always is).
+fn lossy(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 
@@ -290,7 +295,11 @@ impl Router {
     /// # Errors
     /// [`NoRoute`] when no pattern matches `agi_network_script`.
     pub fn resolve(&self, env: AgiEnv, peer: SocketAddr) -> Result<Resolved, NoRoute> {
-        let script = String::from_utf8_lossy(env.network_script().unwrap_or_default());
+        let script = env.network_script().unwrap_or_default();
+        let script = match std::str::from_utf8(script) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(script),
+        };
         let (path_part, query_part) = script.split_once('?').unwrap_or((&script, ""));
         let path = path_part.trim_matches('/');
         let found = match self.by_literal.get(path) {
