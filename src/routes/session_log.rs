@@ -237,7 +237,7 @@ impl Writer {
         match self.store.record_agi_sessions(rows).await {
             Ok(ids) => {
                 for (i, leg) in self.alone.drain(..) {
-                    let id = ids.get(i).copied().unwrap_or(NEW);
+                    let id = ids.get(i).copied().flatten().unwrap_or(NEW);
                     leg.state.store(id.max(NEW), Ordering::Relaxed);
                 }
             }

@@ -162,42 +162,50 @@ impl Store {
 
     /// Writes FastAGI sessions to the call timeline (`agi_sessions`), in one
     /// transaction. The call is found through the session's uniqueid when read, so a
-    /// session written before its leg is not lost. Returns each row's id: a new row's,
-    /// or the one it completed.
+    /// session written before its leg is not lost. Returns, for each row written
+    /// without its end (a session still running), its id, to complete it later.
     ///
     /// # Errors
     /// SQLite failures; nothing is written.
     pub async fn record_agi_sessions(
         &self,
         rows: Vec<AgiSessionRow>,
-    ) -> Result<Vec<i64>, StoreError> {
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         self.transaction(move |tx| {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO agi_sessions (pbx, uniqueid, started_at, ended_at, detail)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
+            let mut times = TimeText::default();
+            let mut ids = vec![None; rows.len()];
+            // Ended sessions, most rows, go in statements of several rows each: a
+            // statement's run costs about as much as a row.
+            let ended: Vec<&AgiSessionRow> = rows
+                .iter()
+                .filter(|r| r.row.is_none() && r.ended_at.is_some())
+                .collect();
+            let mut chunks = ended.chunks_exact(ROWS_PER_INSERT);
+            if chunks.len() > 0 {
+                let mut insert = tx.prepare_cached(&insert_sessions_sql(ROWS_PER_INSERT))?;
+                for chunk in &mut chunks {
+                    for (i, row) in chunk.iter().enumerate() {
+                        bind_session(&mut insert, i * 5, row, &mut times)?;
+                    }
+                    insert.raw_execute()?;
+                }
+            }
+            let mut insert = tx.prepare_cached(&insert_sessions_sql(1))?;
+            for row in chunks.remainder() {
+                bind_session(&mut insert, 0, row, &mut times)?;
+                insert.raw_execute()?;
+            }
             let mut end =
                 tx.prepare_cached("UPDATE agi_sessions SET ended_at = ?2 WHERE id = ?1")?;
-            // Both times of a row in one buffer, bound as slices of it.
-            let mut times = String::with_capacity(64);
-            let mut ids = Vec::with_capacity(rows.len());
-            for row in &rows {
-                times.clear();
-                if let Some(t) = &row.started_at {
-                    push_rfc3339_micros(&mut times, t);
-                }
-                let split = times.len();
-                if let Some(t) = &row.ended_at {
-                    push_rfc3339_micros(&mut times, t);
-                }
-                let started = row.started_at.and(times.get(..split));
-                let ended = row.ended_at.and(times.get(split..));
-                if let Some(id) = row.row {
-                    end.execute(params![id, ended])?;
-                    ids.push(id);
-                } else {
-                    insert.execute(params![row.pbx, row.uniqueid, started, ended, row.detail])?;
-                    ids.push(tx.last_insert_rowid());
+            for (row, id) in rows.iter().zip(ids.iter_mut()) {
+                if let Some(existing) = row.row {
+                    end.raw_bind_parameter(1, existing)?;
+                    end.raw_bind_parameter(2, row.ended_at.as_ref().map(|t| times.text(t)))?;
+                    end.raw_execute()?;
+                } else if row.ended_at.is_none() {
+                    bind_session(&mut insert, 0, row, &mut times)?;
+                    insert.raw_execute()?;
+                    *id = Some(tx.last_insert_rowid());
                 }
             }
             Ok(ids)
@@ -395,6 +403,91 @@ const LEG_COLUMNS: &str = "legs.pbx, legs.uniqueid, c.linkedid, legs.channel, le
     legs.connected_num, legs.connected_name, legs.state, legs.account_code, legs.context, legs.exten,
     legs.bridge_id, legs.conference, legs.variables, legs.created_at, legs.answered_at, legs.ended_at,
     legs.hangup_cause, legs.hangup_cause_text, legs.end_reason, legs.originate_reason, legs.adopted";
+
+/// Sessions per multi-row insert into `agi_sessions`.
+const ROWS_PER_INSERT: usize = 16;
+
+fn insert_sessions_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO agi_sessions (pbx, uniqueid, started_at, ended_at, detail) VALUES ",
+    );
+    for i in 0..rows {
+        let p = i * 5;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(?{}, ?{}, ?{}, ?{}, ?{})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5
+        ));
+    }
+    sql
+}
+
+/// Binds one session's five columns after the first `at` parameters.
+fn bind_session(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    at: usize,
+    row: &AgiSessionRow,
+    times: &mut TimeText,
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(at + 1, &row.pbx)?;
+    stmt.raw_bind_parameter(at + 2, &row.uniqueid)?;
+    stmt.raw_bind_parameter(at + 3, row.started_at.as_ref().map(|t| times.text(t)))?;
+    stmt.raw_bind_parameter(at + 4, row.ended_at.as_ref().map(|t| times.text(t)))?;
+    stmt.raw_bind_parameter(at + 5, &row.detail)
+}
+
+/// Times as [`rfc3339_micros`] writes them, for a run of times mostly within the same
+/// second: the text up to the second is reused and only the microseconds written.
+#[derive(Default)]
+struct TimeText {
+    second: Option<i64>,
+    /// `YYYY-MM-DDTHH:MM:SS.` of `second`.
+    prefix: String,
+    out: String,
+}
+
+impl TimeText {
+    /// `t`'s text; valid until the next call (SQLite copies what it binds).
+    fn text(&mut self, t: &DateTime<Utc>) -> &str {
+        use chrono::Timelike;
+        self.out.clear();
+        let micros = t.nanosecond() / 1000;
+        if micros >= 1_000_000 {
+            // A leap second: the general form.
+            push_rfc3339_micros(&mut self.out, t);
+            return &self.out;
+        }
+        if self.second != Some(t.timestamp()) {
+            self.prefix.clear();
+            push_rfc3339_micros(&mut self.prefix, t);
+            // Everything up to the `.` before the microseconds.
+            let Some(dot) = self.prefix.rfind('.') else {
+                self.second = None;
+                push_rfc3339_micros(&mut self.out, t);
+                return &self.out;
+            };
+            self.prefix.truncate(dot + 1);
+            self.second = Some(t.timestamp());
+        }
+        self.out.push_str(&self.prefix);
+        let mut digits = [b'0'; 6];
+        let mut n = micros;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        self.out
+            .push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
+        self.out.push('Z');
+        &self.out
+    }
+}
 
 /// The entries of one stored timeline chunk; an unreadable chunk (never written by this
 /// code) yields nothing rather than failing the whole call.
@@ -790,6 +883,22 @@ mod tests {
         assert!(store.call_detail(9999).await.unwrap().is_none());
     }
 
+    #[test]
+    fn session_times_are_written_exactly_as_the_stored_form() {
+        let mut times = TimeText::default();
+        let base = DateTime::from_timestamp(1_800_000_000, 999_999_000).unwrap();
+        let mut samples: Vec<DateTime<Utc>> = (0..2000)
+            .map(|i| base + chrono::Duration::microseconds(i * 997))
+            .collect();
+        samples.push(DateTime::from_timestamp(1_800_000_059, 1_500_000_000).unwrap());
+        samples.push(DateTime::from_timestamp(-62_167_219_300, 5_000).unwrap());
+        samples.push(DateTime::from_timestamp(253_402_300_799, 999_999_999).unwrap());
+        samples.push(base);
+        for t in &samples {
+            assert_eq!(times.text(t), rfc3339_micros(t), "{t:?}");
+        }
+    }
+
     #[tokio::test]
     async fn agi_sessions_show_as_start_and_end_entries_of_their_legs_call() {
         let dir = tempfile::tempdir().unwrap();
@@ -805,17 +914,22 @@ mod tests {
             detail: r#"{"route":"inbound"}"#.into(),
         };
         // Written before AMI reported the leg: found through it once it is known.
-        let ids = store
-            .record_agi_sessions(vec![
-                session("1.0", Some(1), Some(2)),
-                session("1.0", Some(5), None),
-                session("9.9", Some(1), Some(2)),
-            ])
+        // Enough ended sessions to fill a multi-row insert and leave a remainder.
+        let mut rows = vec![
+            session("1.0", Some(1), Some(2)),
+            session("1.0", Some(5), None),
+        ];
+        rows.extend((0..ROWS_PER_INSERT + 3).map(|_| session("9.9", Some(1), Some(2))));
+        let ids = store.record_agi_sessions(rows).await.unwrap();
+        assert_eq!(ids.iter().filter(|id| id.is_some()).count(), 1);
+        let stored: i64 = store
+            .call(|conn| Ok(conn.query_row("SELECT count(*) FROM agi_sessions", [], |r| r.get(0))?))
             .await
             .unwrap();
+        assert_eq!(stored, ROWS_PER_INSERT as i64 + 5);
         store
             .record_agi_sessions(vec![AgiSessionRow {
-                row: ids.get(1).copied(),
+                row: ids.get(1).copied().flatten(),
                 ended_at: Some(at(7)),
                 ..AgiSessionRow::default()
             }])
