@@ -128,24 +128,37 @@ impl AgiEnv {
 
     /// `agi_arg_1`, `agi_arg_2`, … in numeric order (`agi_arg_10` after `agi_arg_9`).
     pub fn args(&self) -> Vec<AgiText> {
+        let number = |s: &Span| {
+            self.bytes(s.name)
+                .strip_prefix(b"agi_arg_")
+                .and_then(|n| std::str::from_utf8(n).ok())?
+                .parse::<u32>()
+                .ok()
+        };
+        // Asterisk sends them in order (1, 2, 3…): taken as they come while they are.
+        let mut args = Vec::new();
+        let mut last = None;
+        for s in &self.spans {
+            if let Some(n) = number(s) {
+                if last.is_some_and(|last| n <= last) {
+                    return self.args_sorted(number);
+                }
+                last = Some(n);
+                args.push(self.text_of(s.value));
+            }
+        }
+        args
+    }
+
+    /// [`AgiEnv::args`] when they were not sent in order: the first of each number.
+    fn args_sorted(&self, number: impl Fn(&Span) -> Option<u32>) -> Vec<AgiText> {
         let mut numbered: Vec<(u32, &Span)> = self
             .spans
             .iter()
-            .filter_map(|s| {
-                let n = self
-                    .bytes(s.name)
-                    .strip_prefix(b"agi_arg_")
-                    .and_then(|n| std::str::from_utf8(n).ok())?
-                    .parse::<u32>()
-                    .ok()?;
-                Some((n, s))
-            })
+            .filter_map(|s| Some((number(s)?, s)))
             .collect();
-        // Asterisk sends them in order: sorting is then a check.
-        if !numbered.is_sorted_by(|a, b| a.0 < b.0) {
-            numbered.sort_by_key(|(n, _)| *n);
-            numbered.dedup_by_key(|(n, _)| *n);
-        }
+        numbered.sort_by_key(|(n, _)| *n);
+        numbered.dedup_by_key(|(n, _)| *n);
         numbered
             .into_iter()
             .map(|(_, s)| self.text_of(s.value))
@@ -504,6 +517,32 @@ agi_future_thing: kept\n\
                 AgiText::from("ten"),
             ]
         );
+    }
+
+    #[test]
+    fn arguments_come_in_numeric_order_with_the_first_of_a_repeated_number() {
+        for (text, expected) in [
+            (
+                "agi_arg_1: a\nagi_arg_2: b\nagi_arg_3: c\n\n",
+                vec!["a", "b", "c"],
+            ),
+            ("agi_arg_2: b\nagi_arg_1: a\n\n", vec!["a", "b"]),
+            (
+                "agi_arg_1: a\nagi_arg_1: again\nagi_arg_2: b\n\n",
+                vec!["a", "b"],
+            ),
+            (
+                "agi_arg_1: a\nagi_arg_x: no\nagi_arg_+3: c\n\n",
+                vec!["a", "c"],
+            ),
+            ("agi_channel: x\n\n", vec![]),
+        ] {
+            let (env, _) = parse_env(text.as_bytes(), EnvLimits::default())
+                .unwrap()
+                .unwrap();
+            let args: Vec<String> = env.args().iter().map(ToString::to_string).collect();
+            assert_eq!(args, expected, "{text:?}");
+        }
     }
 
     #[test]
