@@ -26,6 +26,11 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+// The daemon's allocator (`src/main.rs`), so medcall is measured as it runs; the bare
+// loop, in the same binary, gets it too.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};

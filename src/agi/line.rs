@@ -69,30 +69,60 @@ impl LineFramer {
 }
 
 /// The first `\n` in `hay`, eight bytes at a time.
-fn find_newline(hay: &[u8]) -> Option<usize> {
+pub(crate) fn find_newline(hay: &[u8]) -> Option<usize> {
+    find_either(hay, b'\n', b'\n')
+}
+
+/// The first byte of `hay` that is `a` or `b`, eight bytes at a time.
+pub(crate) fn find_either(hay: &[u8], a: u8, b: u8) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    const NEWLINES: u64 = ONES * b'\n' as u64;
+    let (fill_a, fill_b) = (ONES * u64::from(a), ONES * u64::from(b));
+    // The lowest high bit set marks the first zero byte of `word` (bits above it may
+    // be false hits, never bits below), so the lowest of either is the first match.
+    let zero = |word: u64| word.wrapping_sub(ONES) & !word & HIGH;
     let mut chunks = hay.chunks_exact(8);
     let mut base = 0;
     for chunk in &mut chunks {
-        let word = <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes) ^ NEWLINES;
-        // The lowest high bit set marks the first zero byte, i.e. the first `\n`.
-        let zero = word.wrapping_sub(ONES) & !word & HIGH;
-        if zero != 0 {
-            return Some(base + (zero.trailing_zeros() / 8) as usize);
+        let word = <[u8; 8]>::try_from(chunk).map_or(0, u64::from_le_bytes);
+        let hit = zero(word ^ fill_a) | zero(word ^ fill_b);
+        if hit != 0 {
+            return Some(base + (hit.trailing_zeros() / 8) as usize);
         }
         base += 8;
     }
     chunks
         .remainder()
         .iter()
-        .position(|&b| b == b'\n')
+        .position(|&c| c == a || c == b)
         .map(|i| base + i)
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_two_byte_search_finds_the_first_of_either_at_every_offset() {
+        for len in 0..40 {
+            for a in 0..=len {
+                for b in 0..=len {
+                    let mut hay = vec![b'x'; len];
+                    // Bytes just above and below the targets, where a borrow could hit.
+                    for (i, slot) in hay.iter_mut().enumerate() {
+                        *slot = [b'x', b':' + 1, b'\n' - 1, 0x80, 0xff][i % 5];
+                    }
+                    if let Some(slot) = hay.get_mut(a) {
+                        *slot = b':';
+                    }
+                    if let Some(slot) = hay.get_mut(b) {
+                        *slot = b'\n';
+                    }
+                    let expected = hay.iter().position(|&c| c == b':' || c == b'\n');
+                    assert_eq!(super::find_either(&hay, b':', b'\n'), expected, "{hay:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn the_newline_search_finds_the_first_one_at_every_offset() {
         for len in 0..40 {

@@ -64,7 +64,8 @@ pub struct Request {
     pub route: &'static str,
     /// The script path as sent, query removed (`calls/42`).
     pub path: String,
-    params: Vec<(String, String)>,
+    /// Names are the route pattern's own text.
+    params: Vec<(&'static str, String)>,
     query: Vec<(String, String)>,
     /// `agi_arg_1…N`, in order: the arguments after the URL in `AGI(url,a,b)`.
     pub args: Vec<AgiText>,
@@ -89,7 +90,7 @@ impl Request {
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
     }
 
@@ -111,14 +112,14 @@ impl Request {
         peer: SocketAddr,
         route: &'static str,
         path: String,
-        params: Vec<(String, String)>,
+        params: Vec<(&'static str, String)>,
         query: Vec<(String, String)>,
     ) -> Request {
         // One pass over the environment; the first of a repeated name wins, as in
         // `AgiEnv::get`.
-        let mut known: [Option<&AgiText>; 9] = [None; 9];
-        for (name, value) in env.variables() {
-            let slot = match name.as_bytes() {
+        let mut known: [Option<usize>; 9] = [None; 9];
+        for (i, (name, _)) in env.pairs().enumerate() {
+            let slot = match name {
                 b"agi_channel" => 0,
                 b"agi_uniqueid" => 1,
                 b"agi_linkedid" => 2,
@@ -131,7 +132,7 @@ impl Request {
                 _ => continue,
             };
             if let Some(none @ None) = known.get_mut(slot) {
-                *none = Some(value);
+                *none = Some(i);
             }
         }
         let [
@@ -145,8 +146,8 @@ impl Request {
             extension,
             priority,
         ] = known;
-        let text =
-            |v: Option<&AgiText>| v.map(|v| v.to_str_lossy().into_owned()).unwrap_or_default();
+        let text = |i: Option<usize>| i.and_then(|i| env.value(i)).map(lossy).unwrap_or_default();
+        let agi_text = |i: Option<usize>| i.and_then(|i| env.value_text(i)).unwrap_or_default();
         Request {
             route,
             path,
@@ -157,8 +158,8 @@ impl Request {
             uniqueid: text(uniqueid),
             linkedid: text(linkedid),
             caller_id: CallerId {
-                number: number.cloned().unwrap_or_default(),
-                name: name.cloned().unwrap_or_default(),
+                number: agi_text(number),
+                name: agi_text(name),
             },
             account_code: text(account_code),
             context: text(context),
@@ -167,6 +168,15 @@ impl Request {
             peer,
             env,
         }
+    }
+}
+
+/// `bytes` as text, invalid UTF-8 replaced (one copy when it is valid, as it
+/// almost always is).
+fn lossy(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
     }
 }
 
@@ -181,8 +191,8 @@ pub enum PatternError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Segment {
-    Literal(String),
-    Param(String),
+    Literal(&'static str),
+    Param(&'static str),
 }
 
 struct Route {
@@ -252,8 +262,8 @@ impl Router {
             }
             segments.push(
                 match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
-                    Some(name) if !name.is_empty() => Segment::Param(name.to_string()),
-                    _ => Segment::Literal(part.to_string()),
+                    Some(name) if !name.is_empty() => Segment::Param(name),
+                    _ => Segment::Literal(part),
                 },
             );
         }
@@ -285,10 +295,11 @@ impl Router {
     /// # Errors
     /// [`NoRoute`] when no pattern matches `agi_network_script`.
     pub fn resolve(&self, env: AgiEnv, peer: SocketAddr) -> Result<Resolved, NoRoute> {
-        let script = env
-            .network_script()
-            .map(AgiText::to_str_lossy)
-            .unwrap_or_default();
+        let script = env.network_script().unwrap_or_default();
+        let script = match std::str::from_utf8(script) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(script),
+        };
         let (path_part, query_part) = script.split_once('?').unwrap_or((&script, ""));
         let path = path_part.trim_matches('/');
         let found = match self.by_literal.get(path) {
@@ -316,16 +327,16 @@ impl Router {
     }
 }
 
-fn match_segments(segments: &[Segment], path: &str) -> Option<Vec<(String, String)>> {
+fn match_segments(segments: &[Segment], path: &str) -> Option<Vec<(&'static str, String)>> {
     let mut params = Vec::new();
     let mut parts = path.split('/');
     for segment in segments {
         let part = parts.next()?;
         match segment {
-            Segment::Literal(l) if l == part => {}
+            Segment::Literal(l) if *l == part => {}
             Segment::Literal(_) => return None,
             Segment::Param(_) if part.is_empty() => return None,
-            Segment::Param(name) => params.push((name.clone(), percent_decode(part))),
+            Segment::Param(name) => params.push((*name, percent_decode(part))),
         }
     }
     parts.next().is_none().then_some(params)
@@ -346,6 +357,9 @@ fn parse_query(query: &str) -> Vec<(String, String)> {
 /// `%XX` and `+` decoding; invalid escapes stay as they are, invalid UTF-8 is replaced.
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
+    if !bytes.iter().any(|&b| b == b'%' || b == b'+') {
+        return s.to_owned();
+    }
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while let Some(&b) = bytes.get(i) {
@@ -366,7 +380,7 @@ fn percent_decode(s: &str) -> String {
             }
         }
     }
-    String::from_utf8_lossy(&out).into_owned()
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 #[cfg(test)]

@@ -211,10 +211,12 @@ impl Server {
                 Ok(permit) => {
                     let shared = Arc::clone(&shared);
                     let cut = cut.clone();
-                    sessions.spawn(async move {
+                    // Boxed: the session's future is large, and the task machinery
+                    // would otherwise copy it whole several times on the way in.
+                    sessions.spawn(Box::pin(async move {
                         run_session(stream, peer, &shared, &cut).await;
                         drop(permit);
-                    });
+                    }));
                 }
                 Err(_) => match Arc::clone(&refusals).try_acquire_owned() {
                     Ok(permit) => {

@@ -122,7 +122,8 @@ impl Session {
     /// Reads one more chunk into the buffer; `Closed` at end of stream.
     async fn fill(&mut self) -> Result<(), AgiError> {
         // Bounded: the framer refuses a line past its limit, so the buffer never
-        // holds more than one line plus one read.
+        // holds more than one line plus one read (the environment: its variable
+        // count times the line limit, which the collector enforces).
         if self.buf.capacity() - self.buf.len() < 256 {
             self.buf.reserve(1024);
         }
@@ -148,10 +149,8 @@ impl Session {
     async fn collect_env(&mut self) -> Result<AgiEnv, AgiError> {
         let mut collector = EnvCollector::new(self.limits.env);
         loop {
-            while let Some(line) = self.framer.next_line(&mut self.buf)? {
-                if let Some(env) = collector.push_line(line)? {
-                    return Ok(env);
-                }
+            if let Some(env) = collector.collect(&mut self.buf)? {
+                return Ok(env);
             }
             self.fill().await?;
         }

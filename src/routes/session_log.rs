@@ -6,19 +6,28 @@
 //! bounded queue to a writer task; when the queue is full they are dropped and counted.
 //! The writer lets entries gather for a few milliseconds and writes them in one
 //! transaction, so a busy PBX costs one commit per batch, not one per session.
+//!
+//! A session is one row (`agi_sessions`) holding both its entries: the writer holds a
+//! session's start back until its end arrives, for at most [`HOLD`]. A session that
+//! runs longer is written at its start (so a live call's timeline shows it) and its
+//! row completed when it ends; a session cut by its deadline or by shutdown keeps its
+//! start alone.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::PbxAddresses;
 use crate::agi::{Request, SessionHook, SessionMark};
-use crate::store::Store;
+use crate::store::{AgiSessionRow, Store};
 
 /// What the timeline needs of one session, taken once at its start and shared by
 /// its two entries (and the session's mark).
@@ -29,14 +38,24 @@ struct Leg {
     route: &'static str,
     path: String,
     channel: String,
+    started_at: DateTime<Utc>,
+    /// Where the writer is with this session (only the writer changes it): [`NEW`],
+    /// [`HELD`], [`DONE`], or the id of the row its start was written to.
+    state: AtomicI64,
 }
+
+/// The start was not seen by the writer (dropped, or not yet queued).
+const NEW: i64 = 0;
+/// The start is held by the writer, waiting for the end.
+const HELD: i64 = -1;
+/// Written whole (start and end in one row).
+const DONE: i64 = -2;
 
 /// One session boundary.
 #[derive(Debug)]
-struct Entry {
-    leg: Arc<Leg>,
-    kind: &'static str,
-    at: DateTime<Utc>,
+enum Entry {
+    Start(Arc<Leg>),
+    End(Arc<Leg>, DateTime<Utc>),
 }
 
 /// The hook half: cheap, never blocks.
@@ -47,15 +66,23 @@ pub struct SessionLog {
 }
 
 const QUEUE: usize = 4096;
-/// Most entries in one transaction.
+/// Most entries taken into one transaction.
 const BATCH: usize = 512;
 /// How long the writer lets entries gather after the first one, so one transaction
 /// (one fsync) carries many sessions under load; the timeline shows them that much
 /// later.
 const LINGER: Duration = Duration::from_millis(20);
+/// How long a session's start waits for its end before it is written alone: most
+/// sessions end well within it and cost one row; a longer one shows on the timeline
+/// this much later.
+const HOLD: Duration = Duration::from_millis(250);
+/// Most starts held at once; past it the oldest is written alone.
+const HELD_MAX: usize = 2 * QUEUE;
 
 impl SessionLog {
-    /// The hook and the writer task to run (on the daemon's tracker).
+    /// The hook and the writer task to run (on the daemon's tracker). The writer ends
+    /// once every handle to the hook is gone (the AGI server has stopped) and what was
+    /// queued is written; `shutdown` only makes it stop lingering.
     pub fn new(
         store: Store,
         pbxs: Arc<PbxAddresses>,
@@ -77,12 +104,7 @@ impl SessionLog {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    fn push(&self, leg: Arc<Leg>, kind: &'static str) {
-        let entry = Entry {
-            leg,
-            kind,
-            at: Utc::now(),
-        };
+    fn push(&self, entry: Entry) {
         if self.tx.try_send(entry).is_err() {
             let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_power_of_two() {
@@ -100,23 +122,143 @@ impl SessionHook for SessionLog {
             route: request.route,
             path: request.path.clone(),
             channel: request.channel.clone(),
+            started_at: Utc::now(),
+            state: AtomicI64::new(NEW),
         });
-        self.push(Arc::clone(&leg), "AgiSessionStart");
+        self.push(Entry::Start(Arc::clone(&leg)));
         SessionMark::new(leg)
     }
     fn session_ended(&self, mark: SessionMark) {
         if let Some(leg) = mark.take::<Leg>() {
-            self.push(leg, "AgiSessionEnd");
+            self.push(Entry::End(leg, Utc::now()));
         }
     }
 }
 
-/// A session entry's detail in the timeline.
-#[derive(serde::Serialize)]
-struct Detail<'a> {
-    route: &'a str,
-    path: &'a str,
-    channel: &'a str,
+/// The writer's state between batches.
+struct Writer {
+    store: Store,
+    pbxs: Arc<PbxAddresses>,
+    /// Starts waiting for their end, oldest first, with when the writer took them.
+    held: VecDeque<(Instant, Arc<Leg>)>,
+    rows: Vec<AgiSessionRow>,
+    /// The sessions whose start is written alone in `rows`: (index in `rows`, leg).
+    alone: Vec<(usize, Arc<Leg>)>,
+}
+
+impl Writer {
+    fn take(&mut self, entry: Entry, now: Instant) {
+        match entry {
+            Entry::Start(leg) => {
+                leg.state.store(HELD, Ordering::Relaxed);
+                self.held.push_back((now, leg));
+            }
+            Entry::End(leg, at) => match leg.state.load(Ordering::Relaxed) {
+                HELD => {
+                    leg.state.store(DONE, Ordering::Relaxed);
+                    let row = self.row(&leg, Some(leg.started_at), Some(at));
+                    self.rows.push(row);
+                }
+                row if row > 0 => self.rows.push(AgiSessionRow {
+                    row: Some(row),
+                    ended_at: Some(at),
+                    ..AgiSessionRow::default()
+                }),
+                // The start was dropped: the end alone.
+                _ => {
+                    let row = self.row(&leg, None, Some(at));
+                    self.rows.push(row);
+                }
+            },
+        }
+    }
+
+    /// Writes alone the starts held past [`HOLD`] (all of them when `all`).
+    fn release_held(&mut self, now: Instant, all: bool) {
+        while let Some((since, leg)) = self.held.front() {
+            let done = leg.state.load(Ordering::Relaxed) != HELD;
+            if !(done || all || now >= *since + HOLD || self.held.len() > HELD_MAX) {
+                break;
+            }
+            if let Some((_, leg)) = self.held.pop_front().filter(|_| !done) {
+                let row = self.row(&leg, Some(leg.started_at), None);
+                self.alone.push((self.rows.len(), leg));
+                self.rows.push(row);
+            }
+        }
+    }
+
+    /// When the oldest start still held is due to be written alone.
+    fn next_due(&mut self) -> Option<Instant> {
+        while let Some((_, leg)) = self.held.front() {
+            if leg.state.load(Ordering::Relaxed) == HELD {
+                break;
+            }
+            self.held.pop_front();
+        }
+        self.held.front().map(|(since, _)| *since + HOLD)
+    }
+
+    fn row(
+        &self,
+        leg: &Leg,
+        started_at: Option<DateTime<Utc>>,
+        ended_at: Option<DateTime<Utc>>,
+    ) -> AgiSessionRow {
+        let mut detail =
+            String::with_capacity(32 + leg.route.len() + leg.path.len() + leg.channel.len());
+        detail.push_str("{\"route\":");
+        json_string(&mut detail, leg.route);
+        detail.push_str(",\"path\":");
+        json_string(&mut detail, &leg.path);
+        detail.push_str(",\"channel\":");
+        json_string(&mut detail, &leg.channel);
+        detail.push('}');
+        AgiSessionRow {
+            row: None,
+            pbx: self
+                .pbxs
+                .name_for(leg.peer)
+                .unwrap_or("unknown")
+                .to_string(),
+            uniqueid: leg.uniqueid.clone(),
+            started_at,
+            ended_at,
+            detail,
+        }
+    }
+
+    async fn write(&mut self) {
+        if self.rows.is_empty() {
+            return;
+        }
+        let rows = std::mem::take(&mut self.rows);
+        let count = rows.len();
+        match self.store.record_agi_sessions(rows).await {
+            Ok(ids) => {
+                for (i, leg) in self.alone.drain(..) {
+                    let id = ids.get(i).copied().flatten().unwrap_or(NEW);
+                    leg.state.store(id.max(NEW), Ordering::Relaxed);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, rows = count, "cannot record AGI sessions in the call timeline");
+                // Their ends (if they come) are written alone.
+                for (_, leg) in self.alone.drain(..) {
+                    leg.state.store(NEW, Ordering::Relaxed);
+                }
+            }
+        }
+        self.rows = Vec::with_capacity(count);
+    }
+}
+
+/// Why the writer woke up.
+enum Wake {
+    Entry(Entry),
+    Closed,
+    Due,
+    Stop,
 }
 
 async fn write_entries(
@@ -125,41 +267,177 @@ async fn write_entries(
     pbxs: Arc<PbxAddresses>,
     shutdown: CancellationToken,
 ) {
+    let mut writer = Writer {
+        store,
+        pbxs,
+        held: VecDeque::new(),
+        rows: Vec::new(),
+        alone: Vec::new(),
+    };
     let mut batch = Vec::with_capacity(BATCH);
-    loop {
-        let first = tokio::select! {
-            _ = shutdown.cancelled() => None,
-            e = rx.recv() => e,
+    let mut stopping = false;
+    let mut closed = false;
+    while !closed {
+        let due = writer.next_due();
+        let wake = tokio::select! {
+            () = shutdown.cancelled(), if !stopping => Wake::Stop,
+            e = rx.recv() => e.map_or(Wake::Closed, Wake::Entry),
+            () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => Wake::Due,
         };
-        let Some(first) = first else { break };
-        batch.push(first);
-        if rx.len() < BATCH - 1 {
+        match wake {
+            Wake::Entry(e) => batch.push(e),
+            Wake::Closed => closed = true,
+            Wake::Stop => stopping = true,
+            Wake::Due => {}
+        }
+        if !batch.is_empty() && !stopping && rx.len() < BATCH - 1 {
             tokio::select! {
-                _ = shutdown.cancelled() => {}
+                () = shutdown.cancelled() => stopping = true,
                 () = tokio::time::sleep(LINGER) => {}
             }
         }
-        while batch.len() < BATCH {
+        while !closed && batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(e) => batch.push(e),
-                Err(_) => break,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => closed = true,
             }
         }
-        let rows = batch
-            .drain(..)
-            .map(|Entry { leg, kind, at }| {
-                let pbx = pbxs.name_for(leg.peer).unwrap_or("unknown").to_string();
-                let detail = serde_json::to_string(&Detail {
-                    route: leg.route,
-                    path: &leg.path,
-                    channel: &leg.channel,
-                })
-                .unwrap_or_else(|_| "{}".into());
-                (pbx, leg.uniqueid.clone(), kind, at, detail)
+        let now = Instant::now();
+        for entry in batch.drain(..) {
+            writer.take(entry, now);
+        }
+        // Closed: every end that will come has come; what is still held was cut off.
+        writer.release_held(now, closed);
+        writer.write().await;
+    }
+}
+
+/// `s` as a JSON string.
+fn json_string(out: &mut String, s: &str) {
+    out.push('"');
+    // Almost every value needs no escape: one branch-free pass (which the compiler
+    // vectorises) says so, and the text is copied whole.
+    let plain = s.bytes().fold(true, |plain, b| {
+        plain & (b >= 0x20 && b != b'"' && b != b'\\')
+    });
+    if plain {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leg(uniqueid: &str) -> Arc<Leg> {
+        Arc::new(Leg {
+            peer: IpAddr::from([127, 0, 0, 1]),
+            uniqueid: uniqueid.into(),
+            route: "calls/{id}",
+            path: "calls/7".into(),
+            channel: "PJSIP/a-1".into(),
+            started_at: Utc::now(),
+            state: AtomicI64::new(NEW),
+        })
+    }
+
+    type Stored = (String, String, Option<String>, Option<String>, String);
+
+    async fn stored(store: &Store) -> Vec<Stored> {
+        store
+            .call(|conn| {
+                let mut stmt = conn.prepare(
+                    "SELECT pbx, uniqueid, started_at, ended_at, detail FROM agi_sessions ORDER BY uniqueid",
+                )?;
+                let rows = stmt
+                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+                    .collect::<Result<Vec<Stored>, _>>()?;
+                Ok(rows)
             })
-            .collect();
-        if let Err(e) = store.record_leg_events(rows).await {
-            tracing::warn!(error = %e, "cannot record AGI sessions in the call timeline");
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_session_is_one_row_whether_it_ends_soon_late_never_or_without_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let pbxs = Arc::new(PbxAddresses::from_entries(vec![(
+            "main".into(),
+            vec![IpAddr::from([10, 0, 0, 1])],
+        )]));
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = tokio::spawn(write_entries(
+            rx,
+            store.clone(),
+            pbxs,
+            CancellationToken::new(),
+        ));
+        let (soon, late, never, headless) = (leg("1.1"), leg("1.2"), leg("1.3"), leg("1.4"));
+        for l in [&soon, &late, &never] {
+            tx.send(Entry::Start(Arc::clone(l))).await.unwrap();
+        }
+        tx.send(Entry::End(Arc::clone(&soon), Utc::now()))
+            .await
+            .unwrap();
+        // `late` outlives the hold: its start is written alone, then completed.
+        tokio::time::sleep(HOLD + LINGER * 4).await;
+        let early = stored(&store).await;
+        assert_eq!(early.len(), 3, "{early:?}");
+        assert!(early.iter().all(|r| r.2.is_some()));
+        assert!(early.iter().filter(|r| r.3.is_none()).count() == 2);
+        tx.send(Entry::End(Arc::clone(&late), Utc::now()))
+            .await
+            .unwrap();
+        tx.send(Entry::End(Arc::clone(&headless), Utc::now()))
+            .await
+            .unwrap();
+        drop(tx);
+        writer.await.unwrap();
+        let rows = stored(&store).await;
+        let ended = |r: &Stored| (r.2.is_some(), r.3.is_some());
+        assert_eq!(rows.len(), 4, "{rows:?}");
+        let [a, b, c, d] = rows.as_slice() else {
+            unreachable!()
+        };
+        assert_eq!(ended(a), (true, true), "ended soon: one row");
+        assert_eq!(ended(b), (true, true), "ended late: its row completed");
+        assert_eq!(ended(c), (true, false), "cut off: the start alone");
+        assert_eq!(ended(d), (false, true), "start dropped: the end alone");
+        assert!(a.2 <= a.3);
+        assert_eq!(a.0, "main", "loopback with one PBX is that PBX");
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&a.4).unwrap(),
+            serde_json::json!({"route": "calls/{id}", "path": "calls/7", "channel": "PJSIP/a-1"})
+        );
+    }
+
+    #[test]
+    fn json_strings_are_escaped_as_serde_json_does() {
+        for s in [
+            "PJSIP/reception-00000a1f",
+            "a\"b\\c\nd\re\tf\u{1}g",
+            "кириллица",
+            "",
+        ] {
+            let mut out = String::new();
+            json_string(&mut out, s);
+            assert_eq!(out, serde_json::to_string(s).unwrap(), "{s:?}");
         }
     }
 }

@@ -7,7 +7,7 @@ use rusqlite::{CachedStatement, OptionalExtension, Row, Transaction, params};
 
 use super::{Store, StoreError};
 use crate::calls::{CallChange, CallRecord, ConferenceRecord, GapRecord, LegRecord};
-use crate::timefmt::rfc3339_micros;
+use crate::timefmt::{push_rfc3339_micros, rfc3339_micros};
 
 fn ts(t: &DateTime<Utc>) -> String {
     rfc3339_micros(t)
@@ -55,6 +55,23 @@ pub struct EventRow {
     pub uniqueid: Option<String>,
     pub kind: String,
     pub detail: serde_json::Value,
+}
+
+/// A FastAGI session as the call timeline stores it: written at its end with both
+/// times, or (when it runs long) at its start and completed by a later row naming it.
+#[derive(Debug, Clone, Default)]
+pub struct AgiSessionRow {
+    /// The row already holding this session's start: only `ended_at` is written and
+    /// the other fields are ignored.
+    pub row: Option<i64>,
+    pub pbx: String,
+    pub uniqueid: String,
+    /// `None` when the start was not seen (the session log dropped it).
+    pub started_at: Option<DateTime<Utc>>,
+    /// `None` while the session runs (or when it was cut off).
+    pub ended_at: Option<DateTime<Utc>>,
+    /// A JSON object's text.
+    pub detail: String,
 }
 
 /// A call with everything known about it.
@@ -143,25 +160,55 @@ impl Store {
         .await
     }
 
-    /// Adds timeline entries about legs known by uniqueid (AGI sessions; each detail is a
-    /// JSON object's text). The call is resolved when read, so an entry written before
-    /// the leg itself is not lost.
+    /// Writes FastAGI sessions to the call timeline (`agi_sessions`), in one
+    /// transaction. The call is found through the session's uniqueid when read, so a
+    /// session written before its leg is not lost. Returns, for each row written
+    /// without its end (a session still running), its id, to complete it later.
     ///
     /// # Errors
-    /// SQLite failures.
-    pub async fn record_leg_events(
+    /// SQLite failures; nothing is written.
+    pub async fn record_agi_sessions(
         &self,
-        rows: Vec<(String, String, &'static str, DateTime<Utc>, String)>,
-    ) -> Result<(), StoreError> {
+        rows: Vec<AgiSessionRow>,
+    ) -> Result<Vec<Option<i64>>, StoreError> {
         self.transaction(move |tx| {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO call_events (call_id, pbx, uniqueid, at, kind, detail)
-                 VALUES ((SELECT call_id FROM legs WHERE pbx = ?1 AND uniqueid = ?2), ?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (pbx, uniqueid, kind, at, detail) in rows {
-                stmt.execute(params![pbx, uniqueid, ts(&at), kind, detail])?;
+            let mut times = TimeText::default();
+            let mut ids = vec![None; rows.len()];
+            // Ended sessions, most rows, go in statements of several rows each: a
+            // statement's run costs about as much as a row.
+            let ended: Vec<&AgiSessionRow> = rows
+                .iter()
+                .filter(|r| r.row.is_none() && r.ended_at.is_some())
+                .collect();
+            let mut chunks = ended.chunks_exact(ROWS_PER_INSERT);
+            if chunks.len() > 0 {
+                let mut insert = tx.prepare_cached(&insert_sessions_sql(ROWS_PER_INSERT))?;
+                for chunk in &mut chunks {
+                    for (i, row) in chunk.iter().enumerate() {
+                        bind_session(&mut insert, i * 5, row, &mut times)?;
+                    }
+                    insert.raw_execute()?;
+                }
             }
-            Ok(())
+            let mut insert = tx.prepare_cached(&insert_sessions_sql(1))?;
+            for row in chunks.remainder() {
+                bind_session(&mut insert, 0, row, &mut times)?;
+                insert.raw_execute()?;
+            }
+            let mut end =
+                tx.prepare_cached("UPDATE agi_sessions SET ended_at = ?2 WHERE id = ?1")?;
+            for (row, id) in rows.iter().zip(ids.iter_mut()) {
+                if let Some(existing) = row.row {
+                    end.raw_bind_parameter(1, existing)?;
+                    end.raw_bind_parameter(2, row.ended_at.as_ref().map(|t| times.text(t)))?;
+                    end.raw_execute()?;
+                } else if row.ended_at.is_none() {
+                    bind_session(&mut insert, 0, row, &mut times)?;
+                    insert.raw_execute()?;
+                    *id = Some(tx.last_insert_rowid());
+                }
+            }
+            Ok(ids)
         })
         .await
     }
@@ -309,6 +356,29 @@ impl Store {
             })? {
                 events.push(row?);
             }
+            // Each AGI session is one row: its start and end entries.
+            let mut stmt = conn.prepare_cached(
+                "SELECT started_at, ended_at, uniqueid, detail FROM agi_sessions
+                 WHERE uniqueid IN (SELECT uniqueid FROM legs WHERE call_id = ?1) ORDER BY id",
+            )?;
+            let mut rows = stmt.query([id])?;
+            while let Some(r) = rows.next()? {
+                let started: Option<String> = r.get(0)?;
+                let ended: Option<String> = r.get(1)?;
+                let uniqueid: String = r.get(2)?;
+                let detail: serde_json::Value =
+                    serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default();
+                for (at, kind) in [(started, "AgiSessionStart"), (ended, "AgiSessionEnd")] {
+                    if at.is_some() {
+                        events.push(EventRow {
+                            at: parse_ts(at),
+                            uniqueid: Some(uniqueid.clone()),
+                            kind: kind.to_string(),
+                            detail: detail.clone(),
+                        });
+                    }
+                }
+            }
             // Chunks are in write order and entries in event order: a stable sort by
             // time keeps that order among equal times.
             events.sort_by_key(|e| e.at);
@@ -333,6 +403,91 @@ const LEG_COLUMNS: &str = "legs.pbx, legs.uniqueid, c.linkedid, legs.channel, le
     legs.connected_num, legs.connected_name, legs.state, legs.account_code, legs.context, legs.exten,
     legs.bridge_id, legs.conference, legs.variables, legs.created_at, legs.answered_at, legs.ended_at,
     legs.hangup_cause, legs.hangup_cause_text, legs.end_reason, legs.originate_reason, legs.adopted";
+
+/// Sessions per multi-row insert into `agi_sessions`.
+const ROWS_PER_INSERT: usize = 16;
+
+fn insert_sessions_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO agi_sessions (pbx, uniqueid, started_at, ended_at, detail) VALUES ",
+    );
+    for i in 0..rows {
+        let p = i * 5;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(?{}, ?{}, ?{}, ?{}, ?{})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5
+        ));
+    }
+    sql
+}
+
+/// Binds one session's five columns after the first `at` parameters.
+fn bind_session(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    at: usize,
+    row: &AgiSessionRow,
+    times: &mut TimeText,
+) -> rusqlite::Result<()> {
+    stmt.raw_bind_parameter(at + 1, &row.pbx)?;
+    stmt.raw_bind_parameter(at + 2, &row.uniqueid)?;
+    stmt.raw_bind_parameter(at + 3, row.started_at.as_ref().map(|t| times.text(t)))?;
+    stmt.raw_bind_parameter(at + 4, row.ended_at.as_ref().map(|t| times.text(t)))?;
+    stmt.raw_bind_parameter(at + 5, &row.detail)
+}
+
+/// Times as [`rfc3339_micros`] writes them, for a run of times mostly within the same
+/// second: the text up to the second is reused and only the microseconds written.
+#[derive(Default)]
+struct TimeText {
+    second: Option<i64>,
+    /// `YYYY-MM-DDTHH:MM:SS.` of `second`.
+    prefix: String,
+    out: String,
+}
+
+impl TimeText {
+    /// `t`'s text; valid until the next call (SQLite copies what it binds).
+    fn text(&mut self, t: &DateTime<Utc>) -> &str {
+        use chrono::Timelike;
+        self.out.clear();
+        let micros = t.nanosecond() / 1000;
+        if micros >= 1_000_000 {
+            // A leap second: the general form.
+            push_rfc3339_micros(&mut self.out, t);
+            return &self.out;
+        }
+        if self.second != Some(t.timestamp()) {
+            self.prefix.clear();
+            push_rfc3339_micros(&mut self.prefix, t);
+            // Everything up to the `.` before the microseconds.
+            let Some(dot) = self.prefix.rfind('.') else {
+                self.second = None;
+                push_rfc3339_micros(&mut self.out, t);
+                return &self.out;
+            };
+            self.prefix.truncate(dot + 1);
+            self.second = Some(t.timestamp());
+        }
+        self.out.push_str(&self.prefix);
+        let mut digits = [b'0'; 6];
+        let mut n = micros;
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        self.out
+            .push_str(std::str::from_utf8(&digits).unwrap_or("000000"));
+        self.out.push('Z');
+        &self.out
+    }
+}
 
 /// The entries of one stored timeline chunk; an unreadable chunk (never written by this
 /// code) yields nothing rather than failing the whole call.
@@ -830,5 +985,100 @@ mod tests {
         let detail = store.call_detail(ended.id).await.unwrap().unwrap();
         assert_eq!(detail.cdrs.len(), 1, "the late Cdr is filed with its call");
         assert!(store.call_detail(9999).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn session_times_are_written_exactly_as_the_stored_form() {
+        let mut times = TimeText::default();
+        let base = DateTime::from_timestamp(1_800_000_000, 999_999_000).unwrap();
+        let mut samples: Vec<DateTime<Utc>> = (0..2000)
+            .map(|i| base + chrono::Duration::microseconds(i * 997))
+            .collect();
+        samples.push(DateTime::from_timestamp(1_800_000_059, 1_500_000_000).unwrap());
+        samples.push(DateTime::from_timestamp(-62_167_219_300, 5_000).unwrap());
+        samples.push(DateTime::from_timestamp(253_402_300_799, 999_999_999).unwrap());
+        samples.push(base);
+        for t in &samples {
+            assert_eq!(times.text(t), rfc3339_micros(t), "{t:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn agi_sessions_show_as_start_and_end_entries_of_their_legs_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let session = |uniqueid: &str, started: Option<i64>, ended: Option<i64>| AgiSessionRow {
+            row: None,
+            pbx: "rig".into(),
+            uniqueid: uniqueid.into(),
+            started_at: started.map(at),
+            ended_at: ended.map(at),
+            detail: r#"{"route":"inbound"}"#.into(),
+        };
+        // Written before AMI reported the leg: found through it once it is known.
+        // Enough ended sessions to fill a multi-row insert and leave a remainder.
+        let mut rows = vec![
+            session("1.0", Some(1), Some(2)),
+            session("1.0", Some(5), None),
+        ];
+        rows.extend((0..ROWS_PER_INSERT + 3).map(|_| session("9.9", Some(1), Some(2))));
+        let ids = store.record_agi_sessions(rows).await.unwrap();
+        assert_eq!(ids.iter().filter(|id| id.is_some()).count(), 1);
+        let stored: i64 = store
+            .call(|conn| Ok(conn.query_row("SELECT count(*) FROM agi_sessions", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(stored, ROWS_PER_INSERT as i64 + 5);
+        store
+            .record_agi_sessions(vec![AgiSessionRow {
+                row: ids.get(1).copied().flatten(),
+                ended_at: Some(at(7)),
+                ..AgiSessionRow::default()
+            }])
+            .await
+            .unwrap();
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        let changes = tr.apply(
+            &ev(&[
+                ("Event", "Newchannel"),
+                ("Channel", "PJSIP/a-1"),
+                ("Uniqueid", "1.0"),
+                ("Linkedid", "1.0"),
+            ]),
+            t0,
+        );
+        store.apply_call_changes(changes).await.unwrap();
+        let (rows, _) = store
+            .list_calls(CallFilter {
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let detail = store.call_detail(rows[0].id).await.unwrap().unwrap();
+        let agi: Vec<(&str, i64)> = detail
+            .events
+            .iter()
+            .filter(|e| e.kind.starts_with("AgiSession"))
+            .map(|e| (e.kind.as_str(), (e.at.unwrap() - t0).num_seconds()))
+            .collect();
+        assert_eq!(
+            agi,
+            [
+                ("AgiSessionStart", 1),
+                ("AgiSessionEnd", 2),
+                ("AgiSessionStart", 5),
+                ("AgiSessionEnd", 7)
+            ]
+        );
+        let first = detail
+            .events
+            .iter()
+            .find(|e| e.kind == "AgiSessionStart")
+            .unwrap();
+        assert_eq!(first.detail["route"], "inbound");
+        assert_eq!(first.uniqueid.as_deref(), Some("1.0"));
     }
 }

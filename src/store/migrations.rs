@@ -11,6 +11,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     (2, "calls", include_str!("migrations/0002_calls.sql")),
     (3, "crm", include_str!("migrations/0003_crm.sql")),
     (4, "timeline", include_str!("migrations/0004_timeline.sql")),
+    (
+        5,
+        "agi_sessions",
+        include_str!("migrations/0005_agi_sessions.sql"),
+    ),
 ];
 
 /// Applies every migration newer than the database's `user_version`, each in its own

@@ -13,7 +13,7 @@ mod crm;
 mod keys;
 mod migrations;
 
-pub use calls::{CallDetailRow, CallFilter, CallRow, EventRow, LegRow, LiveState};
+pub use calls::{AgiSessionRow, CallDetailRow, CallFilter, CallRow, EventRow, LegRow, LiveState};
 pub use crm::ImportCounts;
 pub use keys::StoredKey;
 
