@@ -145,8 +145,8 @@ impl Store {
                 state.conferences.push(row?);
             }
             let last: Option<String> = conn
-                // The timeline holds every event of a known call (what AGI sessions add
-                // to call_events is not AMI and does not mark the gap).
+                // The timeline holds every event of a known call (FastAGI sessions, in
+                // agi_sessions, are not AMI and do not mark the gap).
                 .query_row(
                     "SELECT max(last_at) FROM call_timeline WHERE pbx = ?1",
                     [&pbx],
