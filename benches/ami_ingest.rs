@@ -114,7 +114,8 @@ fn main() {
     let received = pbx[0]["eventsReceived"].as_u64().unwrap_or(0);
     let dropped = pbx[0]["eventsDropped"].as_u64().unwrap_or(0);
     let peak_kib = peak_memory_kib(daemon.id());
-    let cpu = cpu_seconds(daemon.id());
+    let (user, system) = cpu_seconds(daemon.id());
+    let cpu = user + system;
     println!(
         "ami_ingest: {events} events ({calls} calls) sent in {:.3} s ({:.0} events/s offered{})",
         sent.as_secs_f64(),
@@ -137,7 +138,7 @@ fn main() {
     // CPU time is steadier than wall time on a shared machine: it is what the daemon
     // itself spent, whatever else ran.
     println!(
-        "ami_ingest: daemon CPU {cpu:.3} s = {:.2} µs per event ({:.0} events per CPU-second)",
+        "ami_ingest: daemon CPU {cpu:.3} s (user {user:.3}, system {system:.3}) = {:.2} µs per event ({:.0} events per CPU-second)",
         cpu * 1e6 / events as f64,
         events as f64 / cpu
     );
@@ -423,8 +424,8 @@ fn stop(daemon: &mut Child) {
     let _ = daemon.wait();
 }
 
-/// User plus system CPU time of process `pid` so far, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
+/// User and system CPU time of process `pid` so far, in seconds.
+fn cpu_seconds(pid: u32) -> (f64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which is in parentheses and may hold spaces):
     // utime and stime are the 12th and 13th of them, in clock ticks (100 per second).
@@ -436,7 +437,7 @@ fn cpu_seconds(pid: u32) -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(11) / 100.0, ticks(12) / 100.0)
 }
 
 fn peak_memory_kib(pid: u32) -> u64 {
