@@ -225,9 +225,7 @@ impl CallTracker {
             "Cdr" => self.on_cdr(ev, at),
             _ => {}
         }
-        if let Some(uid) = ev.field("Uniqueid") {
-            self.absorb_variables(ev, &uid);
-        }
+        self.absorb_variables(ev);
     }
 
     /// Notes that the live leg `uniqueid` changed.
@@ -580,11 +578,16 @@ impl CallTracker {
     }
 
     /// `ChanVariable: NAME=value` headers update the leg's variables.
-    fn absorb_variables(&mut self, ev: &impl EventFields, uniqueid: &str) {
+    fn absorb_variables(&mut self, ev: &impl EventFields) {
+        // Most events carry none: asked first, so the leg is looked up only when needed.
         let vars = ev.fields("ChanVariable");
         if vars.is_empty() {
             return;
         }
+        let Some(uid) = ev.field("Uniqueid") else {
+            return;
+        };
+        let uniqueid: &str = &uid;
         let Some(leg) = self.legs.get_mut(uniqueid) else {
             return;
         };
