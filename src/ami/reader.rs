@@ -5,9 +5,10 @@
 //! one lookup, but a dozen per event at a busy PBX's rate made those comparisons (and a
 //! UTF-8 check per value read) a quarter of the tracker's work. A [`FieldReader`] pays
 //! once per message instead: one small key per header name (length, first and last
-//! byte, case-folded) so a lookup compares a `u32` per header and reads bytes only on a
-//! key match, and one UTF-8 check of the whole frame so a value's text is a slice.
-//! The answers are exactly [`Message::get`]'s: the first header of that name.
+//! byte, case-folded), placed in a 64-slot hash table on the stack, so a lookup probes
+//! a slot or two and reads a name only on a key match; and one UTF-8 check of the whole
+//! frame, so a value's text is a slice. The answers are exactly [`Message::get`]'s: the
+//! first header of that name.
 
 use std::borrow::Cow;
 
@@ -17,12 +18,22 @@ use super::message::{Field, HeaderSpan, Message};
 /// lines) are compared the plain way. Kept on the stack, so a reader never allocates.
 const KEYED: usize = 48;
 
+/// Slots of the reader's small hash table of keyed headers: a power of two above
+/// [`KEYED`], so there is always an empty slot to end a probe.
+const SLOTS: usize = 64;
+const _: () = assert!(SLOTS.is_power_of_two() && SLOTS > KEYED && KEYED < 256);
+
 /// A cheap summary of a header name: equal names (ignoring ASCII case) have equal keys.
 fn name_key(name: &[u8]) -> u32 {
     let len = u32::try_from(name.len()).unwrap_or(u32::MAX) & 0xffff;
     let first = u32::from(name.first().map_or(0, u8::to_ascii_lowercase));
     let last = u32::from(name.last().map_or(0, u8::to_ascii_lowercase));
     len | first << 16 | last << 24
+}
+
+/// Where a key's probe starts: the top bits of a multiplicative hash.
+fn home_slot(key: u32) -> usize {
+    (key.wrapping_mul(0x9e37_79b9) >> (32 - SLOTS.trailing_zeros())) as usize
 }
 
 /// Reads one message's headers by name; see the module documentation.
@@ -32,18 +43,36 @@ pub struct FieldReader<'a> {
     /// The whole frame, when it is valid UTF-8 (almost always): values are slices of it.
     text: Option<&'a str>,
     keys: [u32; KEYED],
+    /// Open addressing with linear probing over the keyed headers, inserted in header
+    /// order: a slot holds a header's index plus one (0 is empty). Headers with equal
+    /// keys therefore meet a probe in header order, so the first match is the first
+    /// header of that name.
+    slots: [u8; SLOTS],
 }
 
 impl<'a> FieldReader<'a> {
     pub fn new(message: &'a Message) -> FieldReader<'a> {
         let mut keys = [0; KEYED];
-        for (key, span) in keys.iter_mut().zip(message.spans()) {
+        let mut slots = [0u8; SLOTS];
+        for (i, (key, span)) in keys.iter_mut().zip(message.spans()).enumerate() {
             *key = name_key(message.span_bytes(span.name));
+            let mut at = home_slot(*key);
+            // At most KEYED of the SLOTS are taken, so a free one is always found.
+            for _ in 0..SLOTS {
+                match slots.get_mut(at) {
+                    Some(slot) if *slot == 0 => {
+                        *slot = u8::try_from(i + 1).unwrap_or(0);
+                        break;
+                    }
+                    _ => at = (at + 1) & (SLOTS - 1),
+                }
+            }
         }
         FieldReader {
             message,
             text: std::str::from_utf8(message.frame()).ok(),
             keys,
+            slots,
         }
     }
 
@@ -58,18 +87,19 @@ impl<'a> FieldReader<'a> {
     fn find(&self, name: &[u8]) -> Option<&'a HeaderSpan> {
         let key = name_key(name);
         let spans = self.message.spans();
-        let keys = self.keys.get(..spans.len().min(KEYED)).unwrap_or_default();
-        let mut from = 0;
-        // A tight scan over the keys; names are read only where a key matches.
-        while let Some(at) = keys
-            .get(from..)
-            .and_then(|k| k.iter().position(|&k| k == key))
-        {
-            let i = from + at;
-            if let Some(span) = spans.get(i).filter(|s| self.is_named(s, name)) {
-                return Some(span);
+        let mut at = home_slot(key);
+        // Names are read only where a key matches; an empty slot ends the probe.
+        for _ in 0..SLOTS {
+            let i = match self.slots.get(at) {
+                Some(&slot) if slot > 0 => usize::from(slot - 1),
+                _ => break,
+            };
+            if self.keys.get(i) == Some(&key) {
+                if let Some(span) = spans.get(i).filter(|s| self.is_named(s, name)) {
+                    return Some(span);
+                }
             }
-            from = i + 1;
+            at = (at + 1) & (SLOTS - 1);
         }
         spans
             .iter()
@@ -162,6 +192,21 @@ mod tests {
         assert_eq!(r.text("channel").as_deref(), Some("PJSIP/1"));
         assert_eq!(r.all_text("chanvariable"), ["A=1", "B=2"]);
         assert!(r.all_text("Nothing").is_empty());
+    }
+
+    #[test]
+    fn names_with_equal_keys_are_told_apart_and_the_first_wins() {
+        // "Cabcdel", "Channel" and "Cxl…l"-shaped names share length, first and last
+        // byte, so they share a key and a probe chain.
+        let m = message(
+            b"Event: X\r\nCabcdel: 1\r\nChannel: 2\r\ncHANNEL: 3\r\nCzzzzzl: 4\r\nChannel: 5\r\n\r\n",
+        );
+        let r = FieldReader::new(&m);
+        for name in ["Cabcdel", "Channel", "CHANNEL", "Czzzzzl", "Cyyyyyl"] {
+            assert_eq!(r.get(name), m.get(name), "{name}");
+        }
+        assert_eq!(r.text("channel").as_deref(), Some("2"));
+        assert_eq!(r.all_text("Channel"), ["2", "3", "5"]);
     }
 
     #[test]
