@@ -96,6 +96,44 @@ fn every_fuzz_corpus_file_still_passes_its_target() {
     assert!(n > 0, "the corpus is committed");
 }
 
+/// The call tracker's reader must answer every lookup as `Message::get` does, on every
+/// message the corpus and fixtures hold (odd names, repeats, more headers than it keys).
+fn reader_agrees_with_message(data: &[u8]) -> usize {
+    let mut lookups = 0;
+    for frame in decode_all(data, Limits::default(), false) {
+        let Frame::Message(m) = frame else { continue };
+        let reader = m.reader();
+        // Each distinct name once (a fuzzed message can repeat one a thousand times).
+        let mut names: Vec<String> = m.headers().map(|h| h.name.text().into_owned()).collect();
+        names.sort();
+        names.dedup();
+        names.extend(["Uniqueid", "CHANNEL", "", "NoSuchHeader"].map(String::from));
+        for name in &names {
+            assert_eq!(reader.get(name), m.get(name), "{name:?} in {m:?}");
+            assert_eq!(reader.text(name), m.text(name), "{name:?} in {m:?}");
+            let all: Vec<String> = m.all(name).map(|v| v.text().into_owned()).collect();
+            assert_eq!(reader.all_text(name), all, "{name:?} in {m:?}");
+            lookups += 1;
+        }
+    }
+    lookups
+}
+
+#[test]
+fn the_field_reader_answers_as_the_message_does_on_every_corpus_message() {
+    let mut lookups = 0;
+    for dir in [
+        "fuzz/corpus/ami_parser",
+        "fuzz/corpus/ami_framer",
+        "fixtures/ami",
+    ] {
+        for path in files(&root().join(dir)) {
+            lookups += reader_agrees_with_message(&std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(lookups > 10_000, "only {lookups} lookups compared");
+}
+
 #[test]
 fn every_ami_fixture_parses_and_round_trips() {
     for path in files(&root().join("fixtures/ami")) {
