@@ -10,6 +10,7 @@ pub mod crm;
 pub mod daemon;
 pub mod http;
 pub mod import;
+pub mod json;
 pub mod metrics;
 pub mod pbx;
 pub mod replay;

@@ -15,6 +15,7 @@ use super::model::{
     CallChange, CallRecord, CdrRecord, ConferenceRecord, EventRecord, GapRecord, LegRecord,
     LegSnapshot, TimelineChunk,
 };
+use crate::json::push_string as json_string;
 use crate::timefmt::push_rfc3339_micros;
 
 /// Read access to an AMI event's fields; implemented by the AMI message type. Values are
@@ -872,42 +873,6 @@ impl JsonObject {
         self.0.push('}');
         self.0
     }
-}
-
-/// Appends `s` as a JSON string literal.
-fn json_string(out: &mut String, s: &str) {
-    out.push('"');
-    // Almost every value needs no escape: one branch-free pass (which the compiler
-    // vectorises) says so, and the text is copied whole.
-    let plain_text = s.bytes().fold(true, |plain, b| {
-        plain & (b >= 0x20 && b != b'"' && b != b'\\')
-    });
-    if plain_text {
-        out.push_str(s);
-        out.push('"');
-        return;
-    }
-    let mut plain = 0;
-    for (i, b) in s.bytes().enumerate() {
-        let escape = match b {
-            b'"' => "\\\"",
-            b'\\' => "\\\\",
-            b'\n' => "\\n",
-            b'\r' => "\\r",
-            b'\t' => "\\t",
-            0..=0x1f => "",
-            _ => continue,
-        };
-        out.push_str(s.get(plain..i).unwrap_or_default());
-        if escape.is_empty() {
-            out.push_str(&format!("\\u{b:04x}"));
-        } else {
-            out.push_str(escape);
-        }
-        plain = i + 1;
-    }
-    out.push_str(s.get(plain..).unwrap_or_default());
-    out.push('"');
 }
 
 #[cfg(test)]
