@@ -1,11 +1,12 @@
-//! `agi_load`: a FastAGI load tool playing Asterisk's side, run back to back against
-//! a bare Tokio loop and against medcall's AGI server wired as the daemon wires it,
+//! `agi_load`: a FastAGI load tool playing Asterisk's side, run against a bare Tokio
+//! loop and against medcall's AGI server wired as the daemon wires it, alternately,
 //! reporting sessions/s and latency percentiles of both and their ratio.
 //!
 //! Each session: connect, send a full environment (as Asterisk 22 does), answer the
 //! three commands the server sends, wait for the server to close. Latency is connect
-//! to close. The servers run in child processes pinned to core 0, this tool on core 1
-//! (`taskset`); all use a single-threaded runtime.
+//! to close (in the open loop, from when the session was due). The servers run in
+//! child processes pinned to core 0, this tool on core 1 (`taskset`); all use a
+//! single-threaded runtime.
 //!
 //! - `bare` (`--serve-bare PORT`): an accept loop that reads the environment up to
 //!   the empty line, writes the same three command lines, reads one reply line after
@@ -15,14 +16,24 @@
 //!   session's start and end linked to its leg by `agi_uniqueid` in a real `Store`,
 //!   SQLite in a temporary directory) and the daemon's tracing subscriber at `info`.
 //!
+//! The machine it was written for is a shared VM whose speed varies minute to minute,
+//! so each level runs in rounds, the servers alternating ABBA-style (round 1 bare then
+//! medcall, round 2 medcall then bare, …) so drift cancels; the tables pool all rounds
+//! of a server, and the ratio table also shows each round's rate ratio (the spread).
+//! The server's run-queue wait and core 0's steal time say whether a slow run was the
+//! host's doing.
+//!
 //! ```text
-//! cargo bench --bench agi_load      # per level: bare, then medcall; 1, 64, 512, then 5 000/s offered
-//! AGI_LOAD_SECONDS=10 AGI_LOAD_CONCURRENCY=1,64,512 AGI_LOAD_RATE=5000 cargo bench --bench agi_load
+//! cargo bench --bench agi_load      # 3 rounds of 3 s per level; 1, 64, 512, then 5 000/s offered
+//! AGI_LOAD_SECONDS=10 AGI_LOAD_ROUNDS=4 AGI_LOAD_CONCURRENCY=1,64,512 AGI_LOAD_RATE=5000 cargo bench --bench agi_load
 //! AGI_LOAD_SERVER=medcall cargo bench --bench agi_load   # bare | medcall | both (default)
 //! ```
 //!
 //! `AGI_LOAD_NO_PIN=1` runs without `taskset`; `AGI_LOAD_NO_SPIN=1` lets the load tool
-//! sleep in epoll at concurrency 1 instead of spinning on its own core.
+//! sleep in epoll at concurrency 1 instead of spinning on its own core;
+//! `AGI_LOAD_PACING=tick` paces the open loop on Tokio's millisecond timer (sessions in
+//! bursts, latency from the task's start) as the first version did, instead of evenly
+//! with latency from the due time (`precise`, the default).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -307,23 +318,95 @@ async fn one_session(addr: SocketAddr, env: &[u8], buf: &mut BytesMut) -> anyhow
     Ok(())
 }
 
-/// Nanoseconds a process has run on a CPU, all its threads (`/proc/<pid>/task/*/
-/// schedstat`, first field; medcall's store thread counts): what each side costs
-/// per session, whatever else the machine is doing.
-fn cpu_ns(pid: u32) -> u64 {
+// ---- what a run costs, read from /proc ----
+
+/// A process's scheduler accounting, summed over its threads.
+#[derive(Clone, Copy, Default)]
+struct SchedStat {
+    /// Nanoseconds on a CPU.
+    cpu_ns: u64,
+    /// Nanoseconds runnable but waiting in a run queue for a CPU.
+    wait_ns: u64,
+}
+
+/// `/proc/<pid>/task/*/schedstat` (on-CPU ns, run-queue wait ns, timeslices), all
+/// threads (medcall's store thread counts): what each side costs per session whatever
+/// else the machine is doing, and how long it was kept from running.
+fn schedstat(pid: u32) -> SchedStat {
     let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
+        return SchedStat::default();
     };
     tasks
         .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
+        .fold(SchedStat::default(), |sum, line| {
+            let mut fields = line
+                .split_whitespace()
+                .map(|v| v.parse::<u64>().unwrap_or(0));
+            SchedStat {
+                cpu_ns: sum.cpu_ns + fields.next().unwrap_or(0),
+                wait_ns: sum.wait_ns + fields.next().unwrap_or(0),
+            }
+        })
 }
 
+/// `/proc/stat` counts in USER_HZ, which Linux exports as 100 on x86 and arm64
+/// whatever the kernel's own tick rate.
+const USER_HZ: u64 = 100;
+
+/// Core 0's steal time in USER_HZ ticks (8th value of the `cpu0` line of `/proc/stat`):
+/// time the hypervisor gave the servers' vCPU to another guest while it wanted to run.
+fn steal_ticks_core0() -> u64 {
+    std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|stat| {
+            stat.lines()
+                .find(|l| l.starts_with("cpu0 "))?
+                .split_whitespace()
+                .nth(8)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The counters a run is charged with, read before and after it.
+#[derive(Clone, Copy)]
+struct Counters {
+    server: SchedStat,
+    load_cpu_ns: u64,
+    steal_ticks: u64,
+}
+
+impl Counters {
+    fn read(server_pid: u32) -> Counters {
+        Counters {
+            server: schedstat(server_pid),
+            load_cpu_ns: schedstat(std::process::id()).cpu_ns,
+            steal_ticks: steal_ticks_core0(),
+        }
+    }
+
+    /// Charges `figures` with what was spent between `before` and now.
+    fn charge(before: Counters, server_pid: u32, figures: &mut Figures) {
+        let after = Counters::read(server_pid);
+        figures.server_cpu_ns = after.server.cpu_ns.saturating_sub(before.server.cpu_ns);
+        figures.server_wait_ns = after.server.wait_ns.saturating_sub(before.server.wait_ns);
+        figures.load_cpu_ns = after.load_cpu_ns.saturating_sub(before.load_cpu_ns);
+        figures.steal_ticks = after.steal_ticks.saturating_sub(before.steal_ticks);
+    }
+}
+
+/// One run's raw figures, or the pool of several runs' (`Figures::pool`).
+#[derive(Default)]
 struct Figures {
     /// CPU time of the server and of this tool over the run.
     server_cpu_ns: u64,
     load_cpu_ns: u64,
+    /// Time the server's threads were runnable but not running: a slow run with a
+    /// large wait was the host's doing, not the server's.
+    server_wait_ns: u64,
+    /// Core 0's steal ticks over the run.
+    steal_ticks: u64,
     sessions: usize,
     errors: usize,
     elapsed: Duration,
@@ -332,7 +415,7 @@ struct Figures {
     dropped: Option<u64>,
 }
 
-/// One measured run, summarised.
+/// One measured run (or a pool of runs), summarised.
 #[derive(Clone, Copy)]
 struct Summary {
     sessions: usize,
@@ -343,11 +426,34 @@ struct Summary {
     errors: usize,
     server_us: f64,
     server_share: f64,
+    server_wait_us: f64,
+    steal_ms: f64,
     load_us: f64,
     load_share: f64,
 }
 
 impl Figures {
+    /// All rounds of one server at one level as if they were one run: rate over the
+    /// summed wall time, percentiles over every latency, CPU over the summed totals.
+    fn pool(runs: Vec<Figures>) -> Figures {
+        let mut all = Figures::default();
+        for run in runs {
+            all.server_cpu_ns += run.server_cpu_ns;
+            all.load_cpu_ns += run.load_cpu_ns;
+            all.server_wait_ns += run.server_wait_ns;
+            all.steal_ticks += run.steal_ticks;
+            all.sessions += run.sessions;
+            all.errors += run.errors;
+            all.elapsed += run.elapsed;
+            all.latencies_us.extend(run.latencies_us);
+            all.dropped = match (all.dropped, run.dropped) {
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+        }
+        all
+    }
+
     fn summary(&mut self) -> Summary {
         self.latencies_us.sort_unstable();
         let n = self.latencies_us.len();
@@ -369,18 +475,20 @@ impl Figures {
             errors: self.errors,
             server_us: per_session(self.server_cpu_ns),
             server_share: self.server_cpu_ns as f64 / 1e9 / wall * 100.0,
+            server_wait_us: per_session(self.server_wait_ns),
+            steal_ms: (self.steal_ticks * 1000 / USER_HZ) as f64,
             load_us: per_session(self.load_cpu_ns),
             load_share: self.load_cpu_ns as f64 / 1e9 / wall * 100.0,
         }
     }
 }
 
-const HEADER: &str = "| load | sessions | sessions/s | p50 ms | p99 ms | max ms | errors | server CPU µs/session (core share) | load tool CPU µs/session (core share) |\n|---|---|---|---|---|---|---|---|---|";
+const HEADER: &str = "| load | sessions | sessions/s | p50 ms | p99 ms | max ms | errors | server CPU µs/session (core share) | server run-queue wait µs/session | core 0 steal ms | load tool CPU µs/session (core share) |\n|---|---|---|---|---|---|---|---|---|---|---|";
 
 impl Summary {
     fn row(&self, label: &str) -> String {
         format!(
-            "| {label} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.1} ({:.0}%) | {:.1} ({:.0}%) |",
+            "| {label} | {} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.1} ({:.0}%) | {:.1} | {:.0} | {:.1} ({:.0}%) |",
             self.sessions,
             self.rate,
             self.p50,
@@ -389,6 +497,8 @@ impl Summary {
             self.errors,
             self.server_us,
             self.server_share,
+            self.server_wait_us,
+            self.steal_ms,
             self.load_us,
             self.load_share,
         )
@@ -490,18 +600,69 @@ impl Load {
     }
 }
 
-async fn measure(
-    server: &mut ServerProcess,
-    load: Load,
+/// How the open loop starts its sessions.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pacing {
+    /// Evenly, each at its due time to within microseconds; latency from the due time.
+    Precise,
+    /// The first version's: on Tokio's millisecond timer, so in bursts at each tick;
+    /// latency from when the session's task starts. Kept to compare the two.
+    Tick,
+}
+
+/// The suite's knobs, from the environment.
+struct Settings {
     seconds: u64,
+    rounds: usize,
+    loads: Vec<Load>,
+    kinds: &'static [(&'static str, &'static str)],
+    pin: bool,
     spin_at_one: bool,
-) -> Figures {
-    let me = std::process::id();
+    pacing: Pacing,
+}
+
+impl Settings {
+    fn from_env() -> anyhow::Result<Settings> {
+        let rate: u64 = env_or("AGI_LOAD_RATE", 5000);
+        let mut loads: Vec<Load> = std::env::var("AGI_LOAD_CONCURRENCY")
+            .unwrap_or_else(|_| "1,64,512".into())
+            .split(',')
+            .filter_map(|s| s.trim().parse().ok())
+            .map(Load::Closed)
+            .collect();
+        if rate > 0 {
+            loads.push(Load::Offered(rate));
+        }
+        let which = std::env::var("AGI_LOAD_SERVER").unwrap_or_else(|_| "both".into());
+        let kinds: &'static [(&'static str, &'static str)] = match which.as_str() {
+            "bare" => &[("bare", "--serve-bare")],
+            "medcall" => &[("medcall", "--serve")],
+            "both" => &[("bare", "--serve-bare"), ("medcall", "--serve")],
+            other => bail!("AGI_LOAD_SERVER={other}: expected bare, medcall or both"),
+        };
+        let pacing = match std::env::var("AGI_LOAD_PACING").as_deref() {
+            Err(_) | Ok("" | "precise") => Pacing::Precise,
+            Ok("tick") => Pacing::Tick,
+            Ok(other) => bail!("AGI_LOAD_PACING={other}: expected precise or tick"),
+        };
+        Ok(Settings {
+            seconds: env_or("AGI_LOAD_SECONDS", 3),
+            rounds: env_or("AGI_LOAD_ROUNDS", 3_usize).max(1),
+            loads,
+            kinds,
+            pin: std::env::var("AGI_LOAD_NO_PIN").is_err(),
+            spin_at_one: std::env::var("AGI_LOAD_NO_SPIN").is_err(),
+            pacing,
+        })
+    }
+}
+
+async fn measure(server: &mut ServerProcess, load: Load, settings: &Settings) -> Figures {
     // With one session at a time this tool would sleep in epoll between every reply
     // and pay the VM's vCPU wake-up on each of the five round trips; a spinning task
     // keeps its own core awake (only the load tool's core — the server still sleeps
     // and wakes as in production).
-    let spin = (matches!(load, Load::Closed(1)) && spin_at_one).then(|| {
+    let spin = (matches!(load, Load::Closed(1)) && settings.spin_at_one).then(|| {
         tokio::spawn(async {
             loop {
                 tokio::task::yield_now().await;
@@ -509,13 +670,14 @@ async fn measure(
         })
     });
     let dropped0 = server.dropped();
-    let (s0, l0) = (cpu_ns(server.pid()), cpu_ns(me));
+    let before = Counters::read(server.pid());
     let mut f = match load {
-        Load::Closed(c) => closed_loop(server.addr, c, seconds).await,
-        Load::Offered(r) => open_loop_measured(server.addr, r, seconds).await,
+        Load::Closed(c) => closed_loop(server.addr, c, settings.seconds).await,
+        Load::Offered(r) => {
+            open_loop_measured(server.addr, r, settings.seconds, settings.pacing).await
+        }
     };
-    f.server_cpu_ns = cpu_ns(server.pid()).saturating_sub(s0);
-    f.load_cpu_ns = cpu_ns(me).saturating_sub(l0);
+    Counters::charge(before, server.pid(), &mut f);
     if let Some(spinner) = spin {
         spinner.abort();
     }
@@ -523,39 +685,80 @@ async fn measure(
     f
 }
 
-fn run_suite() -> anyhow::Result<()> {
-    let seconds: u64 = env_or("AGI_LOAD_SECONDS", 5);
-    let rate: u64 = env_or("AGI_LOAD_RATE", 5000);
-    let mut loads: Vec<Load> = std::env::var("AGI_LOAD_CONCURRENCY")
-        .unwrap_or_else(|_| "1,64,512".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .map(Load::Closed)
-        .collect();
-    if rate > 0 {
-        loads.push(Load::Offered(rate));
+/// The servers' order in round `round` (from 0): as listed, then reversed, and so on
+/// (ABBA…), so a host speeding up or slowing down through a level favours neither.
+fn round_order(servers: usize, round: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..servers).collect();
+    if round % 2 == 1 {
+        order.reverse();
     }
-    let which = std::env::var("AGI_LOAD_SERVER").unwrap_or_else(|_| "both".into());
-    let kinds: &[(&'static str, &str)] = match which.as_str() {
-        "bare" => &[("bare", "--serve-bare")],
-        "medcall" => &[("medcall", "--serve")],
-        "both" => &[("bare", "--serve-bare"), ("medcall", "--serve")],
-        other => bail!("AGI_LOAD_SERVER={other}: expected bare, medcall or both"),
-    };
-    let pin = std::env::var("AGI_LOAD_NO_PIN").is_err();
-    let spin_at_one = std::env::var("AGI_LOAD_NO_SPIN").is_err();
-    let mut servers = kinds
-        .iter()
-        .map(|&(name, flag)| ServerProcess::start(name, flag, pin))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if pin {
-        let status = Command::new("taskset")
-            .args(["-p", "-c", "1", &std::process::id().to_string()])
-            .stdout(Stdio::null())
-            .status()?;
-        if !status.success() {
-            eprintln!("agi_load: could not pin the load tool to core 1");
+    order
+}
+
+/// One server at one level: each round's summary and the pool of all its rounds.
+struct Pooled {
+    rounds: Vec<Summary>,
+    all: Summary,
+    dropped: Option<u64>,
+}
+
+impl Pooled {
+    fn new(mut runs: Vec<Figures>) -> Pooled {
+        let rounds = runs.iter_mut().map(Figures::summary).collect();
+        let mut all = Figures::pool(runs);
+        Pooled {
+            rounds,
+            all: all.summary(),
+            dropped: all.dropped,
         }
+    }
+}
+
+/// All rounds at one level, servers interleaved; one `Pooled` per server, in order.
+async fn run_level(servers: &mut [ServerProcess], load: Load, settings: &Settings) -> Vec<Pooled> {
+    let mut runs: Vec<Vec<Figures>> = servers.iter().map(|_| Vec::new()).collect();
+    for round in 0..settings.rounds {
+        for i in round_order(servers.len(), round) {
+            let (Some(server), Some(out)) = (servers.get_mut(i), runs.get_mut(i)) else {
+                continue;
+            };
+            let mut f = measure(server, load, settings).await;
+            eprintln!(
+                "agi_load: round {}/{} {} {}{}",
+                round + 1,
+                settings.rounds,
+                server.name,
+                f.summary().row(&load.label()),
+                f.dropped
+                    .map(|d| format!(" session log entries dropped: {d}"))
+                    .unwrap_or_default()
+            );
+            out.push(f);
+        }
+    }
+    runs.into_iter().map(Pooled::new).collect()
+}
+
+fn pin_load_tool() -> anyhow::Result<()> {
+    let status = Command::new("taskset")
+        .args(["-p", "-c", "1", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        eprintln!("agi_load: could not pin the load tool to core 1");
+    }
+    Ok(())
+}
+
+fn run_suite() -> anyhow::Result<()> {
+    let settings = Settings::from_env()?;
+    let mut servers = settings
+        .kinds
+        .iter()
+        .map(|&(name, flag)| ServerProcess::start(name, flag, settings.pin))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if settings.pin {
+        pin_load_tool()?;
     }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -566,21 +769,12 @@ fn run_suite() -> anyhow::Result<()> {
             // Warm up: sockets, allocator, branch predictors, the store's first pages.
             let _ = closed_loop(server.addr, 16, 1).await;
         }
-        // Back to back at each level, so both see the same machine.
-        let mut results: Vec<Vec<Summary>> = vec![Vec::new(); servers.len()];
-        for &load in &loads {
-            for (server, out) in servers.iter_mut().zip(results.iter_mut()) {
-                let mut f = measure(server, load, seconds, spin_at_one).await;
-                let summary = f.summary();
-                eprintln!(
-                    "agi_load: {} {}{}",
-                    server.name,
-                    summary.row(&load.label()),
-                    f.dropped
-                        .map(|d| format!(" session log entries dropped: {d}"))
-                        .unwrap_or_default()
-                );
-                out.push(summary);
+        // results[server][level]
+        let mut results: Vec<Vec<Pooled>> = servers.iter().map(|_| Vec::new()).collect();
+        for &load in &settings.loads {
+            let level = run_level(&mut servers, load, &settings).await;
+            for (out, pooled) in results.iter_mut().zip(level) {
+                out.push(pooled);
             }
         }
         anyhow::Ok(results)
@@ -590,30 +784,61 @@ fn run_suite() -> anyhow::Result<()> {
         server.stop();
     }
     let results = result?;
-    for (name, summaries) in names.iter().zip(&results) {
-        println!("\n{name}\n\n{HEADER}");
-        for (load, summary) in loads.iter().zip(summaries) {
-            println!("{}", summary.row(&load.label()));
-        }
+    for (name, levels) in names.iter().zip(&results) {
+        print_server_table(name, &settings, levels);
     }
     if let [bare, medcall] = results.as_slice() {
-        println!(
-            "\nmedcall ÷ bare\n\n| load | sessions/s | p50 | p99 | max | server CPU µs/session |\n|---|---|---|---|---|---|"
-        );
-        for ((load, b), m) in loads.iter().zip(bare).zip(medcall) {
-            let ratio = |m: f64, b: f64| if b > 0.0 { m / b } else { 0.0 };
-            println!(
-                "| {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
-                load.label(),
-                ratio(m.rate, b.rate),
-                ratio(m.p50, b.p50),
-                ratio(m.p99, b.p99),
-                ratio(m.max, b.max),
-                ratio(m.server_us, b.server_us),
-            );
-        }
+        print_ratios(&settings.loads, bare, medcall);
     }
     Ok(())
+}
+
+fn print_server_table(name: &str, settings: &Settings, levels: &[Pooled]) {
+    println!(
+        "\n{name}, {} round(s) of {} s pooled\n\n{HEADER}",
+        settings.rounds, settings.seconds
+    );
+    for (load, level) in settings.loads.iter().zip(levels) {
+        println!("{}", level.all.row(&load.label()));
+    }
+    let dropped: Vec<String> = settings
+        .loads
+        .iter()
+        .zip(levels)
+        .filter_map(|(load, level)| Some(format!("{} {}", load.label(), level.dropped?)))
+        .collect();
+    if !dropped.is_empty() {
+        println!(
+            "\nsession log entries dropped, all rounds: {}",
+            dropped.join(", ")
+        );
+    }
+}
+
+fn print_ratios(loads: &[Load], bare: &[Pooled], medcall: &[Pooled]) {
+    let ratio = |m: f64, b: f64| if b > 0.0 { m / b } else { 0.0 };
+    println!(
+        "\nmedcall ÷ bare (sessions/s of each round, then of the pooled figures)\n\n| load | sessions/s by round | sessions/s | p50 | p99 | max | server CPU µs/session |\n|---|---|---|---|---|---|---|"
+    );
+    for ((load, b), m) in loads.iter().zip(bare).zip(medcall) {
+        let by_round: Vec<String> = b
+            .rounds
+            .iter()
+            .zip(&m.rounds)
+            .map(|(b, m)| format!("{:.2}", ratio(m.rate, b.rate)))
+            .collect();
+        let (b, m) = (&b.all, &m.all);
+        println!(
+            "| {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            load.label(),
+            by_round.join(" / "),
+            ratio(m.rate, b.rate),
+            ratio(m.p50, b.p50),
+            ratio(m.p99, b.p99),
+            ratio(m.max, b.max),
+            ratio(m.server_us, b.server_us),
+        );
+    }
 }
 
 fn drive(port: u16, sessions: usize, concurrency: usize) -> anyhow::Result<()> {
@@ -679,15 +904,7 @@ async fn closed_loop(addr: SocketAddr, concurrency: usize, seconds: u64) -> Figu
             (latencies, errors)
         });
     }
-    let mut figures = Figures {
-        server_cpu_ns: 0,
-        load_cpu_ns: 0,
-        sessions: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latencies_us: Vec::new(),
-        dropped: None,
-    };
+    let mut figures = Figures::default();
     while let Some(Ok((latencies, errors))) = workers.join_next().await {
         figures.latencies_us.extend(latencies);
         figures.errors += errors;
@@ -697,20 +914,61 @@ async fn closed_loop(addr: SocketAddr, concurrency: usize, seconds: u64) -> Figu
     figures
 }
 
-async fn open_loop_measured(addr: SocketAddr, rate: u64, seconds: u64) -> Figures {
+/// When session `i` of an open loop at `rate`/s is due, after the loop's start:
+/// computed from `i` rather than accumulated, so rounding never drifts.
+fn due_offset(i: u64, rate: u64) -> Duration {
+    let ns = u128::from(i) * 1_000_000_000 / u128::from(rate.max(1));
+    Duration::from_nanos(u64::try_from(ns).unwrap_or(u64::MAX))
+}
+
+/// Tokio's timer has millisecond ticks and rounds a deadline up to the next one, so a
+/// sleep can end up to a tick late: sleep only until this much before the due time.
+const SPIN_WITHIN: Duration = Duration::from_micros(1500);
+
+/// Returns at `due`, give or take the few microseconds of one turn of the runtime.
+async fn wait_precisely(due: Instant) {
+    if due.saturating_duration_since(Instant::now()) > SPIN_WITHIN {
+        if let Some(wake) = due.checked_sub(SPIN_WITHIN) {
+            tokio::time::sleep_until(wake.into()).await;
+        }
+    }
+    // The load tool owns its core, so spinning takes nothing from the servers;
+    // `yield_now` lets the sessions' tasks and the I/O driver run between checks.
+    while Instant::now() < due {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The first version's pacing: the timer alone, so at 5 000/s about five sessions
+/// start together at each millisecond tick.
+async fn wait_tick(due: Instant) {
+    if due > Instant::now() + Duration::from_micros(500) {
+        tokio::time::sleep_until(due.into()).await;
+    }
+}
+
+/// One open-loop session. Latency runs from `due` when given (wrk2's way: if the
+/// tool starts the session late, the lateness counts against the server, never in
+/// its favour), otherwise from when the task starts (the tick pacing's origin).
+async fn timed_session(
+    addr: SocketAddr,
+    env: &'static [u8],
+    due: Option<Instant>,
+) -> anyhow::Result<u64> {
+    let origin = due.unwrap_or_else(Instant::now);
+    let mut buf = BytesMut::with_capacity(1024);
+    one_session(addr, env, &mut buf).await?;
+    Ok(origin.elapsed().as_micros() as u64)
+}
+
+async fn open_loop_measured(addr: SocketAddr, rate: u64, seconds: u64, pacing: Pacing) -> Figures {
     let env: &'static [u8] = Box::leak(environment().into_boxed_slice());
     let start = Instant::now();
     let total = rate * seconds;
-    let period = Duration::from_nanos(1_000_000_000 / rate.max(1));
     let mut sessions = tokio::task::JoinSet::new();
     let mut figures = Figures {
-        server_cpu_ns: 0,
-        load_cpu_ns: 0,
-        sessions: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
         latencies_us: Vec::with_capacity(usize::try_from(total).unwrap_or(0)),
-        dropped: None,
+        ..Figures::default()
     };
     let take =
         |done: Result<anyhow::Result<u64>, tokio::task::JoinError>, f: &mut Figures| match done {
@@ -718,17 +976,18 @@ async fn open_loop_measured(addr: SocketAddr, rate: u64, seconds: u64) -> Figure
             _ => f.errors += 1,
         };
     for i in 0..total {
-        let due = start + period * u32::try_from(i).unwrap_or(u32::MAX);
-        if due > Instant::now() + Duration::from_micros(500) {
-            tokio::time::sleep_until(due.into()).await;
-        }
-        sessions.spawn(async move {
-            let t = Instant::now();
-            let mut buf = BytesMut::with_capacity(1024);
-            one_session(addr, env, &mut buf)
-                .await
-                .map(|()| t.elapsed().as_micros() as u64)
-        });
+        let due = start + due_offset(i, rate);
+        let origin = match pacing {
+            Pacing::Precise => {
+                wait_precisely(due).await;
+                Some(due)
+            }
+            Pacing::Tick => {
+                wait_tick(due).await;
+                None
+            }
+        };
+        sessions.spawn(timed_session(addr, env, origin));
         while let Some(done) = sessions.try_join_next() {
             take(done, &mut figures);
         }
