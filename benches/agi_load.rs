@@ -163,10 +163,15 @@ fn serve(port: u16) -> anyhow::Result<()> {
             ..ServerSettings::default()
         };
         let listener = agi::bind(SocketAddr::from(([127, 0, 0, 1], port)), 4096)?;
-        Server::new(router, settings)
-            .with_hook(log)
-            .serve(listener, shutdown)
-            .await;
+        let server = Server::new(router, settings);
+        // Diagnostics only: without the session log (no store writes), to see what
+        // the timeline costs. Not how the daemon runs.
+        let server = if std::env::var("AGI_LOAD_NO_SESSION_LOG").is_ok() {
+            server
+        } else {
+            server.with_hook(log)
+        };
+        server.serve(listener, shutdown).await;
         let _ = writer.await;
         anyhow::Ok(())
     })?;
@@ -647,7 +652,7 @@ impl Settings {
         };
         Ok(Settings {
             seconds: env_or("AGI_LOAD_SECONDS", 3),
-            rounds: env_or("AGI_LOAD_ROUNDS", 3_usize).max(1),
+            rounds: env_or("AGI_LOAD_ROUNDS", 4_usize).max(1),
             loads,
             kinds,
             pin: std::env::var("AGI_LOAD_NO_PIN").is_err(),
@@ -789,6 +794,7 @@ fn run_suite() -> anyhow::Result<()> {
     }
     if let [bare, medcall] = results.as_slice() {
         print_ratios(&settings.loads, bare, medcall);
+        print_round_tails(&settings.loads, bare, medcall);
     }
     Ok(())
 }
@@ -837,6 +843,34 @@ fn print_ratios(loads: &[Load], bare: &[Pooled], medcall: &[Pooled]) {
             ratio(m.p99, b.p99),
             ratio(m.max, b.max),
             ratio(m.server_us, b.server_us),
+        );
+    }
+}
+
+/// Each round's p99 and max, and core 0's steal in it: a pooled tail is set by its
+/// worst round, and this shows whether that round was the server's doing or the host's
+/// (a stall of the VM hits whichever server is running).
+fn print_round_tails(loads: &[Load], bare: &[Pooled], medcall: &[Pooled]) {
+    let each = |p: &Pooled, f: fn(&Summary) -> f64, digits: usize| -> String {
+        p.rounds
+            .iter()
+            .map(|s| format!("{:.*}", digits, f(s)))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    };
+    println!(
+        "\nper round, in the order run (ms)\n\n| load | bare p99 | medcall p99 | bare max | medcall max | core 0 steal, bare | core 0 steal, medcall |\n|---|---|---|---|---|---|---|"
+    );
+    for ((load, b), m) in loads.iter().zip(bare).zip(medcall) {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            load.label(),
+            each(b, |s| s.p99, 2),
+            each(m, |s| s.p99, 2),
+            each(b, |s| s.max, 1),
+            each(m, |s| s.max, 1),
+            each(b, |s| s.steal_ms, 0),
+            each(m, |s| s.steal_ms, 0),
         );
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use rusqlite::{CachedStatement, OptionalExtension, Row, Transaction, params};
 
-use super::{Store, StoreError};
+use super::{Durability, Store, StoreError};
 use crate::calls::{CallChange, CallRecord, ConferenceRecord, GapRecord, LegRecord};
 use crate::timefmt::{push_rfc3339_micros, rfc3339_micros};
 
@@ -161,9 +161,11 @@ impl Store {
     }
 
     /// Writes FastAGI sessions to the call timeline (`agi_sessions`), in one
-    /// transaction. The call is found through the session's uniqueid when read, so a
-    /// session written before its leg is not lost. Returns, for each row written
-    /// without its end (a session still running), its id, to complete it later.
+    /// transaction committed [`Durability::Kernel`] (an observation nobody was told
+    /// was stored; its fsync would delay the sessions being served). The call is
+    /// found through the session's uniqueid when read, so a session written before its
+    /// leg is not lost. Returns, for each row written without its end (a session still
+    /// running), its id, to complete it later.
     ///
     /// # Errors
     /// SQLite failures; nothing is written.
@@ -171,7 +173,7 @@ impl Store {
         &self,
         rows: Vec<AgiSessionRow>,
     ) -> Result<Vec<Option<i64>>, StoreError> {
-        self.transaction(move |tx| {
+        self.transaction_with(Durability::Kernel, move |tx| {
             let mut times = TimeText::default();
             let mut ids = vec![None; rows.len()];
             // Ended sessions, most rows, go in statements of several rows each: a

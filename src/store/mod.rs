@@ -2,9 +2,11 @@
 //! only place in medcall that contains SQL.
 //!
 //! Callers on the async runtime hand closures to the store thread and await the result,
-//! so SQLite never blocks a runtime worker. Every write is committed with
-//! `synchronous = FULL` in WAL mode before the caller hears "done": a state change the
-//! API acknowledged survives `kill -9` and power loss.
+//! so SQLite never blocks a runtime worker. Every write the API acknowledges is
+//! committed with `synchronous = FULL` in WAL mode before the caller hears "done": it
+//! survives `kill -9` and power loss. Observations that nobody is told were stored (the
+//! FastAGI session timeline) may be committed [`Durability::Kernel`]: they survive
+//! `kill -9`, and are on disk at the next `FULL` commit or checkpoint.
 //!
 //! Submodules add typed queries per domain (`keys`, …); nothing outside `store` writes SQL.
 
@@ -47,6 +49,21 @@ pub enum StoreError {
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// How far a committed transaction is guaranteed to have gone when the commit returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// On disk (`synchronous = FULL`: the WAL is fsynced): survives a power loss.
+    /// Everything the API acknowledges is committed this way.
+    Disk,
+    /// Written to the WAL file, not yet fsynced (`synchronous = NORMAL`): survives
+    /// `kill -9` of the daemon, and reaches the disk with the next `Disk` commit or
+    /// checkpoint; a power loss before then may take it back (never half of it).
+    /// For observations on the hot path: the fsync, with its journal commit and
+    /// interrupts on the daemon's cores, cost a FastAGI session more than the rest of
+    /// its row did, and pushed back the sessions being served meanwhile.
+    Kernel,
+}
 
 /// A cloneable handle to the store thread.
 #[derive(Clone, Debug)]
@@ -125,11 +142,40 @@ impl Store {
         R: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
     {
+        self.transaction_with(Durability::Disk, f).await
+    }
+
+    /// Like [`Store::transaction`], committed as `durability` says.
+    ///
+    /// # Errors
+    /// Whatever `f` returns (the transaction is rolled back), or a commit failure.
+    pub async fn transaction_with<R, F>(
+        &self,
+        durability: Durability,
+        f: F,
+    ) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+    {
         self.call(move |conn| {
-            let tx = conn.transaction()?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
+            let run = |conn: &mut Connection| {
+                let tx = conn.transaction()?;
+                let out = f(&tx)?;
+                tx.commit()?;
+                Ok(out)
+            };
+            match durability {
+                Durability::Disk => run(conn),
+                Durability::Kernel => {
+                    // The connection's setting is FULL between jobs, whatever happens here:
+                    // the next job may be an acknowledged write.
+                    conn.pragma_update(None, "synchronous", "NORMAL")?;
+                    let out = run(conn);
+                    conn.pragma_update(None, "synchronous", "FULL")?;
+                    out
+                }
+            }
         })
         .await
     }
@@ -173,6 +219,44 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(page_size, 16_384);
+    }
+
+    #[tokio::test]
+    async fn a_kernel_durability_commit_leaves_the_connection_synchronous_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let sync = || async {
+            store
+                .call(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))?))
+                .await
+                .unwrap()
+        };
+        const FULL: i64 = 2;
+        assert_eq!(sync().await, FULL);
+        let seen = store
+            .transaction_with(Durability::Kernel, |tx| {
+                tx.execute_batch("CREATE TABLE t (x)")?;
+                Ok(tx.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen, 1, "NORMAL inside the transaction");
+        assert_eq!(sync().await, FULL);
+        // A failing transaction is rolled back and leaves FULL too.
+        let failed = store
+            .transaction_with(Durability::Kernel, |tx| {
+                tx.execute("INSERT INTO t VALUES (1)", [])?;
+                tx.execute("INSERT INTO nowhere VALUES (1)", [])?;
+                Ok(())
+            })
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(sync().await, FULL);
+        let rows: i64 = store
+            .call(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(rows, 0, "nothing of the failed transaction");
     }
 
     #[tokio::test]

@@ -7,8 +7,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::calls::wait_connected;
-use crate::support::Daemon;
 use crate::support::rig::{RawAmi, Rig, field};
+use crate::support::{Daemon, DaemonOptions};
 
 const CLIENTS: &str = r#"{
   "clients": [{"id": 654321, "fullName": "Иванов Иван Иванович", "phones": ["+7 900 123-45-67"]}],
@@ -198,4 +198,33 @@ async fn an_inbound_call_gets_a_call_id_that_call_asterisk_turns_into_the_client
         .unwrap();
     assert_eq!(r["source"], "call");
     assert_eq!(r["clientId"], 654321);
+
+    // The session timeline is committed without waiting for the disk
+    // (`Durability::Kernel`): what the API has shown must still survive `kill -9`.
+    let mut d = d;
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(5)).await.unwrap();
+    let db = d.data_dir().join("medcall.db");
+    let d2 = Daemon::start_with(DaemonOptions::default().env("MEDCALL__STORE__PATH", db.display()))
+        .await;
+    let after: Value = d2
+        .get(&format!("/api/calls/{call_id}"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = after["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["detail"]["route"] == "inbound")
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    assert!(
+        kinds.contains(&"AgiSessionStart") && kinds.contains(&"AgiSessionEnd"),
+        "after kill -9: {after:#}"
+    );
 }
