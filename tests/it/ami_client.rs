@@ -287,15 +287,7 @@ async fn daemon_shows_the_pbx_connected_with_its_version_in_api_pbx() {
     let key = d.admin_key();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let body: serde_json::Value = d
-            .get("/api/pbx")
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: serde_json::Value = d.get_json("/api/pbx", &key).await;
         let pbx = &body[0];
         if pbx["state"] == "connected" {
             let version = pbx["asteriskVersion"].as_str().unwrap();

@@ -13,15 +13,7 @@ use crate::support::{Daemon, DaemonOptions, free_port};
 pub async fn wait_connected(d: &Daemon, key: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let pbx: Value = d
-            .get("/api/pbx")
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let pbx: Value = d.get_json("/api/pbx", key).await;
         if pbx[0]["state"] == "connected" {
             return;
         }
@@ -62,25 +54,9 @@ pub async fn call_with_leg(
     let deadline = Instant::now() + limit;
     let mut last = Value::Null;
     loop {
-        let list: Value = d
-            .get("/api/calls?limit=200")
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let list: Value = d.get_json("/api/calls?limit=200", key).await;
         for c in list["items"].as_array().unwrap() {
-            let detail: Value = d
-                .get(&format!("/api/calls/{}", c["id"]))
-                .bearer_auth(key)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let detail: Value = d.get_json(&format!("/api/calls/{}", c["id"]), key).await;
             if detail["legs"]
                 .as_array()
                 .unwrap()
@@ -298,15 +274,7 @@ async fn reconciliation_adopts_calls_made_while_away_and_closes_those_lost_in_an
         .await;
         assert_eq!(leg(&call, uid)["endReason"], "pbx-gap", "{call:#}");
     }
-    let pbx: Value = d
-        .get("/api/pbx")
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pbx: Value = d.get_json("/api/pbx", &key).await;
     assert_eq!(pbx[0]["state"], "connected");
     assert!(pbx[0]["reconnectCount"].as_u64().unwrap() >= 1, "{pbx}");
     let gaps = pbx[0]["recentGaps"].as_array().unwrap();

@@ -160,15 +160,7 @@ async fn an_inbound_call_gets_a_call_id_that_call_asterisk_turns_into_the_client
     // The same id is the call in /api/calls, with the AGI session on its timeline.
     let mut detail = Value::Null;
     for _ in 0..50 {
-        detail = d
-            .get(&format!("/api/calls/{call_id}"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        detail = d.get_json(&format!("/api/calls/{call_id}"), &key).await;
         if detail["events"]
             .as_array()
             .is_some_and(|e| e.iter().any(|e| e["kind"] == "AgiSessionStart"))
@@ -187,15 +179,9 @@ async fn an_inbound_call_gets_a_call_id_that_call_asterisk_turns_into_the_client
     );
 
     // A request made from the call itself links the same client.
-    let r: Value = d
-        .get(&format!("/api/events?call={call_id}"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let r = d
+        .get_json(&format!("/api/events?call={call_id}"), &key)
+        .await;
     assert_eq!(r["source"], "call");
     assert_eq!(r["clientId"], 654321);
 
@@ -207,15 +193,7 @@ async fn an_inbound_call_gets_a_call_id_that_call_asterisk_turns_into_the_client
     let db = d.data_dir().join("medcall.db");
     let d2 = Daemon::start_with(DaemonOptions::default().env("MEDCALL__STORE__PATH", db.display()))
         .await;
-    let after: Value = d2
-        .get(&format!("/api/calls/{call_id}"))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after = d2.get_json(&format!("/api/calls/{call_id}"), &key).await;
     let kinds: Vec<&str> = after["events"]
         .as_array()
         .unwrap()

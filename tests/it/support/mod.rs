@@ -199,6 +199,18 @@ impl Daemon {
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         reqwest::Client::new().post(format!("{}{}", self.http, path))
     }
+
+    /// `GET path` with `key`, its body as JSON.
+    pub async fn get_json(&self, path: &str, key: &str) -> serde_json::Value {
+        self.get(path)
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
 }
 
 impl Drop for Daemon {
