@@ -253,6 +253,46 @@ async fn bare_session(mut stream: TcpStream, commands: [&'static [u8]; 3]) {
 
 // ---- the load side: plays Asterisk ----
 
+/// The environment every session sends, but for its `agi_uniqueid`: each session
+/// writes its own (a counter in the last digits, as Asterisk's `epoch.sequence`
+/// grows), so the session log's `uniqueid` index sees as many keys as sessions.
+#[derive(Clone, Copy)]
+struct Environment {
+    template: &'static [u8],
+    /// Where the uniqueid's counter digits are in `template`.
+    counter_at: usize,
+}
+
+/// Digits of the uniqueid's counter.
+const COUNTER_DIGITS: usize = 9;
+
+impl Environment {
+    fn new() -> Environment {
+        let template: &'static [u8] = Box::leak(environment().into_boxed_slice());
+        let marker = b"agi_uniqueid: 1700000000.";
+        let counter_at = template
+            .windows(marker.len())
+            .position(|w| w == marker)
+            .map_or(0, |i| i + marker.len());
+        Environment {
+            template,
+            counter_at,
+        }
+    }
+
+    /// The next session's environment, into `out`.
+    fn render(self, out: &mut Vec<u8>) {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        out.clear();
+        out.extend_from_slice(self.template);
+        let digits = format!("{:0width$}", n % 1_000_000_000, width = COUNTER_DIGITS);
+        if let Some(slot) = out.get_mut(self.counter_at..self.counter_at + COUNTER_DIGITS) {
+            slot.copy_from_slice(digits.as_bytes());
+        }
+    }
+}
+
 fn environment() -> Vec<u8> {
     let mut env = String::new();
     for (k, v) in [
@@ -265,7 +305,7 @@ fn environment() -> Vec<u8> {
         ("agi_channel", "PJSIP/reception-00000a1f"),
         ("agi_language", "en"),
         ("agi_type", "PJSIP"),
-        ("agi_uniqueid", "1700000000.4711"),
+        ("agi_uniqueid", "1700000000.000000000"),
         ("agi_version", "22.10.1"),
         ("agi_callerid", "100"),
         ("agi_calleridname", "Reception"),
@@ -299,10 +339,12 @@ const REPLIES: [&[u8]; 3] = [
     b"200 result=1\n",
 ];
 
-async fn one_session(addr: SocketAddr, env: &[u8], buf: &mut BytesMut) -> anyhow::Result<()> {
+async fn one_session(addr: SocketAddr, env: Environment, buf: &mut BytesMut) -> anyhow::Result<()> {
     buf.clear();
+    let mut text = Vec::with_capacity(env.template.len());
+    env.render(&mut text);
     let mut stream = TcpStream::connect(addr).await?;
-    stream.write_all(env).await?;
+    stream.write_all(&text).await?;
     for reply in REPLIES {
         loop {
             if let Some(end) = buf.iter().position(|&b| b == b'\n') {
@@ -877,7 +919,7 @@ fn print_round_tails(loads: &[Load], bare: &[Pooled], medcall: &[Pooled]) {
 
 fn drive(port: u16, sessions: usize, concurrency: usize) -> anyhow::Result<()> {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let env: &'static [u8] = Box::leak(environment().into_boxed_slice());
+    let env = Environment::new();
     let left = Arc::new(std::sync::atomic::AtomicUsize::new(sessions));
     let start = Instant::now();
     let errors = tokio::runtime::Builder::new_current_thread()
@@ -919,7 +961,7 @@ fn drive(port: u16, sessions: usize, concurrency: usize) -> anyhow::Result<()> {
 }
 
 async fn closed_loop(addr: SocketAddr, concurrency: usize, seconds: u64) -> Figures {
-    let env: &'static [u8] = Box::leak(environment().into_boxed_slice());
+    let env = Environment::new();
     let start = Instant::now();
     let until = start + Duration::from_secs(seconds);
     let mut workers = tokio::task::JoinSet::new();
@@ -986,7 +1028,7 @@ async fn wait_tick(due: Instant) {
 /// its favour), otherwise from when the task starts (the tick pacing's origin).
 async fn timed_session(
     addr: SocketAddr,
-    env: &'static [u8],
+    env: Environment,
     due: Option<Instant>,
 ) -> anyhow::Result<u64> {
     let origin = due.unwrap_or_else(Instant::now);
@@ -996,7 +1038,7 @@ async fn timed_session(
 }
 
 async fn open_loop_measured(addr: SocketAddr, rate: u64, seconds: u64, pacing: Pacing) -> Figures {
-    let env: &'static [u8] = Box::leak(environment().into_boxed_slice());
+    let env = Environment::new();
     let start = Instant::now();
     let total = rate * seconds;
     let mut sessions = tokio::task::JoinSet::new();
