@@ -747,22 +747,43 @@ struct Pooled {
     rounds: Vec<Summary>,
     all: Summary,
     dropped: Option<u64>,
+    /// The slowest session of the unmeasured warm-up second at this level.
+    warmup_max: f64,
 }
 
 impl Pooled {
-    fn new(mut runs: Vec<Figures>) -> Pooled {
+    fn new(mut runs: Vec<Figures>, warmup_max: f64) -> Pooled {
         let rounds = runs.iter_mut().map(Figures::summary).collect();
         let mut all = Figures::pool(runs);
         Pooled {
             rounds,
             all: all.summary(),
             dropped: all.dropped,
+            warmup_max,
         }
     }
 }
 
 /// All rounds at one level, servers interleaved; one `Pooled` per server, in order.
 async fn run_level(servers: &mut [ServerProcess], load: Load, settings: &Settings) -> Vec<Pooled> {
+    // One unmeasured second per server at this level first: what a process grows
+    // into at a new load (tasks, buffers, the allocator's pages, the store's cache) is
+    // then in place, so the rounds measure the steady state. Its slowest session is
+    // still reported, as the cost of the first burst.
+    let mut warmup_max = Vec::new();
+    for server in servers.iter() {
+        let mut f = match load {
+            Load::Closed(c) => closed_loop(server.addr, c, 1).await,
+            Load::Offered(r) => open_loop_measured(server.addr, r, 1, settings.pacing).await,
+        };
+        let max = f.summary().max;
+        eprintln!(
+            "agi_load: warm-up {} {}: max {max:.1} ms",
+            server.name,
+            load.label()
+        );
+        warmup_max.push(max);
+    }
     let mut runs: Vec<Vec<Figures>> = servers.iter().map(|_| Vec::new()).collect();
     for round in 0..settings.rounds {
         for i in round_order(servers.len(), round) {
@@ -783,7 +804,10 @@ async fn run_level(servers: &mut [ServerProcess], load: Load, settings: &Setting
             out.push(f);
         }
     }
-    runs.into_iter().map(Pooled::new).collect()
+    runs.into_iter()
+        .zip(warmup_max)
+        .map(|(runs, max)| Pooled::new(runs, max))
+        .collect()
 }
 
 fn pin_load_tool() -> anyhow::Result<()> {
@@ -901,11 +925,11 @@ fn print_round_tails(loads: &[Load], bare: &[Pooled], medcall: &[Pooled]) {
             .join(" / ")
     };
     println!(
-        "\nper round, in the order run (ms)\n\n| load | bare p99 | medcall p99 | bare max | medcall max | core 0 steal, bare | core 0 steal, medcall |\n|---|---|---|---|---|---|---|"
+        "\nper round, in the order run (ms); warm-up: the slowest session of the unmeasured first second at the level\n\n| load | bare p99 | medcall p99 | bare max | medcall max | core 0 steal, bare | core 0 steal, medcall | warm-up max, bare / medcall |\n|---|---|---|---|---|---|---|---|"
     );
     for ((load, b), m) in loads.iter().zip(bare).zip(medcall) {
         println!(
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {:.1} / {:.1} |",
             load.label(),
             each(b, |s| s.p99, 2),
             each(m, |s| s.p99, 2),
@@ -913,6 +937,8 @@ fn print_round_tails(loads: &[Load], bare: &[Pooled], medcall: &[Pooled]) {
             each(m, |s| s.max, 1),
             each(b, |s| s.steal_ms, 0),
             each(m, |s| s.steal_ms, 0),
+            b.warmup_max,
+            m.warmup_max,
         );
     }
 }
