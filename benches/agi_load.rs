@@ -268,7 +268,8 @@ const COUNTER_DIGITS: usize = 9;
 
 impl Environment {
     fn new() -> Environment {
-        let template: &'static [u8] = Box::leak(environment().into_boxed_slice());
+        static TEMPLATE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let template: &'static [u8] = TEMPLATE.get_or_init(environment);
         let marker = b"agi_uniqueid: 1700000000.";
         let counter_at = template
             .windows(marker.len())
