@@ -203,21 +203,24 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
 mod tests {
     use super::*;
 
+    /// The connection's `PRAGMA name`, read on the store thread.
+    async fn pragma<T: rusqlite::types::FromSql + Send + 'static>(store: &Store, name: &str) -> T {
+        let sql = format!("PRAGMA {name}");
+        store
+            .call(move |c| Ok(c.query_row(&sql, [], |r| r.get(0))?))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn open_creates_the_directory_and_uses_wal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/data/medcall.db");
         let store = Store::open(&path).unwrap();
-        let mode: String = store
-            .call(|c| Ok(c.query_row("PRAGMA journal_mode", [], |r| r.get(0))?))
-            .await
-            .unwrap();
+        let mode: String = pragma(&store, "journal_mode").await;
         assert_eq!(mode, "wal");
         assert!(path.exists());
-        let page_size: i64 = store
-            .call(|c| Ok(c.query_row("PRAGMA page_size", [], |r| r.get(0))?))
-            .await
-            .unwrap();
+        let page_size: i64 = pragma(&store, "page_size").await;
         assert_eq!(page_size, 16_384);
     }
 
@@ -225,12 +228,7 @@ mod tests {
     async fn a_kernel_durability_commit_leaves_the_connection_synchronous_full() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("m.db")).unwrap();
-        let sync = || async {
-            store
-                .call(|c| Ok(c.query_row("PRAGMA synchronous", [], |r| r.get::<_, i64>(0))?))
-                .await
-                .unwrap()
-        };
+        let sync = || pragma::<i64>(&store, "synchronous");
         const FULL: i64 = 2;
         assert_eq!(sync().await, FULL);
         let seen = store
@@ -269,10 +267,7 @@ mod tests {
             c.execute_batch("CREATE TABLE t (x)").unwrap();
         }
         let store = Store::open(&path).unwrap();
-        let page_size: i64 = store
-            .call(|c| Ok(c.query_row("PRAGMA page_size", [], |r| r.get(0))?))
-            .await
-            .unwrap();
+        let page_size: i64 = pragma(&store, "page_size").await;
         assert_eq!(page_size, 4_096);
     }
 
