@@ -58,3 +58,32 @@ pub async fn put_clients(
             .into(),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use utoipa::{PartialSchema, ToSchema};
+
+    #[test]
+    fn the_import_answer_keeps_its_field_names_and_schema() {
+        let counts = ImportCounts {
+            clients: 1,
+            contracts: 2,
+            requests: 3,
+        };
+        assert_eq!(
+            serde_json::to_value(ImportCountsView::from(counts)).unwrap(),
+            json!({"clients": 1, "contracts": 2, "requests": 3})
+        );
+        assert_eq!(ImportCountsView::name(), "ImportCounts");
+        let pinned: serde_json::Value = serde_json::from_str(
+            r##"{"type": "object", "description": "How many rows an import wrote.", "required": ["clients", "contracts", "requests"], "properties": {"clients": {"type": "integer", "minimum": 0}, "contracts": {"type": "integer", "minimum": 0}, "requests": {"type": "integer", "minimum": 0}}}"##,
+        )
+        .unwrap();
+        assert_eq!(
+            serde_json::to_value(ImportCountsView::schema()).unwrap(),
+            pinned
+        );
+    }
+}

@@ -319,3 +319,168 @@ fn parse_call_at(v: &str) -> Result<DateTime<Utc>, ApiError> {
         .map(|t| t.and_utc())
         .map_err(|_| ApiError::bad_request("`call_at` must be RFC 3339 or `YYYY-MM-DD HH:MM:SS`."))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crm::{CdrSource, RequestStatus};
+    use serde_json::{Value, json};
+    use utoipa::{PartialSchema, ToSchema};
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 250_000_000).unwrap()
+    }
+
+    fn request() -> Request {
+        Request {
+            id: 123456,
+            source: RequestSource::Call,
+            source_id: 77,
+            client_id: Some(654321),
+            status: RequestStatus::Closed,
+            created: at(0),
+            arrived_at: Some(at(60)),
+        }
+    }
+
+    fn json_of(view: impl Serialize) -> Value {
+        serde_json::to_value(view).unwrap()
+    }
+
+    const REQUEST_JSON: fn() -> Value = || {
+        json!({
+            "id": 123456, "source": "call", "sourceId": 77, "clientId": 654321,
+            "status": "closed", "created": "2027-01-15T08:00:00.250Z",
+            "arrivedAt": "2027-01-15T08:01:00.250Z"
+        })
+    };
+
+    #[test]
+    fn every_events_route_answers_the_field_names_the_seed_fixes() {
+        assert_eq!(json_of(RequestView::from(request())), REQUEST_JSON());
+        let text = Request {
+            source: RequestSource::Text,
+            status: RequestStatus::Open,
+            client_id: None,
+            arrived_at: None,
+            ..request()
+        };
+        assert_eq!(
+            json_of(RequestView::from(text)),
+            json!({
+                "id": 123456, "source": "text", "sourceId": 77, "clientId": null,
+                "status": "open", "created": "2027-01-15T08:00:00.250Z", "arrivedAt": null
+            })
+        );
+        let incoming = IncomingCall {
+            call_id: 9,
+            caller: Some("+79001234567".into()),
+            client: Some(Client {
+                id: 654321,
+                full_name: Some("Иванов".into()),
+                phones: vec!["79001234567".into()],
+            }),
+            client_created: true,
+            request: Some(request()),
+            request_created: false,
+            event_id: 3,
+        };
+        assert_eq!(
+            json_of(IncomingCallView::from(incoming)),
+            json!({
+                "callId": 9, "caller": "+79001234567",
+                "client": {"id": 654321, "fullName": "Иванов", "phones": ["79001234567"]},
+                "clientCreated": true, "request": REQUEST_JSON(), "requestCreated": false,
+                "eventId": 3
+            })
+        );
+        let cdr = CallDetailRecord {
+            id: 1,
+            source: CdrSource::Api,
+            event_id: Some(9001),
+            call_id: None,
+            phone: Some("89001234567".into()),
+            extension: Some("101".into()),
+            path: Some("a/b.wav".into()),
+            call_at: Some("2026-11-22T09:15:00Z".into()),
+            call_type: Some(CallType::Outgoing),
+            duration: Some(93),
+            received_at: at(0),
+        };
+        assert_eq!(
+            json_of(CallDetailRecordView::from(cdr.clone())),
+            json!({
+                "id": 1, "source": "api", "eventId": 9001, "callId": null,
+                "phone": "89001234567", "extension": "101", "path": "a/b.wav",
+                "callAt": "2026-11-22T09:15:00Z", "type": "outgoing", "duration": 93,
+                "receivedAt": "2027-01-15T08:00:00.250Z"
+            })
+        );
+        let ami = CallDetailRecord {
+            source: CdrSource::Ami,
+            call_type: Some(CallType::Incoming),
+            ..cdr
+        };
+        let ami = json_of(CallDetailRecordView::from(ami));
+        assert_eq!(
+            (&ami["source"], &ami["type"]),
+            (&json!("ami"), &json!("incoming"))
+        );
+        assert_eq!(
+            json_of(NumberAnswer {
+                number: "89001234567".into()
+            }),
+            json!({"number": "89001234567"})
+        );
+    }
+
+    fn schema_of<T: PartialSchema>() -> Value {
+        serde_json::to_value(T::schema()).unwrap()
+    }
+
+    #[test]
+    fn the_openapi_schemas_keep_their_names_and_shapes() {
+        let cases: [(String, Value, &str); 5] = [
+            (
+                RequestView::name().into(),
+                schema_of::<RequestView>(),
+                r##"{"type": "object", "description": "A request (заявка).", "required": ["id", "source", "sourceId", "status", "created"], "properties": {"arrivedAt": {"type": ["string", "null"], "format": "date-time", "description": "When the patient arrived (`/api/events/coming`); the first mark is kept."}, "clientId": {"type": ["integer", "null"], "format": "int64"}, "created": {"type": "string", "format": "date-time"}, "id": {"type": "integer", "format": "int64"}, "source": {"$ref": "#/components/schemas/RequestSource"}, "sourceId": {"type": "integer", "format": "int64"}, "status": {"type": "string", "description": "`open` or `closed`."}}}"##,
+            ),
+            (
+                RequestSourceView::name().into(),
+                schema_of::<RequestSourceView>(),
+                r##"{"type": "string", "description": "Where a request came from.", "enum": ["text", "call"]}"##,
+            ),
+            (
+                ClientView::name().into(),
+                schema_of::<ClientView>(),
+                r##"{"type": "object", "description": "A client with their phones in order.", "required": ["id", "phones"], "properties": {"fullName": {"type": ["string", "null"]}, "id": {"type": "integer", "format": "int64"}, "phones": {"type": "array", "items": {"type": "string"}, "description": "Normalised `7XXXXXXXXXX`, in the CRM's order."}}}"##,
+            ),
+            (
+                IncomingCallView::name().into(),
+                schema_of::<IncomingCallView>(),
+                r##"{"type": "object", "description": "What `call_asterisk` did with an incoming call.", "required": ["callId", "clientCreated", "requestCreated", "eventId"], "properties": {"callId": {"type": "integer", "format": "int64"}, "caller": {"type": ["string", "null"], "description": "The caller's number as the PBX gave it."}, "client": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Client"}]}, "clientCreated": {"type": "boolean"}, "eventId": {"type": "integer", "format": "int64", "description": "The incoming-call event recorded for the CRM."}, "request": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Request"}]}, "requestCreated": {"type": "boolean"}}}"##,
+            ),
+            (
+                CallDetailRecordView::name().into(),
+                schema_of::<CallDetailRecordView>(),
+                r##"{"type": "object", "description": "A call detail record (from the CRM's API or from AMI).", "required": ["id", "source", "receivedAt"], "properties": {"callAt": {"type": ["string", "null"]}, "callId": {"type": ["integer", "null"], "format": "int64"}, "duration": {"type": ["integer", "null"], "format": "int64"}, "eventId": {"type": ["integer", "null"], "format": "int64"}, "extension": {"type": ["string", "null"]}, "id": {"type": "integer", "format": "int64"}, "path": {"type": ["string", "null"]}, "phone": {"type": ["string", "null"]}, "receivedAt": {"type": "string", "format": "date-time"}, "source": {"type": "string", "description": "`api` or `ami`."}, "type": {"type": ["string", "null"]}}}"##,
+            ),
+        ];
+        let names: Vec<&str> = cases.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Request",
+                "RequestSource",
+                "Client",
+                "IncomingCall",
+                "CallDetailRecord"
+            ]
+        );
+        for (name, got, pinned) in cases {
+            let pinned: Value = serde_json::from_str(pinned).unwrap();
+            assert_eq!(got, pinned, "{name}");
+        }
+    }
+}

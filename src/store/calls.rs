@@ -1090,4 +1090,101 @@ mod tests {
         assert_eq!(first.detail["route"], "inbound");
         assert_eq!(first.uniqueid.as_deref(), Some("1.0"));
     }
+
+    #[tokio::test]
+    async fn corrupt_stored_times_and_json_fail_the_read_with_the_column_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let changes = tr.apply(
+            &ev(&[
+                ("Event", "Newchannel"),
+                ("Channel", "PJSIP/a-1"),
+                ("Uniqueid", "1.0"),
+                ("Linkedid", "1.0"),
+            ]),
+            t0,
+        );
+        store.apply_call_changes(changes).await.unwrap();
+        let filter = || CallFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let (rows, _) = store.list_calls(filter()).await.unwrap();
+        let id = rows[0].id;
+        let cases: [(&str, &str, &str); 5] = [
+            ("UPDATE calls SET started_at = 'soon'", "started_at", "soon"),
+            (
+                "UPDATE legs SET answered_at = '12:00'",
+                "answered_at",
+                "12:00",
+            ),
+            ("UPDATE legs SET variables = '[1]'", "variables", "[1]"),
+            (
+                "UPDATE call_timeline SET entries = '{'",
+                "call_timeline.entries",
+                "{",
+            ),
+            (
+                r#"UPDATE call_timeline SET entries = '[{"at":"never","uniqueid":null,"kind":"X","detail":{}}]'"#,
+                "call_timeline.entries",
+                "never",
+            ),
+        ];
+        for (sql, column, value) in cases {
+            let clean: Vec<(String, String)> = store
+                .call(|c| {
+                    let mut out = Vec::new();
+                    for t in [
+                        "calls.started_at",
+                        "legs.answered_at",
+                        "legs.variables",
+                        "call_timeline.entries",
+                    ] {
+                        let (table, col) = t.split_once('.').unwrap();
+                        let v: Option<String> =
+                            c.query_row(&format!("SELECT {col} FROM {table}"), [], |r| r.get(0))?;
+                        out.push((t.to_string(), v.unwrap_or_default()));
+                    }
+                    Ok(out)
+                })
+                .await
+                .unwrap();
+            store
+                .call(move |c| Ok(c.execute_batch(sql)?))
+                .await
+                .unwrap();
+            let e = match store.call_detail(id).await {
+                Err(e) => e,
+                Ok(_) => panic!("{sql}: read as if sound"),
+            };
+            let StoreError::BadValue(bad) = &e else {
+                panic!("{sql}: {e}")
+            };
+            assert_eq!(bad.column, column, "{sql}");
+            assert!(bad.value.contains(value), "{sql}: {bad}");
+            assert!(e.to_string().contains(column), "{e}");
+            if column == "started_at" {
+                assert!(store.list_calls(filter()).await.is_err(), "the list too");
+                assert!(
+                    store.live_call_state("rig").await.is_err(),
+                    "the live state too"
+                );
+            }
+            // Restore every column for the next case.
+            store
+                .call(move |c| {
+                    for (t, v) in &clean {
+                        let (table, col) = t.split_once('.').unwrap();
+                        c.execute(&format!("UPDATE {table} SET {col} = ?1"), [v.as_str()])?;
+                    }
+                    c.execute("UPDATE legs SET answered_at = NULL", [])?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            store.call_detail(id).await.unwrap().unwrap();
+        }
+    }
 }

@@ -790,4 +790,198 @@ mod tests {
             "unknown call"
         );
     }
+
+    /// Runs `sql` on the store's own connection, as a corrupting hand would.
+    async fn corrupt(store: &Store, sql: &'static str) {
+        store
+            .call(move |c| Ok(c.execute_batch(sql)?))
+            .await
+            .unwrap();
+    }
+
+    fn bad_value(e: StoreError) -> (String, String) {
+        match e {
+            StoreError::BadValue(bad) => (bad.column, bad.value),
+            other => panic!("not a BadValue: {other}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_stored_time_fails_the_read_instead_of_reading_as_1970() {
+        let (_d, store) = store_with_clients().await;
+        corrupt(
+            &store,
+            "UPDATE requests SET created_at = 'yesterday' WHERE id = 123456",
+        )
+        .await;
+        let e = store.mark_arrived(123_456).await.unwrap_err();
+        assert!(e.to_string().contains("created_at"), "{e}");
+        assert_eq!(
+            bad_value(e),
+            ("created_at".to_string(), "yesterday".to_string())
+        );
+        // The refused read wrote nothing either.
+        let arrived: Option<String> = store
+            .call(|c| {
+                Ok(c.query_row(
+                    "SELECT arrived_at FROM requests WHERE id = 123456",
+                    [],
+                    |r| r.get(0),
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(arrived, None);
+
+        let (r, _) = store.text_request(42).await.unwrap();
+        corrupt(
+            &store,
+            "UPDATE requests SET arrived_at = '2026-13-45T00:00:00Z' WHERE source = 'text'",
+        )
+        .await;
+        let e = store.mark_arrived(r.id).await.unwrap_err();
+        assert_eq!(
+            bad_value(e),
+            ("arrived_at".to_string(), "2026-13-45T00:00:00Z".to_string())
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_stored_word_is_an_error_naming_its_column_not_a_default() {
+        let (_d, store) = store_with_clients().await;
+        let (r, _) = store.text_request(42).await.unwrap();
+        // The foreign keys stay valid: only the words are wrong.
+        corrupt(
+            &store,
+            "UPDATE requests SET source = 'fax' WHERE source = 'text'",
+        )
+        .await;
+        let e = store.mark_arrived(r.id).await.unwrap_err();
+        assert_eq!(bad_value(e), ("source".to_string(), "fax".to_string()));
+        corrupt(
+            &store,
+            "UPDATE requests SET source = 'text', status = 'Closed'",
+        )
+        .await;
+        let e = store.mark_arrived(r.id).await.unwrap_err();
+        assert_eq!(bad_value(e), ("status".to_string(), "Closed".to_string()));
+
+        let cdr = |event_id| NewCallDetailRecord {
+            event_id,
+            phone: "89001234567".into(),
+            extension: "101".into(),
+            path: crate::crm::RecordingPath::parse("a.wav").unwrap(),
+            call_at: None,
+            call_type: Some(crate::crm::CallType::Outgoing),
+            duration: None,
+        };
+        store.insert_api_cdr(cdr(1)).await.unwrap();
+        corrupt(&store, "UPDATE call_detail_records SET type = 'sideways'").await;
+        let e = store.insert_api_cdr(cdr(1)).await.unwrap_err();
+        assert_eq!(bad_value(e), ("type".to_string(), "sideways".to_string()));
+        corrupt(
+            &store,
+            "UPDATE call_detail_records SET type = NULL, source = 'crm'",
+        )
+        .await;
+        let e = store.insert_api_cdr(cdr(1)).await.unwrap_err();
+        assert_eq!(bad_value(e), ("source".to_string(), "crm".to_string()));
+
+        corrupt(
+            &store,
+            "UPDATE contract_phones SET phone = '89001112233' WHERE position = 0",
+        )
+        .await;
+        let e = store
+            .lookup_dial_ident(DialIdent::parse("+7000d0").unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            bad_value(e),
+            ("phone".to_string(), "89001112233".to_string())
+        );
+    }
+
+    async fn count(store: &Store, table: &'static str) -> i64 {
+        store
+            .call(move |c| {
+                Ok(c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_call_lead_files_its_request_under_the_callers_client_made_once() {
+        let (_d, store) = store_with_clients().await;
+        let known = store
+            .register_inbound_call("rig", "1.0", "1.0", "+79001234567", "100")
+            .await
+            .unwrap();
+        let (r, created) = store.call_request(known).await.unwrap().unwrap();
+        assert!(created);
+        assert_eq!(
+            (r.source, r.source_id, r.client_id),
+            (RequestSource::Call, known, Some(654321))
+        );
+        assert_eq!(
+            count(&store, "clients").await,
+            1,
+            "the owner, not a new client"
+        );
+        assert_eq!(store.call_request(known).await.unwrap(), Some((r, false)));
+
+        let stranger = store
+            .register_inbound_call("rig", "2.0", "2.0", "8 911 000 00 00", "100")
+            .await
+            .unwrap();
+        let (r, _) = store.call_request(stranger).await.unwrap().unwrap();
+        assert_eq!(
+            count(&store, "clients").await,
+            2,
+            "a client for the new number"
+        );
+        let made = r.client_id.unwrap();
+        let out = store
+            .process_incoming_call(stranger)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(out.client.as_ref().map(|c| c.id), Some(made));
+        assert!(!out.client_created);
+        assert_eq!(
+            out.request.as_ref().map(|q| q.id),
+            Some(r.id),
+            "the new client's open request is the call's"
+        );
+        assert_eq!(count(&store, "clients").await, 2);
+        assert_eq!(count(&store, "crm_events").await, 1);
+
+        let anonymous = store
+            .register_inbound_call("rig", "3.0", "3.0", "anonymous", "100")
+            .await
+            .unwrap();
+        let out = store
+            .process_incoming_call(anonymous)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(out.client.is_none() && !out.client_created && out.request_created);
+        assert_eq!(out.request.as_ref().and_then(|r| r.client_id), None);
+        let again = store
+            .process_incoming_call(anonymous)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            again,
+            IncomingCall {
+                request_created: false,
+                ..out
+            }
+        );
+        assert_eq!(count(&store, "clients").await, 2);
+        assert_eq!(count(&store, "crm_events").await, 2);
+        assert_eq!(count(&store, "requests").await, 4);
+    }
 }

@@ -87,4 +87,30 @@ mod tests {
         assert_eq!(t.time().timestamp_subsec_nanos() % 1000, 0);
         assert_eq!(timefmt::parse_rfc3339(&t.text()).map(StoredTime), Some(t));
     }
+
+    fn read_back(text: &str) -> rusqlite::Result<StoredTime> {
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        c.query_row("SELECT ?1 AS at", [text], |r| r.get(0))
+    }
+
+    #[test]
+    fn stored_times_are_written_in_the_one_form_and_bad_text_is_refused() {
+        let t = StoredTime::at(DateTime::from_timestamp(1_800_000_000, 123_456_789).unwrap());
+        let c = rusqlite::Connection::open_in_memory().unwrap();
+        let written: String = c.query_row("SELECT ?1", [t], |r| r.get(0)).unwrap();
+        assert_eq!(written, "2027-01-15T08:00:00.123456Z");
+        // Rows of old databases (`api_keys.created_at` was `to_rfc3339()`) still read.
+        assert_eq!(read_back("2027-01-15T08:00:00.123456789+00:00").unwrap(), t);
+        assert_eq!(read_back("2027-01-15T11:00:00.123456789+03:00").unwrap(), t);
+        for bad in [
+            "",
+            "yesterday",
+            "2027-01-15",
+            "2027-01-15 08:00:00",
+            "1970-01-01T00:00:00",
+        ] {
+            let e = read_back(bad).unwrap_err();
+            assert!(e.to_string().contains("RFC 3339"), "{bad:?}: {e}");
+        }
+    }
 }
