@@ -1,7 +1,10 @@
 //! The identifiers an operator dials instead of a number (seed 003, `getNumberFromId`):
-//! `+{request}s{client}` and `+{contract}d{index}`.
+//! `+{request}s{client}` and `+{contract}d{index}`, and the rule saying which phone one
+//! stands for, decided from the facts the store loaded.
 
 use std::fmt;
+
+use super::PhoneNumber;
 
 /// A parsed dial identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,9 +84,62 @@ impl fmt::Display for DialIdent {
     }
 }
 
+/// What the store knows of the entry a [`DialIdent`] names.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IdentFacts {
+    /// For `+{request}s{client}`: the client request `request` is filed under (`None`: no
+    /// such request, or one without a client). Not read for a contract.
+    pub request_client: Option<i64>,
+    /// The phone the entry holds: client `client`'s first phone, or contract
+    /// `contract`'s phone at `index`.
+    pub phone: Option<PhoneNumber>,
+}
+
+/// The phone `ident` stands for: a request's client is dialled only through that
+/// request (an identifier pairing a request with another client's id finds nothing, so
+/// a guessed pair never reaches a patient); a contract's phone by its position.
+pub fn resolve(ident: DialIdent, facts: IdentFacts) -> Option<PhoneNumber> {
+    match ident {
+        DialIdent::RequestClient { client, .. } if facts.request_client == Some(client) => {
+            facts.phone
+        }
+        DialIdent::RequestClient { .. } => None,
+        DialIdent::ContractPhone { .. } => facts.phone,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_identifier_resolves_only_to_the_phone_its_entry_holds() {
+        let request = DialIdent::RequestClient {
+            request: 5,
+            client: 1,
+        };
+        let contract = DialIdent::ContractPhone {
+            contract: 7000,
+            index: 1,
+        };
+        let phone = || Some(PhoneNumber::parse("+79001234567").unwrap());
+        let facts = |request_client, phone| IdentFacts {
+            request_client,
+            phone,
+        };
+        let cases = [
+            (request, facts(Some(1), phone()), phone()),
+            (request, facts(Some(2), phone()), None),
+            (request, facts(None, phone()), None),
+            (request, facts(Some(1), None), None),
+            (contract, facts(None, phone()), phone()),
+            (contract, facts(Some(3), phone()), phone()),
+            (contract, facts(None, None), None),
+        ];
+        for (ident, facts, want) in cases {
+            assert_eq!(resolve(ident, facts.clone()), want, "{ident} {facts:?}");
+        }
+    }
 
     #[test]
     fn both_forms_parse_and_print_back() {

@@ -5,6 +5,7 @@
 use serde::Deserialize;
 
 use super::phone::PhoneNumber;
+use super::{RequestSource, RequestStatus};
 
 /// The document as JSON.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
@@ -74,9 +75,9 @@ pub struct ValidContract {
 pub struct ValidRequest {
     pub id: i64,
     pub client_id: Option<i64>,
-    pub source: &'static str,
+    pub source: RequestSource,
     pub source_id: i64,
-    pub status: &'static str,
+    pub status: RequestStatus,
 }
 
 /// The whole document, validated.
@@ -146,21 +147,21 @@ impl ClientsDocument {
         for r in self.requests {
             let what = format!("request {}", r.id);
             let source = match r.source.as_deref() {
-                None | Some("text") => "text",
-                Some("call") => "call",
+                None | Some("text") => RequestSource::Text,
+                Some("call") => RequestSource::Call,
                 Some(other) => {
                     problems.push(format!("{what}: source `{other}` is neither text nor call"));
-                    "text"
+                    RequestSource::Text
                 }
             };
             let status = match r.status.as_deref() {
-                None | Some("open") => "open",
-                Some("closed") => "closed",
+                None | Some("open") => RequestStatus::Open,
+                Some("closed") => RequestStatus::Closed,
                 Some(other) => {
                     problems.push(format!(
                         "{what}: status `{other}` is neither open nor closed"
                     ));
-                    "open"
+                    RequestStatus::Open
                 }
             };
             if r.id <= 0 {

@@ -68,11 +68,6 @@ impl PhoneNumber {
     pub fn dial_form(&self) -> String {
         format!("8{}", self.0.get(1..).unwrap_or_default())
     }
-
-    /// Rebuilds a number read back from the store (already normalised).
-    pub fn from_stored(s: String) -> PhoneNumber {
-        PhoneNumber(s)
-    }
 }
 
 impl fmt::Display for PhoneNumber {

@@ -1,6 +1,10 @@
 //! Seed 003: events and number lookup for the CRM and the PBX (SPEC §6), `events` scope.
 //! Every route takes GET with a query string or POST with a form or JSON body; errors
 //! are `{"success": false, "messages": [...]}`.
+//!
+//! The JSON shapes are this module's view types (`RequestView`, …), named in the OpenAPI
+//! document as the seed fixes them (`Request`, …); a domain type is never serialized
+//! here, so renaming a field of `crm` cannot change the API.
 
 use axum::Json;
 use axum::extract::State;
@@ -11,9 +15,146 @@ use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use super::params::Params;
 use crate::crm::{
-    CallDetailRecord, CallType, DialIdent, IncomingCall, NewCallDetailRecord, RecordingPath,
-    Request,
+    CallDetailRecord, CallType, Client, DialIdent, IncomingCall, NewCallDetailRecord,
+    RecordingPath, Request, RequestSource,
 };
+
+/// Where a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = RequestSource)]
+pub enum RequestSourceView {
+    Text,
+    Call,
+}
+
+impl From<RequestSource> for RequestSourceView {
+    fn from(s: RequestSource) -> Self {
+        match s {
+            RequestSource::Text => RequestSourceView::Text,
+            RequestSource::Call => RequestSourceView::Call,
+        }
+    }
+}
+
+/// A request (заявка).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Request)]
+pub struct RequestView {
+    id: i64,
+    source: RequestSourceView,
+    source_id: i64,
+    client_id: Option<i64>,
+    /// `open` or `closed`.
+    status: String,
+    created: DateTime<Utc>,
+    /// When the patient arrived (`/api/events/coming`); the first mark is kept.
+    arrived_at: Option<DateTime<Utc>>,
+}
+
+impl From<Request> for RequestView {
+    fn from(r: Request) -> Self {
+        RequestView {
+            id: r.id,
+            source: r.source.into(),
+            source_id: r.source_id,
+            client_id: r.client_id,
+            status: r.status.as_str().to_string(),
+            created: r.created,
+            arrived_at: r.arrived_at,
+        }
+    }
+}
+
+/// A client with their phones in order.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = Client)]
+pub struct ClientView {
+    id: i64,
+    full_name: Option<String>,
+    /// Normalised `7XXXXXXXXXX`, in the CRM's order.
+    phones: Vec<String>,
+}
+
+impl From<Client> for ClientView {
+    fn from(c: Client) -> Self {
+        ClientView {
+            id: c.id,
+            full_name: c.full_name,
+            phones: c.phones,
+        }
+    }
+}
+
+/// What `call_asterisk` did with an incoming call.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = IncomingCall)]
+pub struct IncomingCallView {
+    call_id: i64,
+    /// The caller's number as the PBX gave it.
+    caller: Option<String>,
+    client: Option<ClientView>,
+    client_created: bool,
+    request: Option<RequestView>,
+    request_created: bool,
+    /// The incoming-call event recorded for the CRM.
+    event_id: i64,
+}
+
+impl From<IncomingCall> for IncomingCallView {
+    fn from(c: IncomingCall) -> Self {
+        IncomingCallView {
+            call_id: c.call_id,
+            caller: c.caller,
+            client: c.client.map(ClientView::from),
+            client_created: c.client_created,
+            request: c.request.map(RequestView::from),
+            request_created: c.request_created,
+            event_id: c.event_id,
+        }
+    }
+}
+
+/// A call detail record (from the CRM's API or from AMI).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = CallDetailRecord)]
+pub struct CallDetailRecordView {
+    id: i64,
+    /// `api` or `ami`.
+    source: String,
+    event_id: Option<i64>,
+    call_id: Option<i64>,
+    phone: Option<String>,
+    extension: Option<String>,
+    path: Option<String>,
+    call_at: Option<String>,
+    #[serde(rename = "type")]
+    call_type: Option<String>,
+    duration: Option<i64>,
+    received_at: DateTime<Utc>,
+}
+
+impl From<CallDetailRecord> for CallDetailRecordView {
+    fn from(r: CallDetailRecord) -> Self {
+        CallDetailRecordView {
+            id: r.id,
+            source: r.source.as_str().to_string(),
+            event_id: r.event_id,
+            call_id: r.call_id,
+            phone: r.phone,
+            extension: r.extension,
+            path: r.path,
+            call_at: r.call_at,
+            call_type: r.call_type.map(|t| t.as_str().to_string()),
+            duration: r.duration,
+            received_at: r.received_at,
+        }
+    }
+}
 
 /// `?text=ID` or `?call=ID`: registers a lead and returns its request (made if new).
 #[utoipa::path(
@@ -23,16 +164,19 @@ use crate::crm::{
         ("text" = Option<i64>, Query, description = "id of a text lead in the CRM"),
         ("call" = Option<i64>, Query, description = "medcall's call id (MEDCALL_CALL_ID)"),
     ),
-    responses((status = 200, body = Request), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    responses((status = 200, body = RequestView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
-pub async fn lead(State(app): State<AppState>, params: Params) -> Result<Json<Request>, ApiError> {
+pub async fn lead(
+    State(app): State<AppState>,
+    params: Params,
+) -> Result<Json<RequestView>, ApiError> {
     match (params.id("text")?, params.id("call")?) {
         (Some(_), Some(_)) => Err(ApiError::bad_request(
             "Give either `text` or `call`, not both.",
         )),
-        (Some(text), None) => Ok(Json(app.store.text_request(text).await?.0)),
+        (Some(text), None) => Ok(Json(app.store.text_request(text).await?.0.into())),
         (None, Some(call)) => match app.store.call_request(call).await? {
-            Some((r, _)) => Ok(Json(r)),
+            Some((r, _)) => Ok(Json(r.into())),
             None => Err(ApiError::not_found(format!("No call {call} is known."))),
         },
         (None, None) => Err(ApiError::bad_request(
@@ -46,15 +190,15 @@ pub async fn lead(State(app): State<AppState>, params: Params) -> Result<Json<Re
     method(get, post), path = "/api/events/call_asterisk", tag = "events",
     security(("bearer" = [])),
     params(("call_id" = i64, Query, description = "medcall's call id (MEDCALL_CALL_ID)")),
-    responses((status = 200, body = IncomingCall), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    responses((status = 200, body = IncomingCallView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
 pub async fn call_asterisk(
     State(app): State<AppState>,
     params: Params,
-) -> Result<Json<IncomingCall>, ApiError> {
+) -> Result<Json<IncomingCallView>, ApiError> {
     let id = params.required_id("call_id")?;
     match app.store.process_incoming_call(id).await? {
-        Some(out) => Ok(Json(out)),
+        Some(out) => Ok(Json(out.into())),
         None => Err(ApiError::not_found(format!("No call {id} is known."))),
     }
 }
@@ -71,28 +215,25 @@ pub async fn call_asterisk(
         ("type" = Option<String>, Query, description = "incoming or outgoing"),
         ("duration" = Option<i64>, Query, description = "seconds of audio"),
     ),
-    responses((status = 200, body = CallDetailRecord), (status = 400, body = ErrorBody))
+    responses((status = 200, body = CallDetailRecordView), (status = 400, body = ErrorBody))
 )]
 pub async fn call_detail_record(
     State(app): State<AppState>,
     params: Params,
-) -> Result<Json<CallDetailRecord>, ApiError> {
+) -> Result<Json<CallDetailRecordView>, ApiError> {
     let cdr = NewCallDetailRecord {
         event_id: params.required_id("event_id")?,
         phone: plain_text(&params, "phone", 32)?,
         extension: plain_text(&params, "extension", 32)?,
         path: RecordingPath::parse(params.required("path")?).map_err(ApiError::bad_request)?,
         call_at: params.text("call_at").map(parse_call_at).transpose()?,
-        call_type: match params.text("type") {
-            None => None,
-            Some("incoming") => Some(CallType::Incoming),
-            Some("outgoing") => Some(CallType::Outgoing),
-            Some(_) => {
-                return Err(ApiError::bad_request(
-                    "`type` must be incoming or outgoing.",
-                ));
-            }
-        },
+        call_type: params
+            .text("type")
+            .map(|t| {
+                CallType::parse(t)
+                    .ok_or_else(|| ApiError::bad_request("`type` must be incoming or outgoing."))
+            })
+            .transpose()?,
         duration: match params.text("duration") {
             None => None,
             Some(v) => Some(
@@ -106,7 +247,7 @@ pub async fn call_detail_record(
             ),
         },
     };
-    Ok(Json(app.store.insert_api_cdr(cdr).await?.0))
+    Ok(Json(app.store.insert_api_cdr(cdr).await?.0.into()))
 }
 
 /// `id=ID`: marks request ID as "patient arrived" (the first time is kept).
@@ -114,15 +255,15 @@ pub async fn call_detail_record(
     method(get, post), path = "/api/events/coming", tag = "events",
     security(("bearer" = [])),
     params(("id" = i64, Query, description = "the request's id")),
-    responses((status = 200, body = Request), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    responses((status = 200, body = RequestView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
 )]
 pub async fn coming(
     State(app): State<AppState>,
     params: Params,
-) -> Result<Json<Request>, ApiError> {
+) -> Result<Json<RequestView>, ApiError> {
     let id = params.required_id("id")?;
     match app.store.mark_arrived(id).await? {
-        Some(r) => Ok(Json(r)),
+        Some(r) => Ok(Json(r.into())),
         None => Err(ApiError::not_found(format!("No request {id}."))),
     }
 }
@@ -177,4 +318,169 @@ fn parse_call_at(v: &str) -> Result<DateTime<Utc>, ApiError> {
     NaiveDateTime::parse_from_str(v, "%Y-%m-%d %H:%M:%S")
         .map(|t| t.and_utc())
         .map_err(|_| ApiError::bad_request("`call_at` must be RFC 3339 or `YYYY-MM-DD HH:MM:SS`."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crm::{CdrSource, RequestStatus};
+    use serde_json::{Value, json};
+    use utoipa::{PartialSchema, ToSchema};
+
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 250_000_000).unwrap()
+    }
+
+    fn request() -> Request {
+        Request {
+            id: 123456,
+            source: RequestSource::Call,
+            source_id: 77,
+            client_id: Some(654321),
+            status: RequestStatus::Closed,
+            created: at(0),
+            arrived_at: Some(at(60)),
+        }
+    }
+
+    fn json_of(view: impl Serialize) -> Value {
+        serde_json::to_value(view).unwrap()
+    }
+
+    const REQUEST_JSON: fn() -> Value = || {
+        json!({
+            "id": 123456, "source": "call", "sourceId": 77, "clientId": 654321,
+            "status": "closed", "created": "2027-01-15T08:00:00.250Z",
+            "arrivedAt": "2027-01-15T08:01:00.250Z"
+        })
+    };
+
+    #[test]
+    fn every_events_route_answers_the_field_names_the_seed_fixes() {
+        assert_eq!(json_of(RequestView::from(request())), REQUEST_JSON());
+        let text = Request {
+            source: RequestSource::Text,
+            status: RequestStatus::Open,
+            client_id: None,
+            arrived_at: None,
+            ..request()
+        };
+        assert_eq!(
+            json_of(RequestView::from(text)),
+            json!({
+                "id": 123456, "source": "text", "sourceId": 77, "clientId": null,
+                "status": "open", "created": "2027-01-15T08:00:00.250Z", "arrivedAt": null
+            })
+        );
+        let incoming = IncomingCall {
+            call_id: 9,
+            caller: Some("+79001234567".into()),
+            client: Some(Client {
+                id: 654321,
+                full_name: Some("Иванов".into()),
+                phones: vec!["79001234567".into()],
+            }),
+            client_created: true,
+            request: Some(request()),
+            request_created: false,
+            event_id: 3,
+        };
+        assert_eq!(
+            json_of(IncomingCallView::from(incoming)),
+            json!({
+                "callId": 9, "caller": "+79001234567",
+                "client": {"id": 654321, "fullName": "Иванов", "phones": ["79001234567"]},
+                "clientCreated": true, "request": REQUEST_JSON(), "requestCreated": false,
+                "eventId": 3
+            })
+        );
+        let cdr = CallDetailRecord {
+            id: 1,
+            source: CdrSource::Api,
+            event_id: Some(9001),
+            call_id: None,
+            phone: Some("89001234567".into()),
+            extension: Some("101".into()),
+            path: Some("a/b.wav".into()),
+            call_at: Some("2026-11-22T09:15:00Z".into()),
+            call_type: Some(CallType::Outgoing),
+            duration: Some(93),
+            received_at: at(0),
+        };
+        assert_eq!(
+            json_of(CallDetailRecordView::from(cdr.clone())),
+            json!({
+                "id": 1, "source": "api", "eventId": 9001, "callId": null,
+                "phone": "89001234567", "extension": "101", "path": "a/b.wav",
+                "callAt": "2026-11-22T09:15:00Z", "type": "outgoing", "duration": 93,
+                "receivedAt": "2027-01-15T08:00:00.250Z"
+            })
+        );
+        let ami = CallDetailRecord {
+            source: CdrSource::Ami,
+            call_type: Some(CallType::Incoming),
+            ..cdr
+        };
+        let ami = json_of(CallDetailRecordView::from(ami));
+        assert_eq!(
+            (&ami["source"], &ami["type"]),
+            (&json!("ami"), &json!("incoming"))
+        );
+        assert_eq!(
+            json_of(NumberAnswer {
+                number: "89001234567".into()
+            }),
+            json!({"number": "89001234567"})
+        );
+    }
+
+    fn schema_of<T: PartialSchema>() -> Value {
+        serde_json::to_value(T::schema()).unwrap()
+    }
+
+    #[test]
+    fn the_openapi_schemas_keep_their_names_and_shapes() {
+        let cases: [(String, Value, &str); 5] = [
+            (
+                RequestView::name().into(),
+                schema_of::<RequestView>(),
+                r##"{"type": "object", "description": "A request (заявка).", "required": ["id", "source", "sourceId", "status", "created"], "properties": {"arrivedAt": {"type": ["string", "null"], "format": "date-time", "description": "When the patient arrived (`/api/events/coming`); the first mark is kept."}, "clientId": {"type": ["integer", "null"], "format": "int64"}, "created": {"type": "string", "format": "date-time"}, "id": {"type": "integer", "format": "int64"}, "source": {"$ref": "#/components/schemas/RequestSource"}, "sourceId": {"type": "integer", "format": "int64"}, "status": {"type": "string", "description": "`open` or `closed`."}}}"##,
+            ),
+            (
+                RequestSourceView::name().into(),
+                schema_of::<RequestSourceView>(),
+                r##"{"type": "string", "description": "Where a request came from.", "enum": ["text", "call"]}"##,
+            ),
+            (
+                ClientView::name().into(),
+                schema_of::<ClientView>(),
+                r##"{"type": "object", "description": "A client with their phones in order.", "required": ["id", "phones"], "properties": {"fullName": {"type": ["string", "null"]}, "id": {"type": "integer", "format": "int64"}, "phones": {"type": "array", "items": {"type": "string"}, "description": "Normalised `7XXXXXXXXXX`, in the CRM's order."}}}"##,
+            ),
+            (
+                IncomingCallView::name().into(),
+                schema_of::<IncomingCallView>(),
+                r##"{"type": "object", "description": "What `call_asterisk` did with an incoming call.", "required": ["callId", "clientCreated", "requestCreated", "eventId"], "properties": {"callId": {"type": "integer", "format": "int64"}, "caller": {"type": ["string", "null"], "description": "The caller's number as the PBX gave it."}, "client": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Client"}]}, "clientCreated": {"type": "boolean"}, "eventId": {"type": "integer", "format": "int64", "description": "The incoming-call event recorded for the CRM."}, "request": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Request"}]}, "requestCreated": {"type": "boolean"}}}"##,
+            ),
+            (
+                CallDetailRecordView::name().into(),
+                schema_of::<CallDetailRecordView>(),
+                r##"{"type": "object", "description": "A call detail record (from the CRM's API or from AMI).", "required": ["id", "source", "receivedAt"], "properties": {"callAt": {"type": ["string", "null"]}, "callId": {"type": ["integer", "null"], "format": "int64"}, "duration": {"type": ["integer", "null"], "format": "int64"}, "eventId": {"type": ["integer", "null"], "format": "int64"}, "extension": {"type": ["string", "null"]}, "id": {"type": "integer", "format": "int64"}, "path": {"type": ["string", "null"]}, "phone": {"type": ["string", "null"]}, "receivedAt": {"type": "string", "format": "date-time"}, "source": {"type": "string", "description": "`api` or `ami`."}, "type": {"type": ["string", "null"]}}}"##,
+            ),
+        ];
+        let names: Vec<&str> = cases.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "Request",
+                "RequestSource",
+                "Client",
+                "IncomingCall",
+                "CallDetailRecord"
+            ]
+        );
+        for (name, got, pinned) in cases {
+            let pinned: Value = serde_json::from_str(pinned).unwrap();
+            assert_eq!(got, pinned, "{name}");
+        }
+    }
 }

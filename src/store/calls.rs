@@ -3,23 +3,19 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{CachedStatement, OptionalExtension, Row, Transaction, params};
+use rusqlite::{CachedStatement, OptionalExtension, Row, Transaction, named_params, params};
 
+use super::column::{BadValue, Json, read};
+use super::time::{StoredTime, time, time_opt};
 use super::{Durability, Store, StoreError};
 use crate::calls::{CallChange, CallRecord, ConferenceRecord, GapRecord, LegRecord};
-use crate::timefmt::{push_rfc3339_micros, rfc3339_micros};
+use crate::timefmt::{parse_rfc3339, push_rfc3339_micros};
 
-fn ts(t: &DateTime<Utc>) -> String {
-    rfc3339_micros(t)
-}
+#[cfg(test)]
+use crate::timefmt::rfc3339_micros;
 
-fn ts_opt(t: &Option<DateTime<Utc>>) -> Option<String> {
-    t.as_ref().map(ts)
-}
-
-fn parse_ts(s: Option<String>) -> Option<DateTime<Utc>> {
-    s.and_then(|s| DateTime::parse_from_rfc3339(&s).ok())
-        .map(|t| t.with_timezone(&Utc))
+fn ts_opt(t: &Option<DateTime<Utc>>) -> Option<StoredTime> {
+    t.map(StoredTime::at)
 }
 
 /// Filters of `GET /api/calls`.
@@ -137,24 +133,23 @@ impl Store {
                 Ok(ConferenceRecord {
                     pbx: r.get(0)?,
                     name: r.get(1)?,
-                    started_at: parse_ts(r.get(2)?).unwrap_or_default(),
-                    ended_at: parse_ts(r.get(3)?),
+                    started_at: time(r, 2)?,
+                    ended_at: time_opt(r, 3)?,
                     end_reason: r.get(4)?,
                 })
             })? {
                 state.conferences.push(row?);
             }
-            let last: Option<String> = conn
+            state.last_event_at = conn
                 // The timeline holds every event of a known call (FastAGI sessions, in
                 // agi_sessions, are not AMI and do not mark the gap).
                 .query_row(
-                    "SELECT max(last_at) FROM call_timeline WHERE pbx = ?1",
+                    "SELECT max(last_at) AS last_at FROM call_timeline WHERE pbx = ?1",
                     [&pbx],
-                    |r| r.get(0),
+                    |r| time_opt(r, 0),
                 )
                 .optional()?
                 .flatten();
-            state.last_event_at = parse_ts(last);
             Ok(state)
         })
         .await
@@ -230,8 +225,8 @@ impl Store {
                 .query_map(params![pbx, limit], |r| {
                     Ok(GapRecord {
                         pbx: r.get(0)?,
-                        disconnected_at: parse_ts(r.get(1)?),
-                        reconnected_at: parse_ts(r.get(2)?).unwrap_or_default(),
+                        disconnected_at: time_opt(r, 1)?,
+                        reconnected_at: time(r, 2)?,
                         legs_closed: r.get(3)?,
                         legs_adopted: r.get(4)?,
                     })
@@ -256,11 +251,11 @@ impl Store {
                 None => {}
             }
             if let Some(since) = filter.since {
-                args.push(ts(&since).into());
+                args.push(StoredTime::at(since).text().into());
                 clauses.push(format!("started_at >= ?{}", args.len()));
             }
             if let Some(until) = filter.until {
-                args.push(ts(&until).into());
+                args.push(StoredTime::at(until).text().into());
                 clauses.push(format!("started_at < ?{}", args.len()));
             }
             if let Some(pbx) = filter.pbx {
@@ -340,7 +335,7 @@ impl Store {
                 "SELECT entries FROM call_timeline WHERE call_id = ?1 ORDER BY id",
             )?;
             for chunk in stmt.query_map([id], |r| r.get::<_, String>(0))? {
-                events.extend(timeline_entries(&chunk?));
+                events.extend(timeline_entries(&chunk?)?);
             }
             let mut stmt = conn.prepare_cached(
                 "SELECT at, uniqueid, kind, detail FROM call_events WHERE call_id = ?1
@@ -350,10 +345,10 @@ impl Store {
             )?;
             for row in stmt.query_map([id], |r| {
                 Ok(EventRow {
-                    at: parse_ts(r.get(0)?),
+                    at: time_opt(r, 0)?,
                     uniqueid: r.get(1)?,
                     kind: r.get(2)?,
-                    detail: serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default(),
+                    detail: read::<Json<serde_json::Value>>(r, 3)?.0,
                 })
             })? {
                 events.push(row?);
@@ -365,15 +360,14 @@ impl Store {
             )?;
             let mut rows = stmt.query([id])?;
             while let Some(r) = rows.next()? {
-                let started: Option<String> = r.get(0)?;
-                let ended: Option<String> = r.get(1)?;
+                let started = time_opt(r, 0)?;
+                let ended = time_opt(r, 1)?;
                 let uniqueid: String = r.get(2)?;
-                let detail: serde_json::Value =
-                    serde_json::from_str(&r.get::<_, String>(3)?).unwrap_or_default();
+                let detail = read::<Json<serde_json::Value>>(r, 3)?.0;
                 for (at, kind) in [(started, "AgiSessionStart"), (ended, "AgiSessionEnd")] {
                     if at.is_some() {
                         events.push(EventRow {
-                            at: parse_ts(at),
+                            at,
                             uniqueid: Some(uniqueid.clone()),
                             kind: kind.to_string(),
                             detail: detail.clone(),
@@ -387,8 +381,7 @@ impl Store {
             let mut stmt =
                 conn.prepare_cached("SELECT raw FROM call_detail_records WHERE call_id = ?1 AND source = 'ami' ORDER BY id")?;
             let cdrs = stmt
-                .query_map([id], |r| r.get::<_, String>(0))?
-                .map(|r| r.map(|s| serde_json::from_str(&s).unwrap_or_default()))
+                .query_map([id], |r| read::<Json<serde_json::Value>>(r, 0).map(|j| j.0))?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Some(CallDetailRow {
                 call,
@@ -495,9 +488,10 @@ impl TimeText {
     }
 }
 
-/// The entries of one stored timeline chunk; an unreadable chunk (never written by this
-/// code) yields nothing rather than failing the whole call.
-fn timeline_entries(chunk: &str) -> Vec<EventRow> {
+/// The entries of one stored timeline chunk. A chunk this code did not write (not the
+/// JSON array of entries, or an entry whose time is not a time) is an error, as every
+/// unreadable stored value is: it is not shown as fewer entries or as 1970.
+fn timeline_entries(chunk: &str) -> Result<Vec<EventRow>, StoreError> {
     #[derive(serde::Deserialize)]
     struct Entry {
         at: String,
@@ -505,34 +499,41 @@ fn timeline_entries(chunk: &str) -> Vec<EventRow> {
         kind: String,
         detail: serde_json::Value,
     }
-    match serde_json::from_str::<Vec<Entry>>(chunk) {
-        Ok(entries) => entries
-            .into_iter()
-            .map(|e| EventRow {
-                at: parse_ts(Some(e.at)),
+    let unreadable = |expected| {
+        StoreError::BadValue(BadValue {
+            column: "call_timeline.entries".into(),
+            value: chunk.chars().take(200).collect(),
+            expected,
+        })
+    };
+    let entries: Vec<Entry> =
+        serde_json::from_str(chunk).map_err(|_| unreadable("a JSON array of timeline entries"))?;
+    entries
+        .into_iter()
+        .map(|e| {
+            Ok(EventRow {
+                at: Some(
+                    parse_rfc3339(&e.at)
+                        .ok_or_else(|| unreadable("entries whose `at` is an RFC 3339 time"))?,
+                ),
                 uniqueid: e.uniqueid,
                 kind: e.kind,
                 detail: e.detail,
             })
-            .collect(),
-        Err(e) => {
-            tracing::error!(error = %e, "unreadable call timeline chunk");
-            Vec::new()
-        }
-    }
+        })
+        .collect()
 }
 
 fn call_record(r: &Row<'_>, at: usize) -> rusqlite::Result<CallRecord> {
     Ok(CallRecord {
         pbx: r.get(at)?,
         linkedid: r.get(at + 1)?,
-        started_at: parse_ts(r.get(at + 2)?).unwrap_or_default(),
-        ended_at: parse_ts(r.get(at + 3)?),
+        started_at: time(r, at + 2)?,
+        ended_at: time_opt(r, at + 3)?,
     })
 }
 
 fn leg_record(r: &Row<'_>, at: usize) -> rusqlite::Result<LegRecord> {
-    let variables: String = r.get(at + 14)?;
     Ok(LegRecord {
         pbx: r.get(at)?,
         uniqueid: r.get(at + 1)?,
@@ -548,10 +549,10 @@ fn leg_record(r: &Row<'_>, at: usize) -> rusqlite::Result<LegRecord> {
         exten: r.get(at + 11)?,
         bridge_id: r.get(at + 12)?,
         conference: r.get(at + 13)?,
-        variables: serde_json::from_str::<BTreeMap<String, String>>(&variables).unwrap_or_default(),
-        created_at: parse_ts(r.get(at + 15)?),
-        answered_at: parse_ts(r.get(at + 16)?),
-        ended_at: parse_ts(r.get(at + 17)?),
+        variables: read::<Json<BTreeMap<String, String>>>(r, at + 14)?.0,
+        created_at: time_opt(r, at + 15)?,
+        answered_at: time_opt(r, at + 16)?,
+        ended_at: time_opt(r, at + 17)?,
         hangup_cause: r.get(at + 18)?,
         hangup_cause_text: r.get(at + 19)?,
         end_reason: r.get(at + 20)?,
@@ -609,11 +610,11 @@ impl Sql {
                  WHERE pbx = ?1 AND linkedid = ?2"
             }
             Sql::LegUpsert => {
-                "INSERT INTO legs (call_id, pbx, uniqueid, channel, caller_num, caller_name, connected_num,
+                "INSERT INTO legs (pbx, call_id, uniqueid, channel, caller_num, caller_name, connected_num,
                     connected_name, state, account_code, context, exten, bridge_id, conference, variables,
                     created_at, answered_at, ended_at, hangup_cause, hangup_cause_text, end_reason,
                     originate_reason, adopted)
-                 VALUES (?2, ?1, ?3, ?4, ?5, ?6, ?7, ?8,
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)
                  ON CONFLICT (pbx, uniqueid) DO UPDATE SET
                     channel = excluded.channel, caller_num = excluded.caller_num,
@@ -642,14 +643,16 @@ impl Sql {
                  VALUES (?1, ?2, ?3, ?4, ?5)"
             }
             Sql::Event => {
-                "INSERT INTO call_events (call_id, pbx, uniqueid, at, kind, detail)
-                 VALUES (?2, ?1, ?3, ?4, ?5, ?6)"
+                "INSERT INTO call_events (pbx, call_id, uniqueid, at, kind, detail)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
             }
             Sql::Cdr => {
                 "INSERT INTO call_detail_records (source, call_id, pbx, uniqueid, received_at, phone, extension,
                     disposition, duration, billable_seconds, call_at, raw)
-                 VALUES ('ami', coalesce(?2, (SELECT call_id FROM legs WHERE pbx = ?1 AND uniqueid = ?3)),
-                    ?1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?11, ?10)"
+                 VALUES ('ami',
+                    coalesce(:call_id, (SELECT call_id FROM legs WHERE pbx = :pbx AND uniqueid = :uniqueid)),
+                    :pbx, :uniqueid, :received_at, :phone, :extension, :disposition, :duration,
+                    :billable_seconds, :call_at, :raw)"
             }
             Sql::Gap => {
                 "INSERT INTO pbx_gaps (pbx, disconnected_at, reconnected_at, legs_closed, legs_adopted)
@@ -725,7 +728,7 @@ impl<'a> BatchWriter<'a> {
                 // Insert, and only on a conflict update: a new call's id is then
                 // `last_insert_rowid`, without an upsert's `RETURNING`, which cost twice
                 // a plain insert (SQLite runs it as a trigger program per row).
-                let times = (ts(&c.started_at), ts_opt(&c.ended_at));
+                let times = (StoredTime::at(c.started_at), ts_opt(&c.ended_at));
                 let inserted = self
                     .statement(Sql::CallInsert)?
                     .execute(params![c.pbx, c.linkedid, times.0, times.1])?;
@@ -771,7 +774,7 @@ impl<'a> BatchWriter<'a> {
                     self.statement(Sql::ConferenceOpen)?.execute(params![
                         c.pbx,
                         c.name,
-                        ts(&c.started_at)
+                        StoredTime::at(c.started_at)
                     ])?;
                 } else {
                     let ended = ts_opt(&c.ended_at);
@@ -785,7 +788,7 @@ impl<'a> BatchWriter<'a> {
                         self.statement(Sql::ConferenceInsert)?.execute(params![
                             c.pbx,
                             c.name,
-                            ts(&c.started_at),
+                            StoredTime::at(c.started_at),
                             ended,
                             c.end_reason
                         ])?;
@@ -797,8 +800,8 @@ impl<'a> BatchWriter<'a> {
                 self.statement(Sql::Timeline)?.execute(params![
                     call_id,
                     t.pbx,
-                    ts(&t.first_at),
-                    ts(&t.last_at),
+                    StoredTime::at(t.first_at),
+                    StoredTime::at(t.last_at),
                     t.entries
                 ])?;
             }
@@ -808,32 +811,32 @@ impl<'a> BatchWriter<'a> {
                     e.pbx,
                     call_id,
                     e.uniqueid,
-                    ts(&e.at),
+                    StoredTime::at(e.at),
                     e.kind,
                     e.detail
                 ])?;
             }
             CallChange::Cdr(c) => {
                 let call_id = self.call_id(&c.pbx, c.linkedid.as_deref())?;
-                self.statement(Sql::Cdr)?.execute(params![
-                    c.pbx,
-                    call_id,
-                    c.uniqueid,
-                    ts(&c.received_at),
-                    c.source,
-                    c.destination,
-                    c.disposition,
-                    c.duration,
-                    c.billable_seconds,
-                    c.raw,
-                    c.start_time
-                ])?;
+                self.statement(Sql::Cdr)?.execute(named_params! {
+                    ":pbx": c.pbx,
+                    ":call_id": call_id,
+                    ":uniqueid": c.uniqueid,
+                    ":received_at": StoredTime::at(c.received_at),
+                    ":phone": c.source,
+                    ":extension": c.destination,
+                    ":disposition": c.disposition,
+                    ":duration": c.duration,
+                    ":billable_seconds": c.billable_seconds,
+                    ":raw": c.raw,
+                    ":call_at": c.start_time,
+                })?;
             }
             CallChange::Gap(g) => {
                 self.statement(Sql::Gap)?.execute(params![
                     g.pbx,
                     ts_opt(&g.disconnected_at),
-                    ts(&g.reconnected_at),
+                    StoredTime::at(g.reconnected_at),
                     g.legs_closed,
                     g.legs_adopted
                 ])?;
@@ -1086,5 +1089,102 @@ mod tests {
             .unwrap();
         assert_eq!(first.detail["route"], "inbound");
         assert_eq!(first.uniqueid.as_deref(), Some("1.0"));
+    }
+
+    #[tokio::test]
+    async fn corrupt_stored_times_and_json_fail_the_read_with_the_column_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let changes = tr.apply(
+            &ev(&[
+                ("Event", "Newchannel"),
+                ("Channel", "PJSIP/a-1"),
+                ("Uniqueid", "1.0"),
+                ("Linkedid", "1.0"),
+            ]),
+            t0,
+        );
+        store.apply_call_changes(changes).await.unwrap();
+        let filter = || CallFilter {
+            limit: 10,
+            ..Default::default()
+        };
+        let (rows, _) = store.list_calls(filter()).await.unwrap();
+        let id = rows[0].id;
+        let cases: [(&str, &str, &str); 5] = [
+            ("UPDATE calls SET started_at = 'soon'", "started_at", "soon"),
+            (
+                "UPDATE legs SET answered_at = '12:00'",
+                "answered_at",
+                "12:00",
+            ),
+            ("UPDATE legs SET variables = '[1]'", "variables", "[1]"),
+            (
+                "UPDATE call_timeline SET entries = '{'",
+                "call_timeline.entries",
+                "{",
+            ),
+            (
+                r#"UPDATE call_timeline SET entries = '[{"at":"never","uniqueid":null,"kind":"X","detail":{}}]'"#,
+                "call_timeline.entries",
+                "never",
+            ),
+        ];
+        for (sql, column, value) in cases {
+            let clean: Vec<(String, String)> = store
+                .call(|c| {
+                    let mut out = Vec::new();
+                    for t in [
+                        "calls.started_at",
+                        "legs.answered_at",
+                        "legs.variables",
+                        "call_timeline.entries",
+                    ] {
+                        let (table, col) = t.split_once('.').unwrap();
+                        let v: Option<String> =
+                            c.query_row(&format!("SELECT {col} FROM {table}"), [], |r| r.get(0))?;
+                        out.push((t.to_string(), v.unwrap_or_default()));
+                    }
+                    Ok(out)
+                })
+                .await
+                .unwrap();
+            store
+                .call(move |c| Ok(c.execute_batch(sql)?))
+                .await
+                .unwrap();
+            let e = match store.call_detail(id).await {
+                Err(e) => e,
+                Ok(_) => panic!("{sql}: read as if sound"),
+            };
+            let StoreError::BadValue(bad) = &e else {
+                panic!("{sql}: {e}")
+            };
+            assert_eq!(bad.column, column, "{sql}");
+            assert!(bad.value.contains(value), "{sql}: {bad}");
+            assert!(e.to_string().contains(column), "{e}");
+            if column == "started_at" {
+                assert!(store.list_calls(filter()).await.is_err(), "the list too");
+                assert!(
+                    store.live_call_state("rig").await.is_err(),
+                    "the live state too"
+                );
+            }
+            // Restore every column for the next case.
+            store
+                .call(move |c| {
+                    for (t, v) in &clean {
+                        let (table, col) = t.split_once('.').unwrap();
+                        c.execute(&format!("UPDATE {table} SET {col} = ?1"), [v.as_str()])?;
+                    }
+                    c.execute("UPDATE legs SET answered_at = NULL", [])?;
+                    Ok(())
+                })
+                .await
+                .unwrap();
+            store.call_detail(id).await.unwrap().unwrap();
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 use rusqlite::params;
 
+use super::time::StoredTime;
 use super::{Store, StoreError};
 
 /// A key as stored: its hash and what it may do.
@@ -69,7 +70,7 @@ impl Store {
                     scopes,
                     teams,
                     origin,
-                    chrono::Utc::now().to_rfc3339()
+                    StoredTime::now()
                 ],
             )?;
             Ok(n == 1)

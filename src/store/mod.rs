@@ -8,16 +8,23 @@
 //! FastAGI session timeline) may be committed [`Durability::Kernel`]: they survive
 //! `kill -9`, and are on disk at the next `FULL` commit or checkpoint.
 //!
-//! Submodules add typed queries per domain (`keys`, …); nothing outside `store` writes SQL.
+//! Submodules add typed queries per domain (`keys`, `calls`, `crm`); nothing outside
+//! `store` writes SQL. Every time column is a [`StoredTime`] (`time`), every enum or JSON
+//! column decodes strictly (`column`): what cannot be read is [`StoreError::BadValue`],
+//! never a default.
 
 mod calls;
+mod column;
 mod crm;
 mod keys;
 mod migrations;
+mod time;
 
 pub use calls::{AgiSessionRow, CallDetailRow, CallFilter, CallRow, EventRow, LegRow, LiveState};
+pub use column::BadValue;
 pub use crm::ImportCounts;
 pub use keys::StoredKey;
+pub use time::StoredTime;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -35,7 +42,12 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error("sqlite: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(#[source] rusqlite::Error),
+    /// A stored value that does not read as its column's type: a time that is not a
+    /// time, a word that is not one of its enum's, JSON of another shape. Never replaced
+    /// by a default.
+    #[error("unreadable stored value: {0}")]
+    BadValue(#[source] BadValue),
     #[error("migration {version} ({name}) failed: {source}")]
     Migration {
         version: i64,
@@ -46,6 +58,28 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("the store thread has stopped")]
     Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        match e {
+            rusqlite::Error::FromSqlConversionFailure(i, ty, cause) => {
+                match cause.downcast::<BadValue>() {
+                    Ok(bad) => {
+                        let mut bad = *bad;
+                        if bad.column.is_empty() {
+                            bad.column = format!("#{i}");
+                        }
+                        StoreError::BadValue(bad)
+                    }
+                    Err(cause) => {
+                        StoreError::Sqlite(rusqlite::Error::FromSqlConversionFailure(i, ty, cause))
+                    }
+                }
+            }
+            other => StoreError::Sqlite(other),
+        }
+    }
 }
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::calls::wait_connected;
-use crate::support::rig::{RawAmi, Rig, field};
+use crate::support::rig::{RawAmi, RawMessage, Rig, field};
 use crate::support::{Daemon, DaemonOptions};
 
 const CLIENTS: &str = r#"{
@@ -103,20 +103,64 @@ async fn an_operator_dialling_request_and_client_reaches_the_clients_phone() {
 async fn invalid_and_unknown_identifiers_take_their_dialplan_paths_and_dial_nothing() {
     let (d, _key) = daemon_with_clients().await;
     let mut ami = rig_ami().await;
+    // Each would reach a real number if the lookup were wrong: +123456s1 pairs request
+    // 123456 with another client than its own (654321, 89001234567); contract 7000 has
+    // one phone (89112223344), not six.
     for (exten, status) in [
         ("+12s", "INVALID"),
         ("+123456s1", "NOTFOUND"),
         ("+7000d5", "NOTFOUND"),
     ] {
         originate(&mut ami, &d, exten, "medcall-operator", "Operator <100>").await;
-        let ev = ami
-            .wait_for(Duration::from_secs(10), |m| {
-                field(m, "UserEvent") == Some("MedcallNumberLookup")
-                    && field(m, "Exten") == Some(exten)
-            })
-            .await
+        let call = watch_operator_call(&mut ami, exten).await;
+        let lookup = call
+            .iter()
+            .find(|m| field(m, "UserEvent") == Some("MedcallNumberLookup"))
             .unwrap_or_else(|| panic!("{exten}: no lookup event"));
-        assert_eq!(field(&ev, "Status"), Some(status), "{exten}: {ev:?}");
+        assert_eq!(field(lookup, "Status"), Some(status), "{exten}: {lookup:?}");
+        let own = format!("Local/{exten}@medcall-operator-");
+        let dialled: Vec<_> = call
+            .iter()
+            .filter(|m| {
+                field(m, "Event") == Some("DialBegin")
+                    || (field(m, "Event") == Some("Newchannel")
+                        && !field(m, "Channel").is_some_and(|c| c.starts_with(&own)))
+            })
+            .collect();
+        assert!(dialled.is_empty(), "{exten} dialled: {dialled:?}");
+    }
+}
+
+/// Everything Asterisk reports of the operator's call to `exten` (by its Linkedid), from
+/// its first channel until its dialplan half hangs up: what it dialled, if anything.
+async fn watch_operator_call(ami: &mut RawAmi, exten: &str) -> Vec<RawMessage> {
+    let own = format!("Local/{exten}@medcall-operator-");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut linkedid: Option<String> = None;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let m = ami
+            .next(left)
+            .await
+            .unwrap_or_else(|| panic!("{exten}: the operator's call never hung up: {seen:?}"));
+        let channel = field(&m, "Channel").unwrap_or_default();
+        if linkedid.is_none()
+            && field(&m, "Event") == Some("Newchannel")
+            && channel.starts_with(&own)
+        {
+            linkedid = field(&m, "Linkedid").map(str::to_string);
+        }
+        if linkedid.is_none() || field(&m, "Linkedid") != linkedid.as_deref() {
+            continue;
+        }
+        let ends = field(&m, "Event") == Some("Hangup")
+            && channel.starts_with(&own)
+            && channel.ends_with(";2");
+        seen.push(m);
+        if ends {
+            return seen;
+        }
     }
 }
 

@@ -1,8 +1,10 @@
 //! Seed 003 over HTTP: every route in GET and POST forms, and a bad-input table.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Value, json};
 
-use crate::support::Daemon;
+use crate::support::{Daemon, DaemonOptions};
 
 const CLIENTS: &str = r#"{
   "clients": [{"id": 654321, "fullName": "Иванов Иван Иванович", "phones": ["+7 900 123-45-67", "8 (900) 7654321"]}],
@@ -10,11 +12,60 @@ const CLIENTS: &str = r#"{
   "requests": [{"id": 123456, "clientId": 654321}]
 }"#;
 
+/// Keys of one scope each: the routes are called with exactly the scope they need, so
+/// a route that demanded another (or `admin`) would fail its tests.
+const ADMIN_KEY: &str = "mc_test_admin_only";
+const EVENTS_KEY: &str = "mc_test_events_only";
+const CALLS_KEY: &str = "mc_test_calls_only";
+
+fn one_scope_keys() -> String {
+    [
+        ("admin", ADMIN_KEY),
+        ("events", EVENTS_KEY),
+        ("calls", CALLS_KEY),
+    ]
+    .iter()
+    .map(|(scope, key)| {
+        format!(
+            "[[api_keys]]\nname = \"{scope}-only\"\nsha256 = \"{}\"\nscopes = [\"{scope}\"]\n",
+            medcall::auth::hash_key(key)
+        )
+    })
+    .collect()
+}
+
+/// A daemon with the clients document loaded (with the admin key) and the key that
+/// holds only the `events` scope.
 async fn daemon_with_clients() -> (Daemon, String) {
-    let d = Daemon::start().await;
-    let key = d.admin_key();
-    d.put_clients(&key, CLIENTS).await;
-    (d, key)
+    let d = Daemon::start_with(DaemonOptions::default().config(&one_scope_keys())).await;
+    d.put_clients(ADMIN_KEY, CLIENTS).await;
+    (d, EVENTS_KEY.to_string())
+}
+
+/// Rows per CRM table, read straight from the daemon's database: what a refused input
+/// must leave exactly as it was (a lookup through the API cannot see every row). Calls
+/// and AMI's records are left out: the daemon sees the rig's calls of other tests.
+fn crm_rows(db: &std::path::Path) -> BTreeMap<&'static str, i64> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    [
+        ("clients", "clients"),
+        ("client_phones", "client_phones"),
+        ("contracts", "contracts"),
+        ("contract_phones", "contract_phones"),
+        ("requests", "requests"),
+        ("crm_events", "crm_events"),
+        ("api_cdrs", "call_detail_records WHERE source = 'api'"),
+        ("inbound_calls", "inbound_calls"),
+    ]
+    .into_iter()
+    .map(|(name, rows)| {
+        let n = c
+            .query_row(&format!("SELECT count(*) FROM {rows}"), [], |r| r.get(0))
+            .unwrap();
+        (name, n)
+    })
+    .collect()
 }
 
 /// Calls `path` with `params` as GET query, POST form and POST JSON; all three must agree.
@@ -347,6 +398,9 @@ async fn bad_input_gets_a_clear_400_or_404_and_writes_nothing() {
             "`call_at`",
         ),
     ];
+    let db = d.data_dir().join("medcall.db");
+    let before = crm_rows(&db);
+    assert_eq!(before["clients"], 1, "{before:?}");
     for (path, params, status, message) in &cases {
         let (s, body) = call_all_ways(&d, &key, path, params).await;
         assert_eq!(s, *status, "{path} {params:?}: {body}");
@@ -357,6 +411,11 @@ async fn bad_input_gets_a_clear_400_or_404_and_writes_nothing() {
             "{path} {params:?}: {text} lacks {message:?}"
         );
     }
+    assert_eq!(
+        crm_rows(&db),
+        before,
+        "a refused input writes no row anywhere"
+    );
     // Nothing half-written: the refused record with event_id 77 does not exist.
     let (s, _) = call_all_ways(
         &d,
@@ -381,45 +440,104 @@ async fn bad_input_gets_a_clear_400_or_404_and_writes_nothing() {
 
 #[tokio::test]
 async fn events_routes_need_the_events_scope() {
-    let (d, _) = daemon_with_clients().await;
+    let (d, events_key) = daemon_with_clients().await;
+    let routes = [
+        "/api/events?text=1",
+        "/api/events/call_asterisk?call_id=1",
+        "/api/events/callDetailRecord?event_id=1&phone=1&extension=1&path=a.wav",
+        "/api/events/coming?id=123456",
+        "/api/getNumberFromId?number=%2B7000d0",
+    ];
+    for route in routes {
+        let r = d.get(route).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{route} without a key");
+        let r = d.get(route).bearer_auth(CALLS_KEY).send().await.unwrap();
+        assert_eq!(r.status(), 403, "{route} with a `calls` key");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"success": false, "messages": ["This API key lacks the `events` scope."]}),
+            "{route}"
+        );
+        let r = d.get(route).bearer_auth(&events_key).send().await.unwrap();
+        assert!(
+            ![401, 403].contains(&r.status().as_u16()),
+            "{route} with the `events` key: {}",
+            r.status()
+        );
+    }
+    // The `events` key reaches nothing of admin's.
     let r = d
-        .get("/api/getNumberFromId?number=%2B7000d0")
+        .client()
+        .put(format!("{}/admin/clients", d.http))
+        .bearer_auth(&events_key)
+        .header("content-type", "application/json")
+        .body(CLIENTS)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 401);
+    assert_eq!(r.status(), 403);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"success": false, "messages": ["This API key lacks the `admin` scope."]})
+    );
 }
 
 #[tokio::test]
 async fn a_clients_document_with_a_bad_phone_is_refused_whole() {
     let d = Daemon::start().await;
     let key = d.admin_key();
-    let doc = r#"{"clients":[{"id":1,"phones":["+79001234567"]},{"id":2,"phones":["12-34"]}]}"#;
-    let r = d
-        .client()
-        .put(format!("{}/admin/clients", d.http))
-        .bearer_auth(&key)
-        .header("content-type", "application/json")
-        .body(doc)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 400);
-    let body: Value = r.json().await.unwrap();
-    assert!(
-        body["messages"][0]
-            .as_str()
-            .unwrap()
-            .starts_with("client 2, phone 0"),
-        "{body}"
-    );
-    let r = d
-        .get("/api/getNumberFromId?number=%2B1s1")
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    let db = d.data_dir().join("medcall.db");
+    let empty = crm_rows(&db);
+    assert!(empty.values().all(|n| *n == 0), "{empty:?}");
+    // Every kind of entry is valid but one phone, which comes last.
+    let docs = [
+        (
+            r#"{"clients":[{"id":1,"phones":["+79001234567"]},{"id":2,"phones":["+79007654321","12-34"]}],
+                "contracts":[{"id":9,"clientId":1,"phones":["+79001112233"]}],
+                "requests":[{"id":5,"clientId":1}]}"#,
+            "client 2, phone 1",
+        ),
+        (
+            r#"{"clients":[{"id":1,"phones":["+79001234567"]}],
+                "contracts":[{"id":9,"clientId":1,"phones":["+79001112233"]}],
+                "requests":[{"id":5,"clientId":1},{"id":6,"clientId":1,"status":"done"}]}"#,
+            "request 6: status `done`",
+        ),
+        (
+            r#"{"clients":[{"id":1,"phones":["+79001234567"]}],"requests":[{"id":5,"clientId":1}],"extra":1}"#,
+            "malformed",
+        ),
+    ];
+    for (doc, message) in docs {
+        let r = d
+            .client()
+            .put(format!("{}/admin/clients", d.http))
+            .bearer_auth(&key)
+            .header("content-type", "application/json")
+            .body(doc)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        let body: Value = r.json().await.unwrap();
+        assert!(
+            body["messages"][0].as_str().unwrap().contains(message),
+            "{body}"
+        );
+        assert_eq!(body["success"], false);
+        assert_eq!(crm_rows(&db), empty, "{message}: not one row written");
+        for lookup in ["%2B5s1", "%2B9d0"] {
+            let r = d
+                .get(&format!("/api/getNumberFromId?number={lookup}"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 404, "{lookup}");
+        }
+    }
 }
 
 #[test]
@@ -457,4 +575,15 @@ fn the_import_command_loads_the_same_document_and_names_bad_entries() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("client 3, phone 0"));
+    let rows = crm_rows(&db);
+    assert_eq!(
+        (
+            rows["clients"],
+            rows["client_phones"],
+            rows["contracts"],
+            rows["requests"]
+        ),
+        (1, 2, 1, 1),
+        "the refused document wrote nothing: {rows:?}"
+    );
 }
