@@ -99,9 +99,24 @@ mod tests {
         assert!(delays.iter().all(|d| *d >= ms(500) && *d <= ms(1000)));
         assert!(delays.iter().any(|d| *d < ms(600)), "some near half");
         assert!(delays.iter().any(|d| *d > ms(900)), "some near whole");
-        let mut full = Backoff::new(ms(1000), ms(1000)).with_jitter(7.0);
-        let d = full.next_delay(&mut rng);
-        assert!(d <= ms(1000), "jitter clamps to 100 %: {d:?}");
+        let quarter: Vec<Duration> = (0..200)
+            .map(|_| {
+                Backoff::new(ms(1000), ms(1000))
+                    .with_jitter(0.25)
+                    .next_delay(&mut rng)
+            })
+            .collect();
+        assert!(quarter.iter().all(|d| *d >= ms(750) && *d <= ms(1000)));
+        assert!(quarter.iter().any(|d| *d < ms(800)), "some near 75 %");
+        let full: Vec<Duration> = (0..200)
+            .map(|_| {
+                Backoff::new(ms(1000), ms(1000))
+                    .with_jitter(7.0)
+                    .next_delay(&mut rng)
+            })
+            .collect();
+        assert!(full.iter().all(|d| *d <= ms(1000)), "clamped to 100 %");
+        assert!(full.iter().any(|d| *d < ms(200)), "some near nothing");
         let mut none = Backoff::new(ms(1000), ms(1000)).with_jitter(f64::NAN);
         assert_eq!(none.next_delay(&mut rng), ms(1000), "NaN is no jitter");
     }

@@ -362,6 +362,59 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn run_until_starts_the_daemon_and_returns_once_the_token_is_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = [
+            ("MEDCALL__HTTP__LISTEN", "127.0.0.1:0".to_string()),
+            ("MEDCALL__AGI__LISTEN", "127.0.0.1:0".to_string()),
+            ("MEDCALL__PBX__0__PORT", "1".to_string()),
+            (
+                "MEDCALL__STORE__PATH",
+                dir.path().join("m.db").display().to_string(),
+            ),
+        ]
+        .map(|(k, v)| (k.to_string(), v));
+        let config = Config::load(None, vars).unwrap();
+        let shutdown = CancellationToken::new();
+        let daemon = tokio::spawn(run_until(config, shutdown.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !dir.path().join("admin.key").exists() {
+            assert!(tokio::time::Instant::now() < deadline, "never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!daemon.is_finished(), "it runs until cancelled");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), daemon)
+            .await
+            .expect("stops once cancelled")
+            .unwrap()
+            .unwrap();
+        assert!(dir.path().join("m.db").exists());
+    }
+
+    #[tokio::test]
+    async fn run_until_fails_when_the_http_port_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let vars = [
+            (
+                "MEDCALL__HTTP__LISTEN",
+                taken.local_addr().unwrap().to_string(),
+            ),
+            (
+                "MEDCALL__STORE__PATH",
+                dir.path().join("m.db").display().to_string(),
+            ),
+        ]
+        .map(|(k, v)| (k.to_string(), v));
+        let config = Config::load(None, vars).unwrap();
+        let e = run_until(config, CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("binding HTTP"), "{e:#}");
+    }
+
+    #[tokio::test]
     async fn the_signal_watcher_ends_when_the_daemon_is_shut_down_another_way() {
         let shutdown = CancellationToken::new();
         let watcher = tokio::spawn(cancel_on_signal(shutdown.clone()));

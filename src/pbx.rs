@@ -67,12 +67,6 @@ impl Serialize for PbxName {
     }
 }
 
-impl PartialEq<str> for PbxName {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other
-    }
-}
-
 impl PartialEq<&str> for PbxName {
     fn eq(&self, other: &&str) -> bool {
         self.0 == *other

@@ -337,3 +337,47 @@ async fn health_and_api_pbx_report_each_pbx_state_exactly() {
     }
     drop(silent);
 }
+
+#[tokio::test]
+async fn shutdown_waits_for_fastagi_sessions_to_drain_even_past_the_http_grace() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut d = Daemon::start_with(
+        DaemonOptions::default()
+            .env("MEDCALL__HTTP__SHUTDOWN_GRACE_MS", 100)
+            .env("MEDCALL__AGI__DRAIN_MS", 1_500),
+    )
+    .await;
+    // A session whose Asterisk never answers the route's first command.
+    let mut agi = tokio::net::TcpStream::connect(("127.0.0.1", d.agi_port))
+        .await
+        .unwrap();
+    agi.write_all(
+        b"agi_network: yes\nagi_network_script: diagnostics\nagi_channel: Local/x;1\nagi_uniqueid: 1.1\n\n",
+    )
+    .await
+    .unwrap();
+    let mut first = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), agi.read(&mut first))
+        .await
+        .expect("the route sends its first command")
+        .unwrap();
+    assert!(first[..n].starts_with(b"SET VARIABLE"), "{:?}", &first[..n]);
+    let started = Instant::now();
+    d.signal("TERM");
+    let status = d
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits after the drain");
+    let took = started.elapsed();
+    assert!(status.success(), "{status}\n{}", d.stderr());
+    // The drain (1.5 s) plus its margin is the grace, not the 0.1 s HTTP grace.
+    assert!(
+        took >= Duration::from_millis(1_400),
+        "exited after {took:?}"
+    );
+    assert!(
+        !d.stderr().contains("exiting anyway"),
+        "cut before the drain ended:\n{}",
+        d.stderr()
+    );
+}
