@@ -93,28 +93,25 @@ mod tests {
     #[test]
     fn jitter_spreads_the_delays_over_the_whole_allowed_range() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let delays: Vec<Duration> = (0..200)
-            .map(|_| Backoff::new(ms(1000), ms(1000)).next_delay(&mut rng))
-            .collect();
-        assert!(delays.iter().all(|d| *d >= ms(500) && *d <= ms(1000)));
-        assert!(delays.iter().any(|d| *d < ms(600)), "some near half");
-        assert!(delays.iter().any(|d| *d > ms(900)), "some near whole");
-        let quarter: Vec<Duration> = (0..200)
-            .map(|_| {
-                Backoff::new(ms(1000), ms(1000))
-                    .with_jitter(0.25)
-                    .next_delay(&mut rng)
-            })
-            .collect();
+        // 200 first delays of a one-second schedule with `jitter` (the default if None).
+        let mut first_delays = |jitter: Option<f64>| -> Vec<Duration> {
+            (0..200)
+                .map(|_| {
+                    let b = Backoff::new(ms(1000), ms(1000));
+                    jitter
+                        .map_or(b.clone(), |j| b.with_jitter(j))
+                        .next_delay(&mut rng)
+                })
+                .collect()
+        };
+        let half = first_delays(None);
+        assert!(half.iter().all(|d| *d >= ms(500) && *d <= ms(1000)));
+        assert!(half.iter().any(|d| *d < ms(600)), "some near half");
+        assert!(half.iter().any(|d| *d > ms(900)), "some near whole");
+        let quarter = first_delays(Some(0.25));
         assert!(quarter.iter().all(|d| *d >= ms(750) && *d <= ms(1000)));
         assert!(quarter.iter().any(|d| *d < ms(800)), "some near 75 %");
-        let full: Vec<Duration> = (0..200)
-            .map(|_| {
-                Backoff::new(ms(1000), ms(1000))
-                    .with_jitter(7.0)
-                    .next_delay(&mut rng)
-            })
-            .collect();
+        let full = first_delays(Some(7.0));
         assert!(full.iter().all(|d| *d <= ms(1000)), "clamped to 100 %");
         assert!(full.iter().any(|d| *d < ms(200)), "some near nothing");
         let mut none = Backoff::new(ms(1000), ms(1000)).with_jitter(f64::NAN);
