@@ -191,6 +191,7 @@ mod tests {
     fn a_pbx_name_reads_and_writes_as_a_plain_string_and_refuses_a_bad_one() {
         let name: PbxName = serde_json::from_str("\"main\"").unwrap();
         assert_eq!(name, "main");
+        assert_ne!(name, "mains");
         assert_eq!(serde_json::to_string(&name).unwrap(), "\"main\"");
         assert_eq!(name.to_string(), "main");
         let e = serde_json::from_str::<PbxName>("\"no way\"").unwrap_err();
