@@ -134,7 +134,7 @@ fn serve(port: u16) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let pbxs = Arc::new(PbxAddresses::from_entries(vec![(
-            "bench".into(),
+            medcall::pbx::PbxName::new("bench")?,
             vec![IpAddr::from([127, 0, 0, 1])],
         )]));
         let router = routes::router(Arc::clone(&pbxs), store.clone())?

@@ -5,11 +5,13 @@
 //! secret: secrets are [`Secret`]s, whose `Debug` and `Serialize` are redacted.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+use crate::pbx::PbxName;
+pub use crate::secret::Secret;
 
 /// The defaults every key falls back to; also the documentation of last resort.
 const DEFAULTS: &str = include_str!("config_defaults.toml");
@@ -31,33 +33,6 @@ pub enum ConfigError {
     Env { var: String, message: String },
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
-}
-
-/// A value that must never be shown: `Debug` and `Serialize` print `***`.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-    /// The secret itself, for the one place that must send it (AMI login).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"***\"")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("***")
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -183,8 +158,9 @@ pub struct AmiConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PbxConfig {
-    /// Unique short name; appears in `/health`, `/api/pbx`, metrics and call records.
-    pub name: String,
+    /// Unique short name (letters, digits, `-`, `_`; checked as it is read); appears in
+    /// `/health`, `/api/pbx`, metrics and call records.
+    pub name: PbxName,
     pub host: String,
     pub port: u16,
     pub username: String,
@@ -298,17 +274,6 @@ impl Config {
         };
         let mut names = BTreeSet::new();
         for (i, pbx) in self.pbx.iter().enumerate() {
-            if pbx.name.is_empty()
-                || !pbx
-                    .name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-            {
-                return Err(invalid(
-                    format!("pbx[{i}].name"),
-                    "must be letters, digits, '-' or '_'",
-                ));
-            }
             if !names.insert(pbx.name.as_str()) {
                 return Err(invalid(format!("pbx[{i}].name"), "duplicate PBX name"));
             }
@@ -622,6 +587,7 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("pbx[1].name"), "{e}");
+        assert!(e.contains("duplicate PBX name"), "{e}");
         let e = load(
             Some("[[api_keys]]\nname = \"crm\"\nsha256 = \"abc\"\nscopes = [\"events\"]\n"),
             &[],
@@ -629,6 +595,18 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("api_keys[0].sha256"), "{e}");
+    }
+
+    #[test]
+    fn a_pbx_name_that_is_not_letters_digits_dashes_or_underscores_is_refused_by_key() {
+        for bad in ["", "main office", "a.b"] {
+            let e = load(None, &[("MEDCALL__PBX__0__NAME", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("pbx[0].name"), "{bad:?}: {e}");
+            assert!(e.contains("must be letters, digits, '-' or '_'"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

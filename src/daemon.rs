@@ -1,5 +1,8 @@
-//! `medcall run`: wires the store, key ring, PBX registry, HTTP server and (as they
-//! land) the AMI and FastAGI tasks together, and shuts them down in order.
+//! `medcall run`: wires the store, key ring, HTTP server, FastAGI server, one AMI client
+//! and one call-ingest task per PBX (gathered in the [`PbxRegistry`]) and the signal
+//! watcher together, and shuts them down in order. It also maps the configuration into
+//! each part's own plain settings (`agi::ServerSettings`, `ami::ClientSettings`): the
+//! protocol modules never read `config`.
 //!
 //! Every task is spawned on the one [`TaskTracker`] and watches the one
 //! [`CancellationToken`]; shutdown cancels the token, waits for the tracker up to the
@@ -14,13 +17,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agi;
-use crate::ami::{AmiClient, ClientSettings, ClientState, ClientStatus, EventStream, StatusHook};
+use crate::ami::{self, AmiClient, EventStream};
 use crate::auth;
 use crate::calls;
-use crate::config::Config;
+use crate::config::{AmiAuth, AmiConfig, Config, PbxConfig};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
-use crate::pbx::PbxRegistry;
+use crate::pbx::{Pbx, PbxRegistry};
 use crate::routes::{self, PbxAddresses};
 use crate::store::Store;
 
@@ -30,13 +33,9 @@ use crate::store::Store;
 /// Startup failures: the store cannot be opened, a port cannot be bound.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
-    let signals = shutdown.clone();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested");
-        signals.cancel();
-    });
-    run_until(config, shutdown).await
+    let tasks = TaskTracker::new();
+    tasks.spawn(cancel_on_signal(shutdown.clone()));
+    serve(config, shutdown, tasks).await
 }
 
 /// Runs the daemon until `shutdown` is cancelled.
@@ -44,6 +43,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 /// # Errors
 /// Startup failures: the store cannot be opened, a port cannot be bound.
 pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    serve(config, shutdown, TaskTracker::new()).await
+}
+
+/// Cancels `shutdown` on SIGTERM or Ctrl-C; ends when `shutdown` is cancelled either way.
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    tokio::select! {
+        () = wait_for_signal() => {
+            tracing::info!("shutdown requested");
+            shutdown.cancel();
+        }
+        () = shutdown.cancelled() => {}
+    }
+}
+
+/// Starts every part on `tasks`, waits for `shutdown`, then drains `tasks`.
+async fn serve(
+    config: Config,
+    shutdown: CancellationToken,
+    tasks: TaskTracker,
+) -> anyhow::Result<()> {
     let store_path = config.store.path.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
         .await?
@@ -54,14 +73,6 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     if let Some(key) = created {
         announce_admin_key(&key, &config);
     }
-    let pbxs = PbxRegistry::new(&config.pbx);
-    let metrics = Metrics::new();
-    let app = AppState {
-        keys: Arc::new(keys),
-        pbxs,
-        metrics,
-        store,
-    };
 
     let http_listener = TcpListener::bind(config.http.listen)
         .await
@@ -70,17 +81,26 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
 
     let pbx_addresses = Arc::new(PbxAddresses::resolve(&config.pbx).await);
     let (session_log, session_log_writer) = routes::session_log::SessionLog::new(
-        app.store.clone(),
+        store.clone(),
         Arc::clone(&pbx_addresses),
         shutdown.child_token(),
     );
     let agi_server =
-        agi_server(&config, Arc::clone(&pbx_addresses), app.store.clone())?.with_hook(session_log);
+        agi_server(&config, Arc::clone(&pbx_addresses), store.clone())?.with_hook(session_log);
     let agi_listener = agi::bind(config.agi.listen, config.agi.backlog)
         .with_context(|| format!("binding FastAGI to {}", config.agi.listen))?;
     tracing::info!(addr = %agi_listener.local_addr()?, "FastAGI listening");
 
-    let tasks = TaskTracker::new();
+    // Nothing is spawned before every listener is bound: a startup failure leaves no
+    // task (and no AMI login) behind.
+    let (pbxs, events) = spawn_ami_clients(&config, &tasks, &shutdown)?;
+    tracing::debug!(count = pbxs.len(), "AMI clients started");
+    let app = AppState {
+        keys: Arc::new(keys),
+        pbxs,
+        metrics: Metrics::new(),
+        store,
+    };
     tasks.spawn(session_log_writer);
     let agi_shutdown = shutdown.child_token();
     tasks.spawn(agi_server.serve(agi_listener, agi_shutdown));
@@ -91,12 +111,10 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
-    let ami_clients = spawn_ami_clients(&config, &app.pbxs, &tasks, &shutdown);
-    tracing::debug!(count = ami_clients.len(), "AMI clients started");
-    for (pbx, (client, events)) in config.pbx.iter().zip(ami_clients) {
+    for (pbx, events) in app.pbxs.iter().zip(events) {
         tasks.spawn(calls::ingest::run(
-            pbx.name.clone(),
-            client,
+            pbx.name().to_string(),
+            pbx.client().clone(),
             events,
             app.store.clone(),
             shutdown.child_token(),
@@ -120,59 +138,73 @@ pub async fn run_until(config: Config, shutdown: CancellationToken) -> anyhow::R
     Ok(())
 }
 
-/// One AMI client per `[[pbx]]`, each mirroring its status into the registry, with the
-/// call tracker's event stream subscribed before the first connect. The handles are
-/// what the call tracker and call control send through.
+/// One AMI client per `[[pbx]]`, gathered in the registry, each with the call
+/// tracker's event stream (in the same order) subscribed before the first connect.
 fn spawn_ami_clients(
     config: &Config,
-    pbxs: &PbxRegistry,
     tasks: &TaskTracker,
     shutdown: &CancellationToken,
-) -> Vec<(AmiClient, EventStream)> {
-    config
+) -> anyhow::Result<(PbxRegistry, Vec<EventStream>)> {
+    let mut events = Vec::with_capacity(config.pbx.len());
+    let pbxs = config
         .pbx
         .iter()
         .map(|pbx| {
-            let registry = pbxs.clone();
-            let name = pbx.name.clone();
-            let hook: StatusHook = Arc::new(move |status: &ClientStatus| {
-                registry.update(&name, |s| mirror_status(s, status));
-            });
-            let (client, events) = AmiClient::spawn_with_events(
-                ClientSettings::from_config(pbx, &config.ami),
+            let (client, stream) = AmiClient::spawn_with_events(
+                client_settings(pbx, &config.ami),
                 tasks,
                 shutdown.child_token(),
-                Some(hook),
             );
-            pbxs.attach_counters(&pbx.name, client.event_counters());
-            (client, events)
+            events.push(stream);
+            Pbx::new(pbx.name.clone(), pbx.host.clone(), pbx.port, client)
         })
-        .collect()
+        .collect();
+    let registry = PbxRegistry::new(pbxs).context("registering the PBXs")?;
+    Ok((registry, events))
 }
 
-fn mirror_status(s: &mut crate::pbx::PbxStatus, status: &ClientStatus) {
-    use crate::pbx::ConnectionState;
-    s.state = match status.state {
-        ClientState::Disconnected => ConnectionState::NotConnected,
-        ClientState::Connecting => ConnectionState::Connecting,
-        ClientState::Connected => ConnectionState::Connected,
-    };
-    if status.version.is_some() {
-        s.asterisk_version.clone_from(&status.version);
+/// One `[[pbx]]` entry and the `[ami]` section as the AMI client's own settings.
+fn client_settings(pbx: &PbxConfig, ami: &AmiConfig) -> ami::ClientSettings {
+    let ms = Duration::from_millis;
+    ami::ClientSettings {
+        name: pbx.name.to_string(),
+        host: pbx.host.clone(),
+        port: pbx.port,
+        username: pbx.username.clone(),
+        secret: pbx.secret.clone(),
+        auth: match pbx.auth {
+            AmiAuth::Plain => ami::LoginMethod::Plain,
+            AmiAuth::Md5 => ami::LoginMethod::Md5,
+        },
+        event_mask: ami.event_mask.clone(),
+        timing: ami::Timing {
+            connect_timeout: ms(ami.connect_timeout_ms),
+            action_timeout: ms(ami.action_timeout_ms),
+            backoff_min: ms(ami.backoff_min_ms),
+            backoff_max: ms(ami.backoff_max_ms),
+            ping_interval: ms(ami.ping_interval_ms),
+            ping_deadline: ms(ami.ping_deadline_ms),
+        },
+        limits: ami::ClientLimits {
+            frame: ami::Limits {
+                max_message_bytes: ami.max_message_bytes,
+                max_headers: ami.max_headers,
+            },
+            max_list_items: ami.max_list_items,
+            event_queue_capacity: ami.event_queue_capacity,
+            action_queue_capacity: ami.action_queue_capacity,
+        },
+        // An empty `capture_dir` (e.g. from an environment variable) is off.
+        capture: ami
+            .capture_dir
+            .as_ref()
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(|dir| ami::CaptureSettings {
+                dir: dir.clone(),
+                rotate_bytes: ami.capture_rotate_bytes,
+                keep_files: ami.capture_keep_files,
+            }),
     }
-    s.connected_since = status.connected_since;
-    // Attempts after the first: failed ones count too, so a PBX refusing the login shows
-    // its retries here.
-    s.reconnect_count = status.connect_attempts.saturating_sub(1);
-    s.last_event_at = status.last_event_at;
-    s.events_received = status.events_received;
-    s.events_dropped = status.events_dropped;
-    s.messages_skipped = status.messages_skipped;
-    s.last_error = if status.state == ClientState::Connected {
-        None
-    } else {
-        status.last_error.clone()
-    };
 }
 
 /// The FastAGI server with the production routes and the `[agi]` settings.
@@ -250,36 +282,180 @@ async fn wait_for_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pbx::ConnectionState;
 
     #[test]
-    fn the_registry_mirrors_the_ami_status_counters_and_error() {
-        let config = Config::load(None, Vec::new()).unwrap();
-        let registry = PbxRegistry::new(&config.pbx);
-        let mut status = ClientStatus {
-            state: ClientState::Disconnected,
-            version: None,
-            connected_since: None,
-            connect_attempts: 3,
-            last_event_at: None,
-            events_received: 10,
-            events_dropped: 4,
-            messages_skipped: 1,
-            last_error: Some("login rejected: Authentication failed".into()),
-        };
-        registry.update("main", |s| mirror_status(s, &status));
-        let s = &registry.snapshot()[0];
-        assert_eq!(s.state, ConnectionState::NotConnected);
-        assert_eq!(s.reconnect_count, 2);
-        assert_eq!(s.events_dropped, 4);
-        assert!(s.last_error.as_deref().unwrap().contains("Authentication"));
+    fn the_ami_settings_carry_every_configured_value_of_the_pbx_and_the_ami_section() {
+        let vars = [
+            ("MEDCALL__PBX__0__NAME", "branch-2"),
+            ("MEDCALL__PBX__0__HOST", "pbx.example"),
+            ("MEDCALL__PBX__0__PORT", "6038"),
+            ("MEDCALL__PBX__0__USERNAME", "medcall-b"),
+            ("MEDCALL__PBX__0__SECRET", "s3cret"),
+            ("MEDCALL__PBX__0__AUTH", "plain"),
+            ("MEDCALL__AMI__CONNECT_TIMEOUT_MS", "1001"),
+            ("MEDCALL__AMI__ACTION_TIMEOUT_MS", "1002"),
+            ("MEDCALL__AMI__BACKOFF_MIN_MS", "1003"),
+            ("MEDCALL__AMI__BACKOFF_MAX_MS", "1004"),
+            ("MEDCALL__AMI__PING_INTERVAL_MS", "1005"),
+            ("MEDCALL__AMI__PING_DEADLINE_MS", "1006"),
+            ("MEDCALL__AMI__MAX_MESSAGE_BYTES", "1007"),
+            ("MEDCALL__AMI__MAX_HEADERS", "1008"),
+            ("MEDCALL__AMI__MAX_LIST_ITEMS", "1009"),
+            ("MEDCALL__AMI__EVENT_QUEUE_CAPACITY", "1010"),
+            ("MEDCALL__AMI__ACTION_QUEUE_CAPACITY", "1011"),
+            ("MEDCALL__AMI__EVENT_MASK", "call,cdr"),
+            ("MEDCALL__AMI__CAPTURE_DIR", "/tmp/captures"),
+            ("MEDCALL__AMI__CAPTURE_ROTATE_BYTES", "1012"),
+            ("MEDCALL__AMI__CAPTURE_KEEP_FILES", "1013"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = Config::load(None, vars).unwrap();
+        let s = client_settings(&config.pbx[0], &config.ami);
+        let ms = Duration::from_millis;
+        assert_eq!(s.name, "branch-2");
+        assert_eq!((s.host.as_str(), s.port), ("pbx.example", 6038));
+        assert_eq!(s.username, "medcall-b");
+        assert_eq!(s.secret.expose(), "s3cret");
+        assert_eq!(s.auth, ami::LoginMethod::Plain);
+        assert_eq!(s.event_mask, "call,cdr");
+        assert_eq!(
+            s.timing,
+            ami::Timing {
+                connect_timeout: ms(1001),
+                action_timeout: ms(1002),
+                backoff_min: ms(1003),
+                backoff_max: ms(1004),
+                ping_interval: ms(1005),
+                ping_deadline: ms(1006),
+            }
+        );
+        assert_eq!(
+            s.limits,
+            ami::ClientLimits {
+                frame: ami::Limits {
+                    max_message_bytes: 1007,
+                    max_headers: 1008,
+                },
+                max_list_items: 1009,
+                event_queue_capacity: 1010,
+                action_queue_capacity: 1011,
+            }
+        );
+        let capture = s.capture.unwrap();
+        assert_eq!(capture.dir, std::path::PathBuf::from("/tmp/captures"));
+        assert_eq!((capture.rotate_bytes, capture.keep_files), (1012, 1013));
+    }
 
-        status.state = ClientState::Connected;
-        status.version = Some("Asterisk 22.10.1".into());
-        registry.update("main", |s| mirror_status(s, &status));
-        let s = &registry.snapshot()[0];
-        assert_eq!(s.state, ConnectionState::Connected);
-        assert_eq!(s.asterisk_version.as_deref(), Some("Asterisk 22.10.1"));
-        assert_eq!(s.last_error, None);
+    #[test]
+    fn md5_is_the_default_login_and_an_empty_capture_dir_is_no_capture() {
+        let vars = [("MEDCALL__AMI__CAPTURE_DIR", "")].map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = Config::load(None, vars).unwrap();
+        let s = client_settings(&config.pbx[0], &config.ami);
+        assert_eq!(s.auth, ami::LoginMethod::Md5);
+        assert!(s.capture.is_none());
+        let config = Config::load(None, Vec::new()).unwrap();
+        assert!(
+            client_settings(&config.pbx[0], &config.ami)
+                .capture
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn run_until_starts_the_daemon_and_returns_once_the_token_is_cancelled() {
+        let dir = tempfile::tempdir().unwrap();
+        let vars = [
+            ("MEDCALL__HTTP__LISTEN", "127.0.0.1:0".to_string()),
+            ("MEDCALL__AGI__LISTEN", "127.0.0.1:0".to_string()),
+            ("MEDCALL__PBX__0__PORT", "1".to_string()),
+            (
+                "MEDCALL__STORE__PATH",
+                dir.path().join("m.db").display().to_string(),
+            ),
+        ]
+        .map(|(k, v)| (k.to_string(), v));
+        let config = Config::load(None, vars).unwrap();
+        let shutdown = CancellationToken::new();
+        let daemon = tokio::spawn(run_until(config, shutdown.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !dir.path().join("admin.key").exists() {
+            assert!(tokio::time::Instant::now() < deadline, "never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!daemon.is_finished(), "it runs until cancelled");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), daemon)
+            .await
+            .expect("stops once cancelled")
+            .unwrap()
+            .unwrap();
+        assert!(dir.path().join("m.db").exists());
+    }
+
+    #[tokio::test]
+    async fn run_until_fails_when_the_http_port_is_taken() {
+        let dir = tempfile::tempdir().unwrap();
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let vars = [
+            (
+                "MEDCALL__HTTP__LISTEN",
+                taken.local_addr().unwrap().to_string(),
+            ),
+            (
+                "MEDCALL__STORE__PATH",
+                dir.path().join("m.db").display().to_string(),
+            ),
+        ]
+        .map(|(k, v)| (k.to_string(), v));
+        let config = Config::load(None, vars).unwrap();
+        let e = run_until(config, CancellationToken::new())
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("binding HTTP"), "{e:#}");
+    }
+
+    #[tokio::test]
+    async fn the_signal_watcher_ends_when_the_daemon_is_shut_down_another_way() {
+        let shutdown = CancellationToken::new();
+        let watcher = tokio::spawn(cancel_on_signal(shutdown.clone()));
+        tokio::task::yield_now().await;
+        assert!(!watcher.is_finished(), "it waits for a signal");
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), watcher)
+            .await
+            .expect("the watcher ends with the shutdown")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn every_ami_client_is_in_the_registry_in_order_with_its_event_stream() {
+        let vars = [
+            ("MEDCALL__PBX__0__NAME", "a"),
+            ("MEDCALL__PBX__0__PORT", "1"),
+            ("MEDCALL__PBX__1__NAME", "b"),
+            ("MEDCALL__PBX__1__HOST", "127.0.0.1"),
+            ("MEDCALL__PBX__1__PORT", "1"),
+            ("MEDCALL__PBX__1__USERNAME", "u"),
+            ("MEDCALL__PBX__1__SECRET", "s"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = Config::load(None, vars).unwrap();
+        let (tasks, shutdown) = (TaskTracker::new(), CancellationToken::new());
+        let (pbxs, events) = spawn_ami_clients(&config, &tasks, &shutdown).unwrap();
+        let names: Vec<&str> = pbxs.iter().map(|p| p.name().as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(events.len(), 2);
+        let b = pbxs.iter().nth(1).unwrap();
+        assert_eq!(
+            (b.client().name(), b.host(), b.port()),
+            ("b", "127.0.0.1", 1)
+        );
+        // The clients run on the daemon's tracker and stop with its token.
+        assert_eq!(tasks.len(), 2);
+        shutdown.cancel();
+        tasks.close();
+        tokio::time::timeout(Duration::from_secs(5), tasks.wait())
+            .await
+            .expect("the AMI tasks stop on shutdown");
     }
 }

@@ -4,6 +4,7 @@
 pub mod agi;
 pub mod ami;
 pub mod auth;
+pub mod backoff;
 pub mod calls;
 pub mod config;
 pub mod crm;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod pbx;
 pub mod replay;
 pub mod routes;
+pub mod secret;
 pub mod store;
 pub mod telemetry;
 pub mod timefmt;

@@ -9,7 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use crate::pbx::{ConnectionState, PbxRegistry};
+use crate::pbx::PbxRegistry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
@@ -87,16 +87,17 @@ impl Metrics {
 
     /// Copies the PBX registry's counters into gauges, then renders the text format.
     pub fn render(&self, pbxs: &PbxRegistry) -> String {
-        for s in pbxs.snapshot() {
+        for pbx in pbxs.iter() {
+            let s = pbx.status();
             let l = PbxLabels {
-                pbx: s.name.clone(),
+                pbx: pbx.name().to_string(),
             };
             self.pbx_connected
                 .get_or_create(&l)
-                .set(i64::from(s.state == ConnectionState::Connected));
+                .set(i64::from(s.is_connected()));
             self.pbx_reconnects
                 .get_or_create(&l)
-                .set(clamp(s.reconnect_count));
+                .set(clamp(s.reconnects()));
             self.ami_events_received
                 .get_or_create(&l)
                 .set(clamp(s.events_received));

@@ -262,4 +262,62 @@ mod tests {
             .collect();
         assert_eq!(joined, sent);
     }
+
+    #[tokio::test]
+    async fn old_capture_files_are_pruned_to_the_configured_number_and_others_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        // Another PBX's capture and an unrelated file share the directory.
+        std::fs::write(dir.path().join("other-20000101T000000-0001.ami"), b"x").unwrap();
+        std::fs::write(dir.path().join("rig-notes.txt"), b"x").unwrap();
+        let capture = Capture::start(
+            CaptureSettings {
+                dir: dir.path().to_path_buf(),
+                rotate_bytes: 10,
+                keep_files: 3,
+            },
+            "rig",
+        )
+        .unwrap();
+        // Each 10-byte chunk fills a file: the next one starts a new file.
+        let chunks: Vec<String> = (0..12).map(|i| format!("chunk-{i:04}")).collect();
+        for c in &chunks {
+            capture.record(c.as_bytes());
+        }
+        drop(capture);
+        let ours = |dir: &std::path::Path| -> Vec<PathBuf> {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    let n = p.file_name().unwrap().to_str().unwrap();
+                    n.starts_with("rig-") && n.ends_with(".ami")
+                })
+                .collect();
+            files.sort();
+            files
+        };
+        // The writer thread ends once every sender is gone; wait for its last file.
+        let last = chunks.last().unwrap().as_bytes().to_vec();
+        for _ in 0..250 {
+            let files = ours(dir.path());
+            if files
+                .last()
+                .is_some_and(|f| std::fs::read(f).unwrap() == last)
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        let kept: Vec<Vec<u8>> = ours(dir.path())
+            .iter()
+            .map(|f| std::fs::read(f).unwrap())
+            .collect();
+        let newest: Vec<Vec<u8>> = chunks[9..].iter().map(|c| c.as_bytes().to_vec()).collect();
+        assert_eq!(
+            kept, newest,
+            "the three newest files, the older nine deleted"
+        );
+        assert!(dir.path().join("other-20000101T000000-0001.ami").exists());
+        assert!(dir.path().join("rig-notes.txt").exists());
+    }
 }

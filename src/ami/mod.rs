@@ -7,10 +7,11 @@
 //! `ActionID` correlation, lists, reconnect, keepalive) → [`events`] (bounded fan-out of
 //! lifecycle and events to consumers).
 //!
-//! `ami` knows nothing of SQL, HTTP or the clinic domain: it never reads the store,
-//! never shapes an API answer, never names a consultation. Other modules subscribe
-//! ([`AmiClient::subscribe`]), send actions ([`AmiClient::send`], [`AmiClient::list`],
-//! [`AmiClient::command`]) and translate.
+//! `ami` knows nothing of SQL, HTTP, the clinic domain or the daemon's configuration: it
+//! never reads the store, never shapes an API answer, never names a consultation, and
+//! takes plain settings ([`ClientSettings`]) that the daemon maps from its own. Other
+//! modules subscribe ([`AmiClient::subscribe`]), send actions ([`AmiClient::send`],
+//! [`AmiClient::list`], [`AmiClient::command`]) and translate.
 
 pub mod action;
 pub mod capture;
@@ -22,9 +23,10 @@ pub mod parser;
 pub mod reader;
 
 pub use action::{Action, ActionError, MuteDirection, Originate, OriginateTarget, PlaybackControl};
+pub use capture::CaptureSettings;
 pub use client::{
-    AmiClient, AmiError, Backoff, ClientSettings, ClientState, ClientStatus, ConnectionError,
-    EventCounters, ListReply, StatusHook,
+    AmiClient, AmiError, ClientLimits, ClientSettings, ClientState, ClientStatus, ConnectionError,
+    EventCounters, ListReply, LoginMethod, Timing,
 };
 pub use codec::{AmiCodec, CodecError, Frame, Limits, SkipReason, Skipped};
 pub use events::{AmiEvent, EventStream};

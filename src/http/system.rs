@@ -1,4 +1,7 @@
 //! Open routes: `/health`, `/metrics` (optionally behind a key) and `/openapi.json`.
+//!
+//! `/health`'s answer is its own view ([`Health`], [`PbxHealth`]) of the registry's live
+//! status; it never serializes an `ami` or `pbx` type.
 
 use axum::Json;
 use axum::extract::State;
@@ -7,7 +10,8 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 
 use super::AppState;
-use crate::pbx::{ConnectionState, PbxStatus};
+use super::pbx::ConnectionState;
+use crate::ami::ClientState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Health {
@@ -29,12 +33,14 @@ pub struct PbxHealth {
 pub async fn health(State(app): State<AppState>) -> Json<Health> {
     let pbx = app
         .pbxs
-        .snapshot()
-        .into_iter()
-        .map(|s: PbxStatus| PbxHealth {
-            connected: s.state == ConnectionState::Connected,
-            name: s.name,
-            state: s.state,
+        .iter()
+        .map(|pbx| {
+            let state = pbx.status().state;
+            PbxHealth {
+                name: pbx.name().to_string(),
+                state: state.into(),
+                connected: state == ClientState::Connected,
+            }
         })
         .collect();
     Json(Health {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::agi::{Handler, HandlerFuture, Request, Session};
 
-use super::PbxAddresses;
+use super::{PbxAddresses, pbx_label};
 
 /// Handler of `AGI(${MEDCALL_AGI}/diagnostics)`.
 #[derive(Debug, Clone)]
@@ -25,7 +25,7 @@ impl Diagnostics {
 impl Handler for Diagnostics {
     fn call<'s>(&'s self, request: Request, session: &'s mut Session) -> HandlerFuture<'s> {
         Box::pin(async move {
-            let pbx = self.pbxs.name_for(request.peer.ip()).unwrap_or("unknown");
+            let pbx = pbx_label(self.pbxs.name_for(request.peer.ip()));
             session
                 .set_variable("MEDCALL_VERSION", env!("CARGO_PKG_VERSION"))
                 .await?;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::PbxAddresses;
+use super::{PbxAddresses, pbx_label};
 use crate::agi::{Handler, HandlerFuture, Request, Session};
 use crate::store::Store;
 
@@ -24,11 +24,7 @@ impl Inbound {
 impl Handler for Inbound {
     fn call<'s>(&'s self, request: Request, session: &'s mut Session) -> HandlerFuture<'s> {
         Box::pin(async move {
-            let pbx = self
-                .pbxs
-                .name_for(request.peer.ip())
-                .unwrap_or("unknown")
-                .to_string();
+            let pbx = pbx_label(self.pbxs.name_for(request.peer.ip())).to_string();
             // The call is the Linkedid group; AGI's environment may not carry it.
             let linkedid = if request.linkedid.is_empty() {
                 session

@@ -15,12 +15,13 @@ use std::sync::Arc;
 use crate::agi::Router;
 use crate::agi::router::PatternError;
 use crate::config::PbxConfig;
+use crate::pbx::PbxName;
 use crate::store::Store;
 
 /// The configured PBXs with the addresses their hosts resolved to at startup.
 #[derive(Debug, Clone, Default)]
 pub struct PbxAddresses {
-    entries: Vec<(String, Vec<IpAddr>)>,
+    entries: Vec<(PbxName, Vec<IpAddr>)>,
 }
 
 impl PbxAddresses {
@@ -42,7 +43,7 @@ impl PbxAddresses {
     }
 
     /// From already known addresses (tests).
-    pub fn from_entries(entries: Vec<(String, Vec<IpAddr>)>) -> PbxAddresses {
+    pub fn from_entries(entries: Vec<(PbxName, Vec<IpAddr>)>) -> PbxAddresses {
         PbxAddresses { entries }
     }
 
@@ -55,8 +56,9 @@ impl PbxAddresses {
     }
 
     /// The PBX a connection from `peer` came from: the one whose host resolved to
-    /// it; on loopback with exactly one PBX configured, that PBX.
-    pub fn name_for(&self, peer: IpAddr) -> Option<&str> {
+    /// it; on loopback with exactly one PBX configured, that PBX. `None` when no PBX
+    /// is it: where that is written, [`pbx_label`] says so.
+    pub fn name_for(&self, peer: IpAddr) -> Option<&PbxName> {
         let peer = match peer {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(peer, IpAddr::V4),
             v4 => v4,
@@ -69,6 +71,14 @@ impl PbxAddresses {
             _ => None,
         }
     }
+}
+
+/// What the routes write for the PBX a session came from: its name, or `unknown` when
+/// the peer is no configured PBX (an address no `[[pbx]] host` resolved to, or loopback
+/// with several PBXs). The dialplan sees it in `MEDCALL_PBX`; the store gets it in the
+/// `pbx` of the call and FastAGI session rows.
+pub fn pbx_label(pbx: Option<&PbxName>) -> &str {
+    pbx.map_or("unknown", PbxName::as_str)
 }
 
 /// Every production route.
@@ -94,17 +104,21 @@ mod tests {
 
     #[test]
     fn a_peer_maps_to_the_pbx_whose_host_it_is_and_loopback_to_the_only_pbx() {
+        let name = |n: &str| PbxName::new(n).unwrap();
         let one =
-            PbxAddresses::from_entries(vec![("main".into(), vec!["10.0.0.5".parse().unwrap()])]);
-        assert_eq!(one.name_for("10.0.0.5".parse().unwrap()), Some("main"));
-        assert_eq!(one.name_for("127.0.0.1".parse().unwrap()), Some("main"));
+            PbxAddresses::from_entries(vec![(name("main"), vec!["10.0.0.5".parse().unwrap()])]);
+        let label =
+            |a: &PbxAddresses, peer: &str| pbx_label(a.name_for(peer.parse().unwrap())).to_string();
+        assert_eq!(label(&one, "10.0.0.5"), "main");
+        assert_eq!(label(&one, "127.0.0.1"), "main");
         assert_eq!(one.name_for("10.0.0.6".parse().unwrap()), None);
+        assert_eq!(label(&one, "10.0.0.6"), "unknown");
         let two = PbxAddresses::from_entries(vec![
-            ("a".into(), vec!["10.0.0.5".parse().unwrap()]),
-            ("b".into(), vec!["127.0.0.1".parse().unwrap()]),
+            (name("a"), vec!["10.0.0.5".parse().unwrap()]),
+            (name("b"), vec!["127.0.0.1".parse().unwrap()]),
         ]);
-        assert_eq!(two.name_for("127.0.0.1".parse().unwrap()), Some("b"));
+        assert_eq!(label(&two, "127.0.0.1"), "b");
         assert_eq!(two.name_for("127.0.0.2".parse().unwrap()), None);
-        assert_eq!(two.name_for("::ffff:10.0.0.5".parse().unwrap()), Some("a"));
+        assert_eq!(label(&two, "::ffff:10.0.0.5"), "a");
     }
 }

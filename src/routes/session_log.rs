@@ -25,7 +25,7 @@ use tokio::sync::mpsc::error::TryRecvError;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::PbxAddresses;
+use super::{PbxAddresses, pbx_label};
 use crate::agi::{Request, SessionHook, SessionMark};
 use crate::json::push_string as json_string;
 use crate::store::{AgiSessionRow, Store};
@@ -217,11 +217,7 @@ impl Writer {
         detail.push('}');
         AgiSessionRow {
             row: None,
-            pbx: self
-                .pbxs
-                .name_for(leg.peer)
-                .unwrap_or("unknown")
-                .to_string(),
+            pbx: pbx_label(self.pbxs.name_for(leg.peer)).to_string(),
             uniqueid: leg.uniqueid.clone(),
             started_at,
             ended_at,
@@ -352,7 +348,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("m.db")).unwrap();
         let pbxs = Arc::new(PbxAddresses::from_entries(vec![(
-            "main".into(),
+            crate::pbx::PbxName::new("main").unwrap(),
             vec![IpAddr::from([10, 0, 0, 1])],
         )]));
         let (tx, rx) = mpsc::channel(QUEUE);

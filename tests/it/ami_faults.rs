@@ -7,9 +7,9 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use medcall::ami::codec::AmiCodec;
 use medcall::ami::{
-    Action, AmiClient, AmiError, AmiEvent, ClientSettings, EventStream, Frame, Limits, Message,
+    Action, AmiClient, AmiError, AmiEvent, ClientSettings, EventStream, Frame, Limits, LoginMethod,
+    Message,
 };
-use medcall::config::{AmiAuth, Config, Secret};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
@@ -17,7 +17,7 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::ami_client::next_matching;
+use crate::ami_client::{client_settings, next_matching};
 
 struct FakePeer {
     listener: TcpListener,
@@ -109,19 +109,15 @@ impl PeerConn {
 }
 
 fn fake_settings(port: u16) -> ClientSettings {
-    let mut ami = Config::load(None, Vec::new()).unwrap().ami;
-    ami.backoff_min_ms = 50;
-    ami.backoff_max_ms = 200;
-    ami.ping_interval_ms = 600_000;
-    ClientSettings {
-        name: "fake".into(),
-        host: "127.0.0.1".into(),
-        port,
-        username: "medcall".into(),
-        secret: Secret::new("fake-secret"),
-        auth: AmiAuth::Plain,
-        ami,
-    }
+    let mut settings = client_settings("fake", port, "medcall", "fake-secret", LoginMethod::Plain);
+    settings.timing.backoff_min = ms(50);
+    settings.timing.backoff_max = ms(200);
+    settings.timing.ping_interval = ms(600_000);
+    settings
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
 }
 
 struct Running {
@@ -139,7 +135,7 @@ impl Drop for Running {
 fn run(settings: ClientSettings) -> Running {
     let shutdown = CancellationToken::new();
     let (client, events) =
-        AmiClient::spawn_with_events(settings, &TaskTracker::new(), shutdown.clone(), None);
+        AmiClient::spawn_with_events(settings, &TaskTracker::new(), shutdown.clone());
     Running {
         client,
         events,
@@ -162,8 +158,8 @@ fn is_event(name: &'static str) -> impl Fn(&AmiEvent) -> bool {
 async fn a_stalled_peer_misses_the_ping_deadline_and_the_client_reconnects() {
     let peer = FakePeer::bind().await;
     let mut settings = fake_settings(peer.port());
-    settings.ami.ping_interval_ms = 1_000;
-    settings.ami.ping_deadline_ms = 500;
+    settings.timing.ping_interval = ms(1_000);
+    settings.timing.ping_deadline = ms(500);
     let mut c = run(settings);
     let mut first = peer.accept_logged_in().await;
     until_connected(&mut c.events).await;
@@ -191,8 +187,8 @@ async fn a_stalled_peer_misses_the_ping_deadline_and_the_client_reconnects() {
 async fn a_busy_peer_whose_pong_is_late_behind_events_is_not_declared_dead() {
     let peer = FakePeer::bind().await;
     let mut settings = fake_settings(peer.port());
-    settings.ami.ping_interval_ms = 1_000;
-    settings.ami.ping_deadline_ms = 500;
+    settings.timing.ping_interval = ms(1_000);
+    settings.timing.ping_deadline = ms(500);
     let mut c = run(settings);
     let mut conn = peer.accept_logged_in().await;
     until_connected(&mut c.events).await;
@@ -215,11 +211,90 @@ async fn a_busy_peer_whose_pong_is_late_behind_events_is_not_declared_dead() {
     assert_eq!(c.client.status().connect_attempts, 1);
 }
 
+// Real time: the spacing is measured between real connections.
+#[tokio::test]
+async fn a_refused_login_is_retried_on_the_backoff_schedule_not_in_a_busy_loop() {
+    let peer = FakePeer::bind().await;
+    let mut settings = fake_settings(peer.port());
+    settings.timing.backoff_min = ms(200);
+    settings.timing.backoff_max = ms(800);
+    let c = run(settings);
+    // The peer refuses every login at once (Asterisk itself would sleep a second).
+    let mut attempts = Vec::new();
+    for _ in 0..5 {
+        let mut conn = peer.accept().await;
+        attempts.push(std::time::Instant::now());
+        conn.write(b"Asterisk Call Manager/11.0.0\r\n").await;
+        let login = conn.action().await;
+        assert!(login.is("Action", "Login"), "{login:?}");
+        conn.reply(
+            &login,
+            "Response: Error\r\nMessage: Authentication failed\r\n",
+        )
+        .await;
+    }
+    // The delay before each retry: 200 ms doubling to 800 ms, each 50–100 % of it. The
+    // lower bound is the point (a busy loop or a delay that never grows fails it); the
+    // upper one is loose for a loaded machine (the paused-time schedule test is exact).
+    for (i, base) in [200u64, 400, 800, 800].into_iter().enumerate() {
+        let gap = attempts[i + 1] - attempts[i];
+        assert!(
+            gap >= ms(base / 2) && gap <= ms(base + 1_000),
+            "retry {} after {gap:?}, want {}..={} ms",
+            i + 1,
+            base / 2,
+            base
+        );
+    }
+    let status = c.client.status();
+    assert_ne!(status.state, medcall::ami::ClientState::Connected);
+    assert!(status.connect_attempts >= 5, "{status:?}");
+    let error = status.last_error.unwrap_or_default();
+    assert!(
+        error.contains("login rejected: Authentication failed"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn events_beyond_the_queue_during_login_are_dropped_and_counted() {
+    let peer = FakePeer::bind().await;
+    let mut settings = fake_settings(peer.port());
+    settings.limits.event_queue_capacity = 2;
+    let mut c = run(settings);
+    let mut conn = peer.accept().await;
+    conn.write(b"Asterisk Call Manager/11.0.0\r\n").await;
+    let login = conn.action().await;
+    // Five events arrive before the login's answer.
+    for n in 0..5 {
+        conn.write(format!("Event: Early\r\nN: {n}\r\n\r\n").as_bytes())
+            .await;
+    }
+    conn.reply(&login, "Response: Success\r\n").await;
+    let settings_action = conn.action().await;
+    conn.reply(
+        &settings_action,
+        "Response: Success\r\nAsteriskVersion: 99.1.0\r\n",
+    )
+    .await;
+    until_connected(&mut c.events).await;
+    let first = next_matching(&mut c.events, Duration::from_secs(10), |_| true).await;
+    assert!(
+        matches!(&first, AmiEvent::Message(m) if m.is("N", "0")),
+        "the first early event follows Connected: {first:?}"
+    );
+    let status = c.client.status();
+    assert_eq!(status.events_received, 2, "two kept for after Connected");
+    // Three beyond the login's queue of two, and one more at this consumer, whose queue
+    // (also two) held Connected and the first when the second came.
+    assert_eq!(status.events_dropped, 4, "{status:?}");
+}
+
 #[tokio::test]
 async fn garbage_bytes_are_skipped_and_counted_and_the_next_event_arrives() {
     let peer = FakePeer::bind().await;
     let mut settings = fake_settings(peer.port());
-    settings.ami.max_message_bytes = 64 * 1024;
+    settings.limits.frame.max_message_bytes = 64 * 1024;
     let mut c = run(settings);
     let mut conn = peer.accept_logged_in().await;
     until_connected(&mut c.events).await;
@@ -244,7 +319,7 @@ async fn garbage_bytes_are_skipped_and_counted_and_the_next_event_arrives() {
 async fn an_oversized_message_is_skipped_and_the_stream_continues() {
     let peer = FakePeer::bind().await;
     let mut settings = fake_settings(peer.port());
-    settings.ami.max_message_bytes = 64 * 1024;
+    settings.limits.frame.max_message_bytes = 64 * 1024;
     let mut c = run(settings);
     let mut conn = peer.accept_logged_in().await;
     until_connected(&mut c.events).await;
@@ -267,8 +342,8 @@ async fn an_oversized_message_is_skipped_and_the_stream_continues() {
 async fn an_action_written_but_unanswered_when_the_peer_drops_has_an_unknown_outcome() {
     let peer = FakePeer::bind().await;
     let mut settings = fake_settings(peer.port());
-    settings.ami.backoff_min_ms = 300;
-    settings.ami.backoff_max_ms = 300;
+    settings.timing.backoff_min = ms(300);
+    settings.timing.backoff_max = ms(300);
     let mut c = run(settings);
     let mut conn = peer.accept_logged_in().await;
     until_connected(&mut c.events).await;
@@ -306,7 +381,7 @@ async fn an_action_written_but_unanswered_when_the_peer_drops_has_an_unknown_out
 async fn a_slow_consumer_loses_events_which_are_counted_and_reported_in_order() {
     let peer = FakePeer::bind().await;
     let mut settings = fake_settings(peer.port());
-    settings.ami.event_queue_capacity = 8;
+    settings.limits.event_queue_capacity = 8;
     let mut slow = run(settings);
     let mut conn = peer.accept_logged_in().await;
     // Let the Connected item reach the queue before the burst.
@@ -348,7 +423,7 @@ async fn shutdown_sends_logoff_then_closes_the_socket_and_the_task_ends() {
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
     let (client, mut events) =
-        AmiClient::spawn_with_events(fake_settings(peer.port()), &tasks, shutdown.clone(), None);
+        AmiClient::spawn_with_events(fake_settings(peer.port()), &tasks, shutdown.clone());
     tasks.close();
     let mut conn = peer.accept_logged_in().await;
     until_connected(&mut events).await;
@@ -383,8 +458,8 @@ async fn reconnect_attempts_follow_the_backoff_schedule_and_never_stop() {
     // A port nobody listens on: every attempt is refused at once.
     let port = crate::support::free_port();
     let mut settings = fake_settings(port);
-    settings.ami.backoff_min_ms = 1_000;
-    settings.ami.backoff_max_ms = 8_000;
+    settings.timing.backoff_min = ms(1_000);
+    settings.timing.backoff_max = ms(8_000);
     let c = run(settings);
     tokio::time::sleep(Duration::from_secs(60)).await;
     let status = c.client.status();

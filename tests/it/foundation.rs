@@ -232,3 +232,152 @@ fn check_config_names_the_bad_key_in_one_line() {
     assert!(err.contains("agi.listen"), "{err}");
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
 }
+
+#[tokio::test]
+async fn health_and_api_pbx_report_each_pbx_state_exactly() {
+    // `down`: nobody listens, and a minute's backoff keeps it not connected. `silent`:
+    // the kernel accepts the connection but no banner ever comes, so it stays connecting.
+    let down = crate::support::free_port();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let mut options = DaemonOptions::default()
+        .env("MEDCALL__AMI__BACKOFF_MIN_MS", 60_000)
+        .env("MEDCALL__AMI__BACKOFF_MAX_MS", 60_000)
+        .env("MEDCALL__AMI__CONNECT_TIMEOUT_MS", 60_000);
+    for (i, name, port) in [(1, "down", down), (2, "silent", silent_port)] {
+        for (key, value) in [
+            ("NAME", name.to_string()),
+            ("HOST", "127.0.0.1".to_string()),
+            ("PORT", port.to_string()),
+            ("USERNAME", "medcall".to_string()),
+            ("SECRET", "unused".to_string()),
+        ] {
+            options = options.env(&format!("MEDCALL__PBX__{i}__{key}"), value);
+        }
+    }
+    let d = crate::support::Daemon::start_with(options).await;
+    let key = d.admin_key();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let pbx = loop {
+        let pbx: serde_json::Value = d.get_json("/api/pbx", &key).await;
+        if pbx[0]["state"] == "connected" && pbx[1]["lastError"].is_string() {
+            break pbx;
+        }
+        assert!(Instant::now() < deadline, "{pbx}\n{}", d.stderr());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let health: serde_json::Value = d.get("/health").send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        health["pbx"],
+        serde_json::json!([
+            {"name": "rig", "state": "connected", "connected": true},
+            {"name": "down", "state": "not-connected", "connected": false},
+            {"name": "silent", "state": "connecting", "connected": false},
+        ]),
+        "{health}"
+    );
+
+    let rig = Rig::from_env();
+    let (up, down_view, silent_view) = (&pbx[0], &pbx[1], &pbx[2]);
+    assert_eq!(up["name"], "rig");
+    assert_eq!(up["host"], "127.0.0.1");
+    assert_eq!(up["port"], rig.ami_port);
+    assert!(
+        up["asteriskVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("Asterisk 22"),
+        "{up}"
+    );
+    assert!(up["connectedSince"].is_string(), "{up}");
+    assert!(up["lastError"].is_null(), "{up}");
+    assert_eq!(up["reconnectCount"], 0);
+    assert_eq!(up["messagesSkipped"], 0);
+    assert!(
+        up["eventsReceived"].as_u64().unwrap() >= 1,
+        "FullyBooted at least: {up}"
+    );
+    assert!(up["lastEventAt"].is_string(), "{up}");
+    assert_eq!(up["eventsDropped"], 0);
+    assert!(up["recentGaps"].is_array(), "{up}");
+
+    assert_eq!(down_view["name"], "down");
+    assert_eq!(down_view["port"], down);
+    assert_eq!(down_view["state"], "not-connected");
+    assert!(down_view["asteriskVersion"].is_null(), "{down_view}");
+    assert!(down_view["connectedSince"].is_null(), "{down_view}");
+    assert!(down_view["lastEventAt"].is_null(), "{down_view}");
+    assert_eq!(down_view["eventsReceived"], 0);
+    assert_eq!(
+        down_view["reconnectCount"], 0,
+        "one attempt so far: no reconnect"
+    );
+    let error = down_view["lastError"].as_str().unwrap();
+    assert!(error.starts_with("cannot connect to 127.0.0.1:"), "{error}");
+    assert_eq!(down_view["recentGaps"], serde_json::json!([]));
+
+    assert_eq!(silent_view["state"], "connecting");
+    assert!(silent_view["lastError"].is_null(), "{silent_view}");
+
+    let metrics = d
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "medcall_pbx_connected{pbx=\"rig\"} 1",
+        "medcall_pbx_connected{pbx=\"down\"} 0",
+        "medcall_pbx_connected{pbx=\"silent\"} 0",
+        "medcall_pbx_reconnects{pbx=\"down\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    drop(silent);
+}
+
+#[tokio::test]
+async fn shutdown_waits_for_fastagi_sessions_to_drain_even_past_the_http_grace() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut d = Daemon::start_with(
+        DaemonOptions::default()
+            .env("MEDCALL__HTTP__SHUTDOWN_GRACE_MS", 100)
+            .env("MEDCALL__AGI__DRAIN_MS", 1_500),
+    )
+    .await;
+    // A session whose Asterisk never answers the route's first command.
+    let mut agi = tokio::net::TcpStream::connect(("127.0.0.1", d.agi_port))
+        .await
+        .unwrap();
+    agi.write_all(
+        b"agi_network: yes\nagi_network_script: diagnostics\nagi_channel: Local/x;1\nagi_uniqueid: 1.1\n\n",
+    )
+    .await
+    .unwrap();
+    let mut first = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), agi.read(&mut first))
+        .await
+        .expect("the route sends its first command")
+        .unwrap();
+    assert!(first[..n].starts_with(b"SET VARIABLE"), "{:?}", &first[..n]);
+    let started = Instant::now();
+    d.signal("TERM");
+    let status = d
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits after the drain");
+    let took = started.elapsed();
+    assert!(status.success(), "{status}\n{}", d.stderr());
+    // The drain (1.5 s) plus its margin is the grace, not the 0.1 s HTTP grace.
+    assert!(
+        took >= Duration::from_millis(1_400),
+        "exited after {took:?}"
+    );
+    assert!(
+        !d.stderr().contains("exiting anyway"),
+        "cut before the drain ended:\n{}",
+        d.stderr()
+    );
+}
