@@ -24,14 +24,26 @@ pub async fn wait_connected(d: &Daemon, key: &str) {
 
 /// Originates `Local/<behaviour>@fake-phones/n` with a known uniqueid; returns it.
 async fn originate(ami: &mut RawAmi, behaviour: &str, tag: &str, timeout_ms: u32) -> String {
+    originate_for(ami, behaviour, tag, timeout_ms, 1).await
+}
+
+/// [`originate`], the originating side waiting `wait_s` seconds before it hangs up.
+async fn originate_for(
+    ami: &mut RawAmi,
+    behaviour: &str,
+    tag: &str,
+    timeout_ms: u32,
+    wait_s: u32,
+) -> String {
     let uid = format!("it-{tag}-{}", std::process::id());
+    let wait = wait_s.to_string();
     let other = format!("{uid}-2");
     let timeout = timeout_ms.to_string();
     ami.send(&[
         ("Action", "Originate"),
         ("Channel", &format!("Local/{behaviour}@fake-phones/n")),
         ("Application", "Wait"),
-        ("Data", "1"),
+        ("Data", &wait),
         ("Async", "true"),
         ("Timeout", &timeout),
         ("ChannelId", &uid),
@@ -234,7 +246,9 @@ async fn reconciliation_adopts_calls_made_while_away_and_closes_those_lost_in_an
     })
     .await;
     ami.login(&rig.username, &rig.secret).await;
-    let seen = originate(&mut ami, "silent", "seen", 10_000).await;
+    // Both calls must outlive the daemon's restart and end only in Asterisk's crash:
+    // with the usual one-second wait a slow restart saw them hang up first.
+    let seen = originate_for(&mut ami, "silent", "seen", 10_000, 120).await;
     call_with_leg(&d, &key, &seen, Duration::from_secs(10), |c| {
         leg(c, &seen)["answeredAt"].is_string()
     })
@@ -243,7 +257,7 @@ async fn reconciliation_adopts_calls_made_while_away_and_closes_those_lost_in_an
     // The daemon dies; a call starts while it is away; it comes back on the same store.
     d.signal("KILL");
     d.wait_exit(Duration::from_secs(5)).await.unwrap();
-    let away = originate(&mut ami, "silent", "away", 10_000).await;
+    let away = originate_for(&mut ami, "silent", "away", 10_000, 120).await;
     ami.wait_for(Duration::from_secs(10), |m| {
         field(m, "Event") == Some("OriginateResponse")
             && field(m, "ActionID") == Some(away.as_str())
