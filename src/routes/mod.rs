@@ -1,8 +1,9 @@
 //! The application's FastAGI routes: what the dialplan can ask medcall to do.
 //!
-//! Owns the translation between AGI sessions and the daemon's knowledge (PBXs, later
-//! calls and the clinic domain). It must never parse or write AGI bytes itself: it
-//! talks through [`crate::agi::Session`].
+//! Owns the translation between AGI sessions and the daemon's knowledge: the PBXs
+//! (`diagnostics`), the calls (`inbound` gives a call its id, `session_log` ties each
+//! session to its leg's timeline) and the clinic's CRM (`number-from-id`). It must never
+//! parse or write AGI bytes itself: it talks through [`crate::agi::Session`].
 
 pub mod diagnostics;
 pub mod inbound;
