@@ -108,4 +108,39 @@ mod tests {
         assert_eq!(two.name_for("127.0.0.2".parse().unwrap()), None);
         assert_eq!(two.name_for("::ffff:10.0.0.5".parse().unwrap()), Some("a"));
     }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_default_allow_list_is_every_address_of_every_pbx_in_order() {
+        let pbxs = PbxAddresses::from_entries(vec![
+            ("a".into(), vec![ip("10.0.0.5"), ip("10.0.0.6")]),
+            ("b".into(), vec![]),
+            ("c".into(), vec![ip("10.0.0.7")]),
+        ]);
+        assert_eq!(
+            pbxs.all_addresses(),
+            [ip("10.0.0.5"), ip("10.0.0.6"), ip("10.0.0.7")]
+        );
+    }
+
+    #[tokio::test]
+    async fn each_configured_pbx_host_resolves_to_its_own_addresses() {
+        let pbx = |name: &str, host: &str| -> PbxConfig {
+            toml::from_str(&format!(
+                "name = \"{name}\"\nhost = \"{host}\"\nport = 5038\nusername = \"u\"\nsecret = \"s\""
+            ))
+            .unwrap()
+        };
+        let pbxs = PbxAddresses::resolve(&[pbx("a", "10.1.2.3"), pbx("b", "10.1.2.4")]).await;
+        assert_eq!(pbxs.all_addresses(), [ip("10.1.2.3"), ip("10.1.2.4")]);
+        assert_eq!(pbxs.name_for(ip("10.1.2.4")), Some("b"));
+        assert_eq!(
+            pbxs.name_for(ip("127.0.0.1")),
+            None,
+            "two PBXs: loopback is neither"
+        );
+    }
 }
