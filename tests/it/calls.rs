@@ -1,6 +1,7 @@
 //! Call state from the real rig: calls and legs persisted with state, times, causes and
 //! originate results; Cdr stored; reconciliation after a daemon restart (adoption) and
 //! after an Asterisk restart in the middle of live calls (legs closed as `pbx-gap`).
+//! One fake PBX, for what the rig cannot do on demand: refuse `CoreShowChannels`.
 
 use std::time::{Duration, Instant};
 
