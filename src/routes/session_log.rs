@@ -486,6 +486,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_writer_next_wakes_when_the_oldest_start_still_held_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = Writer {
+            store: Store::open(&dir.path().join("m.db")).unwrap(),
+            pbxs: Arc::new(PbxAddresses::default()),
+            held: VecDeque::new(),
+            rows: Vec::new(),
+            alone: Vec::new(),
+        };
+        assert_eq!(writer.next_due(), None, "nothing held");
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(30);
+        let (first, second) = (leg("6.1"), leg("6.2"));
+        writer.take(Entry::Start(Arc::clone(&first)), t0);
+        writer.take(Entry::Start(Arc::clone(&second)), t1);
+        assert_eq!(writer.next_due(), Some(t0 + HOLD));
+        // The first ended (written whole): the second is the one due next.
+        writer.take(Entry::End(first, Utc::now()), t1);
+        assert_eq!(writer.next_due(), Some(t1 + HOLD));
+        assert_eq!(writer.held.len(), 1, "the ended start left the queue");
+    }
+
+    #[tokio::test]
     async fn entries_past_a_full_queue_are_dropped_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("m.db")).unwrap();
