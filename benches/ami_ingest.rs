@@ -24,20 +24,29 @@ use std::time::{Duration, Instant};
 
 const EVENTS_PER_CALL: usize = 14;
 
+/// Calls in the smoke run: enough for every event kind and a few batches, a second at most.
+const SMOKE_CALLS: usize = 5;
+
 fn main() {
-    // `cargo test --all-targets` runs bench binaries without `--bench`: nothing to do then.
-    if !std::env::args().any(|a| a == "--bench") {
+    // `cargo test --benches` runs bench binaries without `--bench`: then a smoke run of
+    // the same path (a real daemon, a handful of calls) that fails if any call is lost,
+    // with no claim on timings. `--list` (test runners asking for names) does nothing.
+    if std::env::args().any(|a| a == "--list") {
         return;
     }
+    let smoke = !std::env::args().any(|a| a == "--bench");
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with("--bench"))
         .collect();
-    let events: usize = args
-        .iter()
-        .filter(|a| !a.starts_with("--"))
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(1_000_000);
+    let events: usize = if smoke {
+        SMOKE_CALLS * EVENTS_PER_CALL
+    } else {
+        args.iter()
+            .filter(|a| !a.starts_with("--"))
+            .find_map(|a| a.parse().ok())
+            .unwrap_or(1_000_000)
+    };
     // `--rate N`: offer N events/s (sent in 10 ms slices) instead of as fast as TCP takes.
     let rate: Option<f64> = args
         .iter()
@@ -108,7 +117,8 @@ fn main() {
         }
     }
     let sent = started.elapsed();
-    let persisted = wait_for_calls(http_port, &key, calls, Duration::from_secs(120));
+    let limit = Duration::from_secs(if smoke { 30 } else { 120 });
+    let persisted = wait_for_calls(http_port, &key, calls, limit);
     let elapsed = started.elapsed();
     let pbx = get_json(http_port, "/api/pbx", &key);
     let received = pbx[0]["eventsReceived"].as_u64().unwrap_or(0);
@@ -142,8 +152,31 @@ fn main() {
         cpu * 1e6 / events as f64,
         events as f64 / cpu
     );
+    // What the smoke run checks beyond the count: every call stored whole, its two legs
+    // joined under the linkedid the events gave it.
+    let stored = smoke.then(|| get_json(http_port, "/api/calls?active=false&limit=100", &key));
     stop(&mut daemon);
     assert_eq!(persisted, calls, "calls lost");
+    if let Some(stored) = stored {
+        assert_eq!(received, events as u64, "events the daemon counted");
+        assert_eq!(dropped, 0, "events dropped");
+        let mut linkedids: Vec<String> = stored["items"]
+            .as_array()
+            .unwrap_or(&Vec::new())
+            .iter()
+            .map(|call| {
+                assert_eq!(call["legCount"], 2, "{call}");
+                assert_eq!(call["active"], false, "{call}");
+                call["linkedid"].as_str().unwrap_or_default().to_owned()
+            })
+            .collect();
+        linkedids.sort();
+        let mut expected: Vec<String> = (0..calls)
+            .map(|n| format!("1800000000.{}", n * 2))
+            .collect();
+        expected.sort();
+        assert_eq!(linkedids, expected, "the calls stored");
+    }
 }
 
 fn start_daemon(ami_port: u16, http_port: u16, agi_port: u16, data: &std::path::Path) -> Child {

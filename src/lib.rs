@@ -1,5 +1,6 @@
-//! medcall: a daemon beside Asterisk 22 that keeps calls, consultations, requests and
-//! bookings in SQLite and exposes them over HTTP. See ARCHITECTURE.md for the map.
+//! medcall: a daemon beside Asterisk 22 that keeps the PBX's calls and the clinic CRM's
+//! clients, contracts, requests and call records in SQLite, answers the dialplan over
+//! FastAGI, and exposes them over HTTP. See ARCHITECTURE.md for the map.
 
 pub mod agi;
 pub mod ami;

@@ -305,4 +305,55 @@ mod tests {
         let snap = snapshot_of(&m, Utc::now()).unwrap();
         assert_eq!(snap.started_at, None);
     }
+
+    #[test]
+    fn a_core_show_channel_becomes_the_snapshot_of_a_live_leg() {
+        let now = Utc::now();
+        let m = Message::from_pairs(&[
+            ("Event", "CoreShowChannel"),
+            ("Channel", "PJSIP/reception-0000001a"),
+            ("ChannelStateDesc", "Up"),
+            ("CallerIDNum", "79001234567"),
+            ("CallerIDName", "<unknown>"),
+            ("AccountCode", ""),
+            ("Context", "clinic-incoming"),
+            ("Exten", "200"),
+            ("Uniqueid", "1700000000.7"),
+            ("Linkedid", "1700000000.5"),
+            ("BridgeId", "br-1"),
+            ("ChanVariable", "MEDCALL_CALL_ID=42"),
+            ("ChanVariable", "NO_EQUALS_SIGN"),
+            ("ChanVariable", "EMPTY="),
+            ("Duration", "01:02:03"),
+        ]);
+        let snap = snapshot_of(&m, now).unwrap();
+        assert_eq!(
+            snap,
+            LegSnapshot {
+                uniqueid: "1700000000.7".into(),
+                linkedid: "1700000000.5".into(),
+                channel: "PJSIP/reception-0000001a".into(),
+                caller_num: Some("79001234567".into()),
+                caller_name: None,
+                state: Some("Up".into()),
+                account_code: None,
+                context: Some("clinic-incoming".into()),
+                exten: Some("200".into()),
+                bridge_id: Some("br-1".into()),
+                variables: BTreeMap::from([
+                    ("EMPTY".into(), String::new()),
+                    ("MEDCALL_CALL_ID".into(), "42".into()),
+                ]),
+                started_at: now.checked_sub_signed(chrono::TimeDelta::seconds(3723)),
+            }
+        );
+        // Without a Linkedid the leg is its own call; without a Uniqueid it is nothing.
+        let alone = Message::from_pairs(&[("Event", "CoreShowChannel"), ("Uniqueid", "1.9")]);
+        let snap = snapshot_of(&alone, now).unwrap();
+        assert_eq!((snap.linkedid.as_str(), snap.started_at), ("1.9", None));
+        assert_eq!(
+            snapshot_of(&Message::from_pairs(&[("Event", "CoreShowChannel")]), now),
+            None
+        );
+    }
 }

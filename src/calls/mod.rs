@@ -4,6 +4,8 @@
 
 pub mod ingest;
 pub mod model;
+#[cfg(test)]
+pub(crate) mod test_event;
 pub mod tracker;
 
 pub use model::{

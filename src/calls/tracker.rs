@@ -878,38 +878,7 @@ impl JsonObject {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// An event written as AMI text, for tests.
-    struct Ev(Vec<(String, String)>);
-
-    impl Ev {
-        fn parse(text: &str) -> Ev {
-            Ev(text
-                .lines()
-                .filter_map(|l| {
-                    l.split_once(": ")
-                        .or_else(|| l.strip_suffix(':').map(|k| (k, "")))
-                })
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect())
-        }
-    }
-
-    impl EventFields for Ev {
-        fn field(&self, key: &str) -> Option<std::borrow::Cow<'_, str>> {
-            self.0
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v.as_str().into())
-        }
-        fn fields(&self, key: &str) -> Vec<std::borrow::Cow<'_, str>> {
-            self.0
-                .iter()
-                .filter(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v.as_str().into())
-                .collect()
-        }
-    }
+    use crate::calls::test_event::Ev;
 
     fn t(secs: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()

@@ -1,8 +1,9 @@
 //! The application's FastAGI routes: what the dialplan can ask medcall to do.
 //!
-//! Owns the translation between AGI sessions and the daemon's knowledge (PBXs, later
-//! calls and the clinic domain). It must never parse or write AGI bytes itself: it
-//! talks through [`crate::agi::Session`].
+//! Owns the translation between AGI sessions and the daemon's knowledge: the PBXs
+//! (`diagnostics`), the calls (`inbound` gives a call its id, `session_log` ties each
+//! session to its leg's timeline) and the clinic's CRM (`number-from-id`). It must never
+//! parse or write AGI bytes itself: it talks through [`crate::agi::Session`].
 
 pub mod diagnostics;
 pub mod inbound;
@@ -120,5 +121,40 @@ mod tests {
         assert_eq!(label(&two, "127.0.0.1"), "b");
         assert_eq!(two.name_for("127.0.0.2".parse().unwrap()), None);
         assert_eq!(label(&two, "::ffff:10.0.0.5"), "a");
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_default_allow_list_is_every_address_of_every_pbx_in_order() {
+        let pbxs = PbxAddresses::from_entries(vec![
+            ("a".into(), vec![ip("10.0.0.5"), ip("10.0.0.6")]),
+            ("b".into(), vec![]),
+            ("c".into(), vec![ip("10.0.0.7")]),
+        ]);
+        assert_eq!(
+            pbxs.all_addresses(),
+            [ip("10.0.0.5"), ip("10.0.0.6"), ip("10.0.0.7")]
+        );
+    }
+
+    #[tokio::test]
+    async fn each_configured_pbx_host_resolves_to_its_own_addresses() {
+        let pbx = |name: &str, host: &str| -> PbxConfig {
+            toml::from_str(&format!(
+                "name = \"{name}\"\nhost = \"{host}\"\nport = 5038\nusername = \"u\"\nsecret = \"s\""
+            ))
+            .unwrap()
+        };
+        let pbxs = PbxAddresses::resolve(&[pbx("a", "10.1.2.3"), pbx("b", "10.1.2.4")]).await;
+        assert_eq!(pbxs.all_addresses(), [ip("10.1.2.3"), ip("10.1.2.4")]);
+        assert_eq!(pbxs.name_for(ip("10.1.2.4")), Some("b"));
+        assert_eq!(
+            pbxs.name_for(ip("127.0.0.1")),
+            None,
+            "two PBXs: loopback is neither"
+        );
     }
 }

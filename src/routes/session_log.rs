@@ -396,4 +396,131 @@ mod tests {
             serde_json::json!({"route": "calls/{id}", "path": "calls/7", "channel": "PJSIP/a-1"})
         );
     }
+
+    /// A fresh store and the writer's task over it, with one PBX on loopback.
+    fn writer_over_fresh_store() -> (
+        tempfile::TempDir,
+        Store,
+        mpsc::Sender<Entry>,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let pbxs = Arc::new(PbxAddresses::from_entries(vec![("main".into(), vec![])]));
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = tokio::spawn(write_entries(
+            rx,
+            store.clone(),
+            pbxs,
+            CancellationToken::new(),
+        ));
+        (dir, store, tx, writer)
+    }
+
+    #[tokio::test]
+    async fn a_start_is_held_for_its_end_and_a_long_session_completes_its_first_row() {
+        let (_dir, store, tx, writer) = writer_over_fresh_store();
+        let long = leg("2.1");
+        tx.send(Entry::Start(Arc::clone(&long))).await.unwrap();
+        tokio::time::sleep(LINGER * 4).await;
+        assert_eq!(stored(&store).await, [], "held, not yet written");
+        // Past the hold its start is written alone, as the store's first row (id 1).
+        tokio::time::sleep(HOLD).await;
+        let early = stored(&store).await;
+        assert_eq!(early.len(), 1, "{early:?}");
+        assert_eq!((early[0].2.is_some(), early[0].3.is_none()), (true, true));
+        tx.send(Entry::End(Arc::clone(&long), Utc::now()))
+            .await
+            .unwrap();
+        drop(tx);
+        writer.await.unwrap();
+        let rows = stored(&store).await;
+        assert_eq!(
+            rows.len(),
+            1,
+            "the first row completed, no second: {rows:?}"
+        );
+        assert_eq!((rows[0].2.is_some(), rows[0].3.is_some()), (true, true));
+    }
+
+    #[tokio::test]
+    async fn a_start_still_held_when_the_server_stops_is_written_at_once() {
+        let (_dir, store, tx, writer) = writer_over_fresh_store();
+        tx.send(Entry::Start(leg("3.1"))).await.unwrap();
+        drop(tx);
+        // Well before the hold would release it.
+        tokio::time::timeout(HOLD / 2, writer)
+            .await
+            .expect("the writer ends without waiting out the hold")
+            .unwrap();
+        let rows = stored(&store).await;
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!((rows[0].2.is_some(), rows[0].3.is_none()), (true, true));
+    }
+
+    #[tokio::test]
+    async fn past_the_most_starts_held_the_oldest_is_written_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = Writer {
+            store: Store::open(&dir.path().join("m.db")).unwrap(),
+            pbxs: Arc::new(PbxAddresses::default()),
+            held: VecDeque::new(),
+            rows: Vec::new(),
+            alone: Vec::new(),
+        };
+        let now = Instant::now();
+        for i in 0..HELD_MAX {
+            writer.take(Entry::Start(leg(&format!("4.{i}"))), now);
+        }
+        writer.release_held(now, false);
+        assert!(writer.rows.is_empty(), "{} written", writer.rows.len());
+        writer.take(Entry::Start(leg("4.last")), now);
+        writer.release_held(now, false);
+        let uniqueids: Vec<&str> = writer.rows.iter().map(|r| r.uniqueid.as_str()).collect();
+        assert_eq!(uniqueids, ["4.0"]);
+        assert_eq!(writer.held.len(), HELD_MAX);
+    }
+
+    #[tokio::test]
+    async fn the_writer_next_wakes_when_the_oldest_start_still_held_is_due() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = Writer {
+            store: Store::open(&dir.path().join("m.db")).unwrap(),
+            pbxs: Arc::new(PbxAddresses::default()),
+            held: VecDeque::new(),
+            rows: Vec::new(),
+            alone: Vec::new(),
+        };
+        assert_eq!(writer.next_due(), None, "nothing held");
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_millis(30);
+        let (first, second) = (leg("6.1"), leg("6.2"));
+        writer.take(Entry::Start(Arc::clone(&first)), t0);
+        writer.take(Entry::Start(Arc::clone(&second)), t1);
+        assert_eq!(writer.next_due(), Some(t0 + HOLD));
+        // The first ended (written whole): the second is the one due next.
+        writer.take(Entry::End(first, Utc::now()), t1);
+        assert_eq!(writer.next_due(), Some(t1 + HOLD));
+        assert_eq!(writer.held.len(), 1, "the ended start left the queue");
+    }
+
+    #[tokio::test]
+    async fn entries_past_a_full_queue_are_dropped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        // The writer is not run: nothing leaves the queue.
+        let (log, _writer) = SessionLog::new(
+            store,
+            Arc::new(PbxAddresses::default()),
+            CancellationToken::new(),
+        );
+        for i in 0..QUEUE {
+            log.push(Entry::Start(leg(&format!("5.{i}"))));
+        }
+        assert_eq!(log.dropped(), 0);
+        for i in 0..3 {
+            log.push(Entry::Start(leg(&format!("5.over.{i}"))));
+        }
+        assert_eq!(log.dropped(), 3);
+    }
 }

@@ -857,26 +857,11 @@ impl<'a> BatchWriter<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::calls::{CallTracker, EventFields};
+    use crate::calls::CallTracker;
+    use crate::calls::test_event::Ev;
 
-    struct Ev(Vec<(&'static str, String)>);
-    impl EventFields for Ev {
-        fn field(&self, key: &str) -> Option<std::borrow::Cow<'_, str>> {
-            self.0
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v.as_str().into())
-        }
-        fn fields(&self, key: &str) -> Vec<std::borrow::Cow<'_, str>> {
-            self.0
-                .iter()
-                .filter(|(k, _)| k.eq_ignore_ascii_case(key))
-                .map(|(_, v)| v.as_str().into())
-                .collect()
-        }
-    }
     fn ev(pairs: &[(&'static str, &str)]) -> Ev {
-        Ev(pairs.iter().map(|(k, v)| (*k, v.to_string())).collect())
+        Ev::from_pairs(pairs)
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! Call state from the real rig: calls and legs persisted with state, times, causes and
 //! originate results; Cdr stored; reconciliation after a daemon restart (adoption) and
 //! after an Asterisk restart in the middle of live calls (legs closed as `pbx-gap`).
+//! One fake PBX, for what the rig cannot do on demand: refuse `CoreShowChannels`.
 
 use std::time::{Duration, Instant};
 
@@ -24,14 +25,26 @@ pub async fn wait_connected(d: &Daemon, key: &str) {
 
 /// Originates `Local/<behaviour>@fake-phones/n` with a known uniqueid; returns it.
 async fn originate(ami: &mut RawAmi, behaviour: &str, tag: &str, timeout_ms: u32) -> String {
+    originate_for(ami, behaviour, tag, timeout_ms, 1).await
+}
+
+/// [`originate`], the originating side waiting `wait_s` seconds before it hangs up.
+async fn originate_for(
+    ami: &mut RawAmi,
+    behaviour: &str,
+    tag: &str,
+    timeout_ms: u32,
+    wait_s: u32,
+) -> String {
     let uid = format!("it-{tag}-{}", std::process::id());
+    let wait = wait_s.to_string();
     let other = format!("{uid}-2");
     let timeout = timeout_ms.to_string();
     ami.send(&[
         ("Action", "Originate"),
         ("Channel", &format!("Local/{behaviour}@fake-phones/n")),
         ("Application", "Wait"),
-        ("Data", "1"),
+        ("Data", &wait),
         ("Async", "true"),
         ("Timeout", &timeout),
         ("ChannelId", &uid),
@@ -234,7 +247,9 @@ async fn reconciliation_adopts_calls_made_while_away_and_closes_those_lost_in_an
     })
     .await;
     ami.login(&rig.username, &rig.secret).await;
-    let seen = originate(&mut ami, "silent", "seen", 10_000).await;
+    // Both calls must outlive the daemon's restart and end only in Asterisk's crash:
+    // with the usual one-second wait a slow restart saw them hang up first.
+    let seen = originate_for(&mut ami, "silent", "seen", 10_000, 120).await;
     call_with_leg(&d, &key, &seen, Duration::from_secs(10), |c| {
         leg(c, &seen)["answeredAt"].is_string()
     })
@@ -243,7 +258,7 @@ async fn reconciliation_adopts_calls_made_while_away_and_closes_those_lost_in_an
     // The daemon dies; a call starts while it is away; it comes back on the same store.
     d.signal("KILL");
     d.wait_exit(Duration::from_secs(5)).await.unwrap();
-    let away = originate(&mut ami, "silent", "away", 10_000).await;
+    let away = originate_for(&mut ami, "silent", "away", 10_000, 120).await;
     ami.wait_for(Duration::from_secs(10), |m| {
         field(m, "Event") == Some("OriginateResponse")
             && field(m, "ActionID") == Some(away.as_str())
@@ -286,4 +301,101 @@ async fn reconciliation_adopts_calls_made_while_away_and_closes_those_lost_in_an
         gaps.iter().any(|g| g["legsAdopted"].as_i64().unwrap() >= 2),
         "{pbx:#}"
     );
+}
+
+/// A fake PBX on a free port: answers the login and every action with success, except
+/// `CoreShowChannels`, refused the first `refusals` times (as a PBX still loading its
+/// modules refuses it) and then answered with one live channel, `fake-1.1`. Returns the
+/// port and when each `CoreShowChannels` came.
+async fn pbx_slow_to_answer(
+    refusals: usize,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Instant>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&asked);
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(b"Asterisk Call Manager/11.0.0\r\n")
+            .await
+            .unwrap();
+        let mut lines = BufReader::new(read).lines();
+        let mut fields: Vec<(String, String)> = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some((k, v)) = line.split_once(':') {
+                fields.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+                continue;
+            }
+            if !line.trim().is_empty() {
+                continue;
+            }
+            let get = |k: &str| {
+                fields
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map_or("", |(_, v)| v.as_str())
+                    .to_string()
+            };
+            let (action, id) = (get("action").to_ascii_lowercase(), get("actionid"));
+            fields.clear();
+            let reply = match action.as_str() {
+                "coreshowchannels" => {
+                    let n = {
+                        let mut asked = seen.lock().unwrap();
+                        asked.push(Instant::now());
+                        asked.len()
+                    };
+                    if n <= refusals {
+                        format!(
+                            "Response: Error\r\nActionID: {id}\r\nMessage: Still loading\r\n\r\n"
+                        )
+                    } else {
+                        format!(
+                            "Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n\
+                             Event: CoreShowChannel\r\nActionID: {id}\r\nChannel: PJSIP/fake-00000001\r\nChannelStateDesc: Up\r\n\
+                             Uniqueid: fake-1.1\r\nLinkedid: fake-1.1\r\nDuration: 00:00:05\r\n\r\n\
+                             Event: CoreShowChannelsComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: 1\r\n\r\n"
+                        )
+                    }
+                }
+                "confbridgelistrooms" => format!(
+                    "Response: Error\r\nActionID: {id}\r\nMessage: No active conferences.\r\n\r\n"
+                ),
+                _ => format!("Response: Success\r\nActionID: {id}\r\nMessage: OK\r\n\r\n"),
+            };
+            if write.write_all(reply.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    });
+    (port, asked)
+}
+
+#[tokio::test]
+async fn a_reconciliation_the_pbx_cannot_answer_yet_is_retried_every_second_until_it_runs() {
+    let (port, asked) = pbx_slow_to_answer(2).await;
+    let d = Daemon::start_with(
+        DaemonOptions::default()
+            .env("MEDCALL__PBX__0__PORT", port)
+            .env("MEDCALL__PBX__0__AUTH", "plain"),
+    )
+    .await;
+    let key = d.admin_key();
+    let call = call_with_leg(&d, &key, "fake-1.1", Duration::from_secs(10), |c| {
+        c["active"] == true
+    })
+    .await;
+    assert_eq!(leg(&call, "fake-1.1")["adopted"], true, "{call:#}");
+    let asked = asked.lock().unwrap().clone();
+    assert_eq!(asked.len(), 3, "two refusals, then the answer");
+    for pair in asked.windows(2) {
+        let pause = pair[1] - pair[0];
+        assert!(
+            pause >= Duration::from_millis(900),
+            "retried after {pause:?}, not a second"
+        );
+    }
 }

@@ -11,6 +11,7 @@
 )]
 
 mod agi;
+mod agi_corpus;
 mod ami_client;
 mod ami_corpus;
 mod ami_faults;
