@@ -173,6 +173,32 @@ mod tests {
         assert!(ring.authenticate("mc_wrong").is_none());
     }
 
+    #[test]
+    fn generated_keys_are_mc_and_64_hex_digits_and_never_repeat() {
+        let (a, b) = (generate_key(), generate_key());
+        for key in [&a, &b] {
+            let digits = key.strip_prefix("mc_").unwrap_or_else(|| panic!("{key}"));
+            assert_eq!(digits.len(), 64, "{key}");
+            assert!(digits.bytes().all(|c| c.is_ascii_hexdigit()), "{key}");
+        }
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_ring_is_empty_only_without_any_key() {
+        assert!(KeyRing::default().is_empty());
+        assert!(KeyRing::new(&[], &[]).is_empty());
+        let stored = StoredKey {
+            name: "admin".into(),
+            sha256: hash_key("k"),
+            scopes: vec!["admin".into()],
+            teams: vec![],
+        };
+        let ring = KeyRing::new(&[], &[stored]);
+        assert!(!ring.is_empty());
+        assert!(ring.authenticate("k").unwrap().allows(Scope::Events));
+    }
+
     #[tokio::test]
     async fn configured_keys_suppress_the_first_start_key_and_carry_their_scopes() {
         let dir = tempfile::tempdir().unwrap();

@@ -211,6 +211,56 @@ mod tests {
         assert_eq!(v.clients[0].phones[1].as_str(), "79007654321");
     }
 
+    fn client_document(phones: usize, full_name: &str) -> ClientsDocument {
+        ClientsDocument {
+            clients: vec![ClientIn {
+                id: 1,
+                full_name: Some(full_name.to_string()),
+                phones: (0..phones).map(|i| format!("7900{i:07}")).collect(),
+            }],
+            contracts: vec![ContractIn {
+                id: 7000,
+                client_id: Some(1),
+                phones: (0..phones).map(|i| format!("7911{i:07}")).collect(),
+            }],
+            requests: vec![],
+        }
+    }
+
+    #[test]
+    fn an_entry_holds_at_most_thirty_two_phones() {
+        let v = client_document(32, "Иванов").validate().unwrap();
+        assert_eq!(v.clients[0].phones.len(), 32);
+        assert_eq!(v.contracts[0].phones.len(), 32);
+        let problems = client_document(33, "Иванов").validate().unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "client 1: more than 32 phones",
+                "contract 7000: more than 32 phones"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_full_name_is_at_most_512_characters_and_has_no_control_characters() {
+        let longest = "Я".repeat(512);
+        let v = client_document(1, &longest).validate().unwrap();
+        assert_eq!(v.clients[0].full_name.as_deref(), Some(longest.as_str()));
+        for bad in [
+            "Я".repeat(513),
+            "Иванов\nИван".to_string(),
+            "\u{7}".to_string(),
+        ] {
+            let problems = client_document(1, &bad).validate().unwrap_err();
+            assert_eq!(problems.len(), 1, "{bad:?}: {problems:?}");
+            assert!(
+                problems[0].starts_with("client 1: fullName"),
+                "{problems:?}"
+            );
+        }
+    }
+
     #[test]
     fn unknown_fields_are_refused() {
         assert!(serde_json::from_str::<ClientsDocument>(r#"{"clientz":[]}"#).is_err());

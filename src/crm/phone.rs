@@ -114,4 +114,50 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn a_plus_is_read_only_at_the_start_and_only_before_an_eleven_digit_number() {
+        for (text, want) in [
+            ("7900+1234567", "characters"),
+            ("79001234567+", "characters"),
+            // Ten digits are a number without its 7 or 8, never one written with `+`.
+            ("+7900123456", "10 digits"),
+            ("+7 900 123 45 6", "10 digits"),
+        ] {
+            match PhoneNumber::parse(text) {
+                Err(e) => assert!(e.to_string().contains(want), "{text:?}: {e}"),
+                Ok(p) => panic!("{text:?} accepted as {p}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_eleven_digit_number_starts_with_seven_or_eight() {
+        for text in ["19001234567", "99001234567", "09001234567"] {
+            match PhoneNumber::parse(text) {
+                Err(e) => assert!(
+                    e.to_string().contains("not a Russian number"),
+                    "{text:?}: {e}"
+                ),
+                Ok(p) => panic!("{text:?} accepted as {p}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_overlong_number_is_refused_once_it_passes_fifteen_digits() {
+        // The scan stops at the 16th digit: what follows is never read.
+        let e = PhoneNumber::parse("1234567890123456xyz").unwrap_err();
+        assert_eq!(e, PhoneError::WrongLength("1234567890123456xyz".into(), 16));
+        let e = PhoneNumber::parse("123456789012345").unwrap_err();
+        assert_eq!(e, PhoneError::WrongLength("123456789012345".into(), 15));
+        let e = PhoneNumber::parse("123456789012345x").unwrap_err();
+        assert_eq!(e, PhoneError::BadCharacters("123456789012345x".into()));
+    }
+
+    #[test]
+    fn a_number_is_shown_in_its_international_form() {
+        let p = PhoneNumber::parse("8 (900) 123-45-67").unwrap();
+        assert_eq!(p.to_string(), "+79001234567");
+    }
 }

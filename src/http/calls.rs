@@ -250,6 +250,54 @@ mod tests {
     }
 
     #[test]
+    fn every_filter_parameter_lands_in_its_field_and_the_limit_defaults_to_fifty() {
+        let none = filter_from(&q(&[])).unwrap();
+        assert_eq!(
+            (
+                none.active,
+                none.since,
+                none.until,
+                none.pbx,
+                none.limit,
+                none.offset
+            ),
+            (None, None, None, None, 50, 0)
+        );
+        let f = filter_from(&q(&[
+            ("active", "0"),
+            ("since", "2026-11-22T12:00:00+03:00"),
+            ("until", "2026-11-23T09:00:00Z"),
+            ("pbx", "north"),
+            ("limit", "1000"),
+            ("offset", "4294967295"),
+        ]))
+        .unwrap();
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        assert_eq!(f.active, Some(false));
+        assert_eq!(f.since, Some(t("2026-11-22T09:00:00Z")));
+        assert_eq!(f.until, Some(t("2026-11-23T09:00:00Z")));
+        assert_eq!(f.pbx.as_deref(), Some("north"));
+        assert_eq!((f.limit, f.offset), (1000, u32::MAX));
+        for (v, want) in [("true", true), ("1", true), ("false", false), ("0", false)] {
+            assert_eq!(
+                filter_from(&q(&[("active", v)])).unwrap().active,
+                Some(want),
+                "{v}"
+            );
+        }
+        let e = filter_from(&q(&[("limit", "1001")])).unwrap_err();
+        assert_eq!(
+            e.messages,
+            ["`limit` must be a whole number from 0 to 1000."]
+        );
+        let e = filter_from(&q(&[("until", "2026-11-23")])).unwrap_err();
+        assert_eq!(
+            e.messages,
+            ["`until` must be an RFC 3339 time, e.g. 2026-11-22T09:00:00Z."]
+        );
+    }
+
+    #[test]
     fn filters_parse_and_bad_values_are_named() {
         let f = filter_from(&q(&[
             ("active", "true"),

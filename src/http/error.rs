@@ -73,3 +73,57 @@ impl IntoResponse for ApiError {
             .into_response()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(e: ApiError) -> (StatusCode, serde_json::Value) {
+        let r = e.into_response();
+        let status = r.status();
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        (status, serde_json::from_slice(&body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn every_error_answers_its_status_in_the_one_shape() {
+        let cases = [
+            (
+                ApiError::unauthorized(),
+                401,
+                "A valid API key is required: Authorization: Bearer <key>.",
+            ),
+            (
+                ApiError::forbidden("events"),
+                403,
+                "This API key lacks the `events` scope.",
+            ),
+            (ApiError::not_found("No call 7."), 404, "No call 7."),
+            (
+                ApiError::bad_request("`id` is required."),
+                400,
+                "`id` is required.",
+            ),
+            (
+                ApiError::from(crate::store::StoreError::Closed),
+                500,
+                "Internal error; see the daemon's log.",
+            ),
+        ];
+        for (e, status, message) in cases {
+            let (s, body) = answer(e).await;
+            assert_eq!(s.as_u16(), status, "{message}");
+            assert_eq!(
+                body,
+                serde_json::json!({"success": false, "messages": [message]})
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_internal_error_never_echoes_its_cause() {
+        let (s, body) = answer(ApiError::internal("disk I/O error at /var/lib/medcall")).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!body.to_string().contains("/var/lib"), "{body}");
+    }
+}

@@ -138,3 +138,171 @@ fn parse_id(key: &str, v: &str) -> Result<i64, ApiError> {
         Err(_) => Err(ApiError::bad_request(format!("`{key}` is too large."))),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::StatusCode;
+
+    async fn params(
+        uri: &str,
+        content_type: Option<&str>,
+        body: impl Into<Body>,
+    ) -> Result<Params, ApiError> {
+        let mut req = axum::http::Request::builder().method("POST").uri(uri);
+        if let Some(ct) = content_type {
+            req = req.header(CONTENT_TYPE, ct);
+        }
+        Params::from_request(req.body(body.into()).unwrap(), &()).await
+    }
+
+    fn sorted(p: &Params) -> Vec<(&str, &str)> {
+        let mut v: Vec<_> = p.0.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        v.sort_unstable();
+        v
+    }
+
+    fn refusal(r: Result<Params, ApiError>) -> (StatusCode, String) {
+        match r {
+            Ok(p) => panic!("accepted: {:?}", sorted(&p)),
+            Err(e) => (e.status, e.messages.join(" ")),
+        }
+    }
+
+    #[tokio::test]
+    async fn query_form_and_json_merge_and_the_body_wins() {
+        let form = params(
+            "/x?a=1&b=2",
+            Some("application/x-www-form-urlencoded"),
+            "b=3&c=4",
+        )
+        .await
+        .unwrap();
+        assert_eq!(sorted(&form), [("a", "1"), ("b", "3"), ("c", "4")]);
+        // A body without a content type is read as a form (curl -d without -H).
+        let bare = params("/x?a=1", None, "b=%2B7000d0").await.unwrap();
+        assert_eq!(sorted(&bare), [("a", "1"), ("b", "+7000d0")]);
+        let json = params(
+            "/x?a=1&n=0",
+            Some("Application/JSON; charset=utf-8"),
+            r#"{"a":"text","n":42,"t":true,"f":false,"gone":null}"#,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            sorted(&json),
+            [("a", "text"), ("f", "false"), ("n", "42"), ("t", "true")]
+        );
+        let none = params("/x", Some("application/json"), "").await.unwrap();
+        assert!(none.0.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_that_is_not_flat_parameters_is_refused_with_its_reason() {
+        for (ct, body, status, want) in [
+            (
+                Some("application/json"),
+                r#"{"a":[1]}"#,
+                400,
+                "`a` must be a string or a number",
+            ),
+            (
+                Some("application/json"),
+                r#"{"a":{"b":1}}"#,
+                400,
+                "`a` must be a string or a number",
+            ),
+            (Some("application/json"), "[1,2]", 400, "must be an object"),
+            (Some("application/json"), "{", 400, "JSON body is malformed"),
+            (Some("text/plain"), "a=1", 415, "Send parameters as"),
+        ] {
+            let (s, m) = refusal(params("/x", ct, body).await);
+            assert_eq!(s.as_u16(), status, "{body}: {m}");
+            assert!(m.contains(want), "{body}: {m}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_is_413_not_a_bad_request() {
+        let big = vec![b'a'; 3 * 1024 * 1024];
+        let (s, m) = refusal(params("/x", None, big).await);
+        assert_eq!(
+            (s, m.as_str()),
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "The request body is too large."
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_value_may_be_1024_characters_and_no_longer() {
+        let longest = "я".repeat(MAX_VALUE_CHARS);
+        let p = params(
+            "/x",
+            Some("application/json"),
+            format!(r#"{{"v":"{longest}"}}"#),
+        )
+        .await
+        .unwrap();
+        assert_eq!(p.text("v"), Some(longest.as_str()));
+        let (s, m) = refusal(
+            params(
+                "/x",
+                Some("application/json"),
+                format!(r#"{{"v":"{longest}я"}}"#),
+            )
+            .await,
+        );
+        assert_eq!(
+            (s.as_u16(), m.as_str()),
+            (400, "`v` is longer than 1024 characters.")
+        );
+    }
+
+    fn of(pairs: &[(&str, &str)]) -> Params {
+        Params(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_blank_value_is_absent_and_an_id_is_a_positive_whole_number() {
+        let p = of(&[
+            ("blank", "  "),
+            ("id", " 42 "),
+            ("one", "1"),
+            ("zero", "0"),
+            ("neg", "-3"),
+            ("frac", "1.5"),
+            ("huge", "99999999999999999999"),
+        ]);
+        assert_eq!(p.text("blank"), None);
+        assert_eq!(p.text("missing"), None);
+        assert_eq!(p.text("one"), Some("1"));
+        assert_eq!(p.required("one").unwrap(), "1");
+        assert_eq!(p.id("id").unwrap(), Some(42));
+        assert_eq!(p.id("missing").unwrap(), None);
+        assert_eq!(p.id("blank").unwrap(), None);
+        assert_eq!(p.required_id("id").unwrap(), 42);
+        assert_eq!(p.required_id("one").unwrap(), 1);
+        let message = |r: Result<i64, ApiError>| r.unwrap_err().messages.join(" ");
+        assert_eq!(message(p.required_id("blank")), "`blank` is required.");
+        assert_eq!(
+            p.required("missing").unwrap_err().messages,
+            ["`missing` is required."]
+        );
+        for key in ["zero", "neg", "frac"] {
+            assert_eq!(
+                message(p.required_id(key)),
+                format!("`{key}` must be a positive whole number."),
+            );
+            assert!(p.id(key).is_err(), "{key}");
+        }
+        assert_eq!(message(p.required_id("huge")), "`huge` is too large.");
+    }
+}

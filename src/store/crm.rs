@@ -676,6 +676,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_reimport_replaces_each_entrys_phones_in_the_documents_order() {
+        let (_d, store) = store_with_clients().await;
+        let doc: ClientsDocument = serde_json::from_str(
+            r#"{"clients":[{"id":654321,"phones":["89005550000"]}],
+                "contracts":[{"id":7000,"clientId":654321,"phones":["89006660000","89007770000"]}]}"#,
+        )
+        .unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let progress = seen.clone();
+        let counts = store
+            .import_clients(doc.validate().unwrap(), 1000, move |c| {
+                progress.lock().unwrap().push(c)
+            })
+            .await
+            .unwrap();
+        let one = |clients, contracts| ImportCounts {
+            clients,
+            contracts,
+            requests: 0,
+        };
+        assert_eq!(counts, one(1, 1));
+        assert_eq!(*seen.lock().unwrap(), [one(1, 0), one(1, 1)]);
+        let phones = |sql: &'static str| {
+            store.call(move |c| {
+                let mut stmt = c.prepare(sql)?;
+                let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+        };
+        assert_eq!(
+            phones("SELECT phone FROM client_phones WHERE client_id = 654321 ORDER BY position")
+                .await
+                .unwrap(),
+            ["79005550000"]
+        );
+        assert_eq!(
+            phones("SELECT phone FROM contract_phones WHERE contract_id = 7000 ORDER BY position")
+                .await
+                .unwrap(),
+            ["79006660000", "79007770000"]
+        );
+        // The name the document left out is kept.
+        let client = store.call(|c| Ok(client_by_id(c, 654321)?)).await.unwrap();
+        assert_eq!(
+            client.and_then(|c| c.full_name).as_deref(),
+            Some("Иванов И.И.")
+        );
+    }
+
+    #[tokio::test]
     async fn dial_identifiers_resolve_to_the_right_phone_or_nothing() {
         let (_d, store) = store_with_clients().await;
         let q = |s: &str| DialIdent::parse(s).unwrap();

@@ -78,3 +78,69 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, sha256: &str) -> StoredKey {
+        StoredKey {
+            name: name.into(),
+            sha256: sha256.into(),
+            scopes: vec!["events".into()],
+            teams: vec!["north".into()],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_name_is_stored_once_and_a_second_insert_says_so_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        assert!(
+            store
+                .insert_api_key(key("crm", "h1"), "test")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !store
+                .insert_api_key(key("crm", "h2"), "test")
+                .await
+                .unwrap()
+        );
+        assert!(
+            store
+                .insert_api_key(key("admin", "h3"), "test")
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            store.api_keys().await.unwrap(),
+            [key("admin", "h3"), key("crm", "h1")]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stored_key_with_unreadable_scopes_is_skipped_not_read_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        store
+            .insert_api_key(key("crm", "h1"), "test")
+            .await
+            .unwrap();
+        store
+            .insert_api_key(key("old", "h2"), "test")
+            .await
+            .unwrap();
+        store
+            .call(|c| {
+                Ok(c.execute(
+                    "UPDATE api_keys SET scopes = 'events' WHERE name = 'old'",
+                    [],
+                )?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(store.api_keys().await.unwrap(), [key("crm", "h1")]);
+    }
+}

@@ -247,7 +247,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn open_creates_the_directory_and_uses_wal() {
+    async fn open_creates_the_directory_and_sets_the_connection_pragmas() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("nested/data/medcall.db");
         let store = Store::open(&path).unwrap();
@@ -256,6 +256,11 @@ mod tests {
         assert!(path.exists());
         let page_size: i64 = pragma(&store, "page_size").await;
         assert_eq!(page_size, 16_384);
+        // Negative: a size in KiB (64 MiB), not a count of 16 KiB pages (1 GiB).
+        let cache_size: i64 = pragma(&store, "cache_size").await;
+        assert_eq!(cache_size, -65_536);
+        let foreign_keys: i64 = pragma(&store, "foreign_keys").await;
+        assert_eq!(foreign_keys, 1);
     }
 
     #[tokio::test]

@@ -197,6 +197,89 @@ async fn call_detail_records_are_idempotent_on_event_id() {
 }
 
 #[tokio::test]
+async fn call_detail_record_limits_are_inclusive_and_values_are_stored_as_sent() {
+    let (d, key) = daemon_with_clients().await;
+    let phone_32 = "8".repeat(32);
+    let ext_32 = "1".repeat(32);
+    let (s, b) = call_all_ways(
+        &d,
+        &key,
+        "/api/events/callDetailRecord",
+        &[
+            ("event_id", "9100"),
+            ("phone", &format!("  {phone_32} ")),
+            ("extension", &ext_32),
+            ("path", "limits.wav"),
+            ("call_at", "2026-11-22T12:15:00+03:00"),
+            ("duration", "2678400"),
+        ],
+    )
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["phone"], phone_32.as_str(), "trimmed, otherwise as sent");
+    assert_eq!(b["extension"], ext_32.as_str());
+    assert_eq!(
+        b["duration"],
+        31 * 24 * 3600,
+        "31 days is the longest duration"
+    );
+    assert_eq!(
+        b["callAt"], "2026-11-22T09:15:00Z",
+        "an offset time is stored as UTC"
+    );
+    assert_eq!(b["eventId"], 9100);
+
+    let db = d.data_dir().join("medcall.db");
+    let before = crm_rows(&db);
+    let phone_33 = "8".repeat(33);
+    let ext_33 = "1".repeat(33);
+    let base = [
+        ("event_id", "9101"),
+        ("phone", "89001234567"),
+        ("extension", "101"),
+        ("path", "limits.wav"),
+    ];
+    for (key_name, value, message) in [
+        (
+            "duration",
+            "2678401",
+            "`duration` must be whole seconds from 0 to 2678400.",
+        ),
+        (
+            "phone",
+            phone_33.as_str(),
+            "`phone` must be at most 32 characters, no control characters.",
+        ),
+        (
+            "extension",
+            ext_33.as_str(),
+            "`extension` must be at most 32 characters, no control characters.",
+        ),
+        (
+            "extension",
+            "10\u{7}1",
+            "`extension` must be at most 32 characters, no control characters.",
+        ),
+        (
+            "phone",
+            "8900\t1234567",
+            "`phone` must be at most 32 characters, no control characters.",
+        ),
+    ] {
+        let mut params: Vec<(&str, &str)> = base
+            .iter()
+            .copied()
+            .filter(|(k, _)| *k != key_name)
+            .collect();
+        params.push((key_name, value));
+        let (s, b) = call_all_ways(&d, &key, "/api/events/callDetailRecord", &params).await;
+        assert_eq!(s, 400, "{key_name}={value:?}: {b}");
+        assert_eq!(b["messages"], json!([message]), "{key_name}={value:?}");
+    }
+    assert_eq!(crm_rows(&db), before, "a refused record writes no row");
+}
+
+#[tokio::test]
 async fn bad_input_gets_a_clear_400_or_404_and_writes_nothing() {
     let (d, key) = daemon_with_clients().await;
     let long = "9".repeat(2000);
