@@ -130,9 +130,12 @@ mod tests {
     #[test]
     fn the_default_allow_list_is_every_address_of_every_pbx_in_order() {
         let pbxs = PbxAddresses::from_entries(vec![
-            ("a".into(), vec![ip("10.0.0.5"), ip("10.0.0.6")]),
-            ("b".into(), vec![]),
-            ("c".into(), vec![ip("10.0.0.7")]),
+            (
+                PbxName::new("a").unwrap(),
+                vec![ip("10.0.0.5"), ip("10.0.0.6")],
+            ),
+            (PbxName::new("b").unwrap(), vec![]),
+            (PbxName::new("c").unwrap(), vec![ip("10.0.0.7")]),
         ]);
         assert_eq!(
             pbxs.all_addresses(),
@@ -150,7 +153,10 @@ mod tests {
         };
         let pbxs = PbxAddresses::resolve(&[pbx("a", "10.1.2.3"), pbx("b", "10.1.2.4")]).await;
         assert_eq!(pbxs.all_addresses(), [ip("10.1.2.3"), ip("10.1.2.4")]);
-        assert_eq!(pbxs.name_for(ip("10.1.2.4")), Some("b"));
+        assert_eq!(
+            pbxs.name_for(ip("10.1.2.4")).map(PbxName::as_str),
+            Some("b")
+        );
         assert_eq!(
             pbxs.name_for(ip("127.0.0.1")),
             None,

@@ -406,7 +406,10 @@ mod tests {
     ) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("m.db")).unwrap();
-        let pbxs = Arc::new(PbxAddresses::from_entries(vec![("main".into(), vec![])]));
+        let pbxs = Arc::new(PbxAddresses::from_entries(vec![(
+            crate::pbx::PbxName::new("main").unwrap(),
+            vec![],
+        )]));
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = tokio::spawn(write_entries(
             rx,
