@@ -381,3 +381,37 @@ async fn shutdown_waits_for_fastagi_sessions_to_drain_even_past_the_http_grace()
         d.stderr()
     );
 }
+
+#[tokio::test]
+async fn a_fastagi_reply_longer_than_the_configured_line_limit_ends_the_session() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d =
+        Daemon::start_with(DaemonOptions::default().env("MEDCALL__AGI__MAX_LINE_BYTES", 300)).await;
+    let mut agi = tokio::net::TcpStream::connect(("127.0.0.1", d.agi_port))
+        .await
+        .unwrap();
+    agi.write_all(
+        b"agi_network: yes\nagi_network_script: diagnostics\nagi_channel: Local/x;1\nagi_uniqueid: 1.2\n\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 256];
+    let n = tokio::time::timeout(Duration::from_secs(5), agi.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(buf[..n].starts_with(b"SET VARIABLE"), "{:?}", &buf[..n]);
+    // 400 bytes: within the default 8 KiB, over the configured 300.
+    let long = format!("200 result=1 ({})\n", "x".repeat(380));
+    agi.write_all(long.as_bytes()).await.unwrap();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), agi.read_to_end(&mut rest))
+        .await
+        .expect("the daemon closes the session")
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("MEDCALL_STATUS"),
+        "the route went on after an over-long reply: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+}
