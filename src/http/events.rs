@@ -327,6 +327,34 @@ mod tests {
     use serde_json::{Value, json};
     use utoipa::{PartialSchema, ToSchema};
 
+    #[test]
+    fn a_plain_text_parameter_is_trimmed_at_most_max_characters_and_has_no_control_characters() {
+        let p = Params(
+            [
+                ("at_max", " ЯЯЯЯ "),
+                ("over", "ЯЯЯЯЯ"),
+                ("bell", "10\u{7}1"),
+                ("tab", "1\t1"),
+                ("blank", "   "),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        assert_eq!(plain_text(&p, "at_max", 4).unwrap(), "ЯЯЯЯ");
+        for key in ["over", "bell", "tab"] {
+            let e = plain_text(&p, key, 4).unwrap_err();
+            assert_eq!(
+                e.messages,
+                [format!(
+                    "`{key}` must be at most 4 characters, no control characters."
+                )],
+            );
+        }
+        let e = plain_text(&p, "blank", 4).unwrap_err();
+        assert_eq!(e.messages, ["`blank` is required."]);
+    }
+
     fn at(s: i64) -> DateTime<Utc> {
         DateTime::from_timestamp(1_800_000_000 + s, 250_000_000).unwrap()
     }
