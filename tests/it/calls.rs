@@ -399,3 +399,38 @@ async fn a_reconciliation_the_pbx_cannot_answer_yet_is_retried_every_second_unti
         );
     }
 }
+
+#[tokio::test]
+async fn a_channel_variable_the_manager_reports_is_kept_on_its_leg() {
+    // `channelvars = MEDCALL_CALL_ID` (asterisk-conf/manager.conf): every event of a
+    // channel carrying it reports it as `ChanVariable`.
+    let d = Daemon::start().await;
+    let key = d.admin_key();
+    wait_connected(&d, &key).await;
+    let rig = Rig::from_env();
+    let mut ami = RawAmi::connect(&rig).await;
+    ami.login(&rig.username, &rig.secret).await;
+    let uid = format!("it-vars-{}", std::process::id());
+    ami.send(&[
+        ("Action", "Originate"),
+        ("Channel", "Local/answer@fake-phones/n"),
+        ("Application", "Wait"),
+        ("Data", "1"),
+        ("Async", "true"),
+        ("Timeout", "10000"),
+        ("ChannelId", &uid),
+        ("OtherChannelId", &format!("{uid}-2")),
+        ("Variable", "MEDCALL_CALL_ID=4711"),
+        ("ActionID", &uid),
+    ])
+    .await;
+    let call = call_with_leg(&d, &key, &uid, Duration::from_secs(10), |c| {
+        leg(c, &uid)["variables"]["MEDCALL_CALL_ID"].is_string()
+    })
+    .await;
+    assert_eq!(
+        leg(&call, &uid)["variables"],
+        serde_json::json!({"MEDCALL_CALL_ID": "4711"}),
+        "{call:#}"
+    );
+}
