@@ -1095,6 +1095,40 @@ mod tests {
     }
 
     #[test]
+    fn only_announcer_and_recorder_channels_are_marked_as_conference_helpers() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        let helper_marks: Vec<bool> = [
+            "CBAnn/thread-1-00000001;1",
+            "CBRec/thread-1-00000002",
+            "Local/a@b-1;2",
+            "PJSIP/CBAnn-0001",
+        ]
+        .iter()
+        .map(|channel| {
+            let out = tr.apply(
+                &Ev::from_pairs(&[
+                    ("Event", "ConfbridgeJoin"),
+                    ("Conference", "thread-1"),
+                    ("Uniqueid", "77.1"),
+                    ("Channel", channel),
+                ]),
+                t(1),
+            );
+            let details: Vec<&str> = out
+                .iter()
+                .filter_map(|c| match c {
+                    CallChange::Event(e) => Some(e.detail.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(details.len(), 1, "{channel}: {out:?}");
+            details[0].contains("\"helper\":true")
+        })
+        .collect();
+        assert_eq!(helper_marks, [true, true, false, false]);
+    }
+
+    #[test]
     fn events_for_unknown_channels_and_nameless_messages_change_nothing() {
         let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
         assert!(
