@@ -1095,6 +1095,24 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_for_no_known_call_alone_counts_as_a_waiting_change() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        assert!(!tr.has_changes());
+        // Only the unlinked tail is filled: no call, leg, conference or timeline chunk.
+        tr.track(
+            &Ev::parse("Event: ConfbridgeJoin\nConference: r\nUniqueid: 78.1\nChannel: CBAnn/r-1"),
+            t(1),
+        );
+        assert!(tr.has_changes());
+        let out = tr.take_changes();
+        assert!(
+            out.iter().all(|c| matches!(c, CallChange::Event(_))),
+            "{out:?}"
+        );
+        assert!(!tr.has_changes());
+    }
+
+    #[test]
     fn only_announcer_and_recorder_channels_are_marked_as_conference_helpers() {
         let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
         let helper_marks: Vec<bool> = [
