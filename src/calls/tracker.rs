@@ -1094,6 +1094,98 @@ mod tests {
         );
     }
 
+    /// `(kind, uniqueid)` of every timeline entry in `changes`, in order.
+    fn timeline_steps(changes: &[CallChange]) -> Vec<(String, String)> {
+        changes
+            .iter()
+            .filter_map(|c| match c {
+                CallChange::Timeline(chunk) => Some(chunk),
+                _ => None,
+            })
+            .flat_map(|chunk| {
+                let entries: serde_json::Value = serde_json::from_str(&chunk.entries).unwrap();
+                entries
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| {
+                        let text = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+                        (text("kind"), text("uniqueid"))
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_dialled_bridged_call_keeps_each_step_and_its_legs_follow_caller_id_and_bridge() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        tr.track(&newchannel("20.0", "20.0", "Local/a@b-1;1", "Ring"), t(0));
+        tr.track(&newchannel("20.1", "20.0", "Local/a@b-1;2", "Ring"), t(0));
+        tr.track(
+            &Ev::parse("Event: NewCallerid\nUniqueid: 20.0\nCallerIDNum: 89001112233"),
+            t(1),
+        );
+        tr.track(
+            &Ev::parse("Event: DialBegin\nUniqueid: 20.0\nDestUniqueid: 20.1\nDialString: a@b"),
+            t(1),
+        );
+        tr.track(
+            &Ev::parse("Event: DialEnd\nUniqueid: 20.0\nDestUniqueid: 20.1\nDialStatus: ANSWER"),
+            t(2),
+        );
+        tr.track(
+            &Ev::parse("Event: BridgeCreate\nBridgeUniqueid: br-1"),
+            t(2),
+        );
+        tr.track(
+            &Ev::parse("Event: BridgeEnter\nUniqueid: 20.1\nBridgeUniqueid: br-1"),
+            t(2),
+        );
+        let first = tr.take_changes();
+        assert_eq!(
+            legs_of(&first, "20.0")[0].caller_num.as_deref(),
+            Some("89001112233")
+        );
+        assert_eq!(
+            legs_of(&first, "20.1")[0].bridge_id.as_deref(),
+            Some("br-1")
+        );
+        tr.track(
+            &Ev::parse("Event: MusicOnHoldStart\nUniqueid: 20.1\nChannel: Local/a@b-1;2"),
+            t(3),
+        );
+        tr.track(
+            &Ev::parse("Event: MixMonitorStop\nUniqueid: 20.0\nChannel: Local/a@b-1;1"),
+            t(3),
+        );
+        tr.track(
+            &Ev::parse("Event: BridgeLeave\nUniqueid: 20.1\nBridgeUniqueid: br-1"),
+            t(4),
+        );
+        let second = tr.take_changes();
+        assert_eq!(legs_of(&second, "20.1")[0].bridge_id, None);
+        let steps: Vec<(String, String)> = timeline_steps(&first)
+            .into_iter()
+            .chain(timeline_steps(&second))
+            .collect();
+        let expected = [
+            ("Newchannel", "20.0"),
+            ("Newchannel", "20.1"),
+            ("DialBegin", "20.1"),
+            ("DialEnd", "20.1"),
+            ("BridgeEnter", "20.1"),
+            ("MusicOnHoldStart", "20.1"),
+            ("MixMonitorStop", "20.0"),
+            ("BridgeLeave", "20.1"),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(k, u)| (k.to_string(), u.to_string()))
+            .collect();
+        assert_eq!(steps, expected);
+    }
+
     #[test]
     fn an_entry_for_no_known_call_alone_counts_as_a_waiting_change() {
         let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
