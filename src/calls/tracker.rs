@@ -1094,6 +1094,77 @@ mod tests {
         );
     }
 
+    fn originate_response(uid: &str, reason: &str) -> Ev {
+        Ev::from_pairs(&[
+            ("Event", "OriginateResponse"),
+            ("Response", "Failure"),
+            ("Reason", reason),
+            ("Uniqueid", uid),
+        ])
+    }
+
+    #[test]
+    fn held_originate_reasons_past_the_cap_make_room_by_dropping_those_over_a_minute_old() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        for i in 0..MAX_EARLY_REASONS - 1 {
+            tr.track(&originate_response(&format!("old.{i}"), "3"), t(0));
+        }
+        tr.track(&originate_response("recent.0", "5"), t(30));
+        // The cap is reached: the next reason prunes those seen before t(61) - 60 s.
+        tr.track(&originate_response("new.0", "8"), t(61));
+        tr.take_changes();
+        tr.track(
+            &newchannel("recent.0", "recent.0", "Local/r@b-1;1", "Down"),
+            t(62),
+        );
+        tr.track(
+            &newchannel("new.0", "new.0", "Local/n@b-1;1", "Down"),
+            t(62),
+        );
+        tr.track(
+            &newchannel("old.0", "old.0", "Local/o@b-1;1", "Down"),
+            t(62),
+        );
+        let out = tr.take_changes();
+        let reason = |uid: &str| legs_of(&out, uid)[0].originate_reason;
+        assert_eq!(
+            (reason("recent.0"), reason("new.0"), reason("old.0")),
+            (Some(5), Some(8), None)
+        );
+    }
+
+    #[test]
+    fn an_originate_response_without_a_channel_is_held_for_no_leg() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        for uid in ["<null>", ""] {
+            let out = tr.apply(&originate_response(uid, "0"), t(0));
+            assert!(
+                !out.iter()
+                    .any(|c| matches!(c, CallChange::OriginateReason { .. })),
+                "{uid:?}: {out:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_leg_is_answered_once_when_it_first_goes_up() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        tr.track(&newchannel("30.0", "30.0", "Local/a@b-1;1", "Down"), t(0));
+        let state = |s: &str| {
+            Ev::parse(&format!(
+                "Event: Newstate\nUniqueid: 30.0\nChannelStateDesc: {s}"
+            ))
+        };
+        tr.track(&state("Ringing"), t(1));
+        assert_eq!(legs_of(&tr.take_changes(), "30.0")[0].answered_at, None);
+        tr.track(&state("Up"), t(2));
+        tr.track(&state("Up"), t(5));
+        assert_eq!(
+            legs_of(&tr.take_changes(), "30.0")[0].answered_at,
+            Some(t(2))
+        );
+    }
+
     /// `(kind, uniqueid)` of every timeline entry in `changes`, in order.
     fn timeline_steps(changes: &[CallChange]) -> Vec<(String, String)> {
         changes
