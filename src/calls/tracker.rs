@@ -1106,9 +1106,11 @@ mod tests {
     #[test]
     fn held_originate_reasons_past_the_cap_make_room_by_dropping_those_over_a_minute_old() {
         let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
-        for i in 0..MAX_EARLY_REASONS - 1 {
+        for i in 0..MAX_EARLY_REASONS - 2 {
             tr.track(&originate_response(&format!("old.{i}"), "3"), t(0));
         }
+        // Exactly a minute old when the next one comes: dropped too.
+        tr.track(&originate_response("edge.0", "4"), t(1));
         tr.track(&originate_response("recent.0", "5"), t(30));
         // The cap is reached: the next reason prunes those seen before t(61) - 60 s.
         tr.track(&originate_response("new.0", "8"), t(61));
@@ -1125,12 +1127,41 @@ mod tests {
             &newchannel("old.0", "old.0", "Local/o@b-1;1", "Down"),
             t(62),
         );
+        tr.track(
+            &newchannel("edge.0", "edge.0", "Local/e@b-1;1", "Down"),
+            t(62),
+        );
         let out = tr.take_changes();
         let reason = |uid: &str| legs_of(&out, uid)[0].originate_reason;
         assert_eq!(
-            (reason("recent.0"), reason("new.0"), reason("old.0")),
-            (Some(5), Some(8), None)
+            (
+                reason("recent.0"),
+                reason("new.0"),
+                reason("old.0"),
+                reason("edge.0")
+            ),
+            (Some(5), Some(8), None, None)
         );
+    }
+
+    #[test]
+    fn past_the_cap_of_recent_held_reasons_a_new_one_is_not_held() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        for i in 0..MAX_EARLY_REASONS {
+            tr.track(&originate_response(&format!("held.{i}"), "3"), t(30));
+        }
+        tr.track(&originate_response("one-too-many", "8"), t(31));
+        tr.track(
+            &newchannel("held.0", "held.0", "Local/h@b-1;1", "Down"),
+            t(32),
+        );
+        tr.track(
+            &newchannel("one-too-many", "one-too-many", "Local/x@b-1;1", "Down"),
+            t(32),
+        );
+        let out = tr.take_changes();
+        let reason = |uid: &str| legs_of(&out, uid)[0].originate_reason;
+        assert_eq!((reason("held.0"), reason("one-too-many")), (Some(3), None));
     }
 
     #[test]
