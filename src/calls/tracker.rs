@@ -1023,6 +1023,65 @@ mod tests {
     }
 
     #[test]
+    fn an_adopted_leg_carries_its_snapshot_and_joins_the_call_it_belongs_to() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        tr.apply(&newchannel("40.0", "40.0", "Local/a@b-1;1", "Up"), t(0));
+        let full = LegSnapshot {
+            uniqueid: "40.1".into(),
+            linkedid: "40.0".into(),
+            channel: "Local/a@b-1;2".into(),
+            caller_num: Some("79005556677".into()),
+            caller_name: Some("Пациент".into()),
+            state: Some("Up".into()),
+            account_code: Some("thread-9".into()),
+            context: Some("medcall-conf".into()),
+            exten: Some("s".into()),
+            bridge_id: Some("br-9".into()),
+            variables: [("MEDCALL_ROLE".to_string(), "doctor".to_string())].into(),
+            started_at: Some(t(5)),
+        };
+        let ringing = LegSnapshot {
+            uniqueid: "41.0".into(),
+            channel: "Local/r@b-1;1".into(),
+            state: Some("Ringing".into()),
+            ..Default::default()
+        };
+        let still_live = LegSnapshot {
+            uniqueid: "40.0".into(),
+            linkedid: "40.0".into(),
+            channel: "Local/a@b-1;1".into(),
+            ..Default::default()
+        };
+        let out = tr.reconcile(&[still_live, full.clone(), ringing], &[], None, t(20));
+        let leg = legs_of(&out, "40.1")[0];
+        let seen = LegSnapshot {
+            uniqueid: leg.uniqueid.clone(),
+            linkedid: leg.linkedid.clone(),
+            channel: leg.channel.clone(),
+            caller_num: leg.caller_num.clone(),
+            caller_name: leg.caller_name.clone(),
+            state: leg.state.clone(),
+            account_code: leg.account_code.clone(),
+            context: leg.context.clone(),
+            exten: leg.exten.clone(),
+            bridge_id: leg.bridge_id.clone(),
+            variables: leg.variables.clone(),
+            started_at: leg.created_at,
+        };
+        assert_eq!(seen, full);
+        assert_eq!((leg.pbx.as_str(), leg.answered_at), ("rig", Some(t(5))));
+        // Its call was live already: no second call is opened for it.
+        assert!(!calls(&out).iter().any(|c| c.linkedid == "40.0"), "{out:?}");
+        // A snapshot without a linkedid is a call of its own, opened now, not answered.
+        let lone = legs_of(&out, "41.0")[0];
+        assert_eq!(
+            (lone.linkedid.as_str(), lone.created_at, lone.answered_at),
+            ("41.0", Some(t(20)), None)
+        );
+        assert!(calls(&out).iter().any(|c| c.linkedid == "41.0"));
+    }
+
+    #[test]
     fn reconciliation_closes_vanished_legs_adopts_new_ones_and_records_the_gap() {
         let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
         tr.apply(&newchannel("6.0", "6.0", "Local/a@b-1;1", "Up"), t(0));
@@ -1175,6 +1234,20 @@ mod tests {
                 "{uid:?}: {out:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_leg_follows_its_channel_name_when_asterisk_renames_it() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        tr.track(&newchannel("31.0", "31.0", "Local/a@b-1;1", "Down"), t(0));
+        tr.track(
+            &Ev::parse(
+                "Event: Newstate\nUniqueid: 31.0\nChannel: PJSIP/doctor-0001\nChannelStateDesc: Up",
+            ),
+            t(1),
+        );
+        let out = tr.take_changes();
+        assert_eq!(legs_of(&out, "31.0")[0].channel, "PJSIP/doctor-0001");
     }
 
     #[test]
