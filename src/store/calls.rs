@@ -882,6 +882,54 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn recent_gaps_are_the_newest_of_that_pbx_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let gap = |pbx: &str, s: i64, closed: i64| {
+            CallChange::Gap(GapRecord {
+                pbx: pbx.into(),
+                disconnected_at: (s > 10).then(|| at(s - 5)),
+                reconnected_at: at(s),
+                legs_closed: closed,
+                legs_adopted: closed + 1,
+            })
+        };
+        store
+            .apply_call_changes(vec![
+                gap("rig", 10, 1),
+                gap("other", 15, 7),
+                gap("rig", 20, 2),
+                gap("rig", 30, 3),
+            ])
+            .await
+            .unwrap();
+        let gaps = store.recent_gaps("rig", 2).await.unwrap();
+        assert_eq!(
+            gaps,
+            [
+                GapRecord {
+                    pbx: "rig".into(),
+                    disconnected_at: Some(at(25)),
+                    reconnected_at: at(30),
+                    legs_closed: 3,
+                    legs_adopted: 4,
+                },
+                GapRecord {
+                    pbx: "rig".into(),
+                    disconnected_at: Some(at(15)),
+                    reconnected_at: at(20),
+                    legs_closed: 2,
+                    legs_adopted: 3,
+                },
+            ]
+        );
+        let all = store.recent_gaps("rig", 10).await.unwrap();
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[2].disconnected_at, None);
+    }
+
+    #[tokio::test]
     async fn tracker_changes_round_trip_through_the_store() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("m.db")).unwrap();
