@@ -882,6 +882,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_leg_reads_back_whole_through_the_live_state_and_the_call_detail() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let text = |s: &str| Some(s.to_string());
+        // Every field different, so a column read from the wrong place shows.
+        let leg = LegRecord {
+            pbx: "rig".into(),
+            uniqueid: "50.1".into(),
+            linkedid: "50.0".into(),
+            channel: "PJSIP/doctor-0001".into(),
+            caller_num: text("79001112233"),
+            caller_name: text("Врач"),
+            connected_num: text("79004445566"),
+            connected_name: text("Пациент"),
+            state: text("Up"),
+            account_code: text("thread-1"),
+            context: text("medcall-conf"),
+            exten: text("s"),
+            bridge_id: text("br-1"),
+            conference: text("thread-1-room"),
+            variables: [("MEDCALL_ROLE".to_string(), "doctor".to_string())].into(),
+            created_at: Some(at(1)),
+            answered_at: Some(at(2)),
+            ended_at: None,
+            hangup_cause: Some(16),
+            hangup_cause_text: text("Normal Clearing"),
+            end_reason: text("hangup"),
+            originate_reason: Some(4),
+            adopted: true,
+        };
+        let call = CallRecord {
+            pbx: "rig".into(),
+            linkedid: "50.0".into(),
+            started_at: at(0),
+            ended_at: None,
+        };
+        store
+            .apply_call_changes(vec![
+                CallChange::Call(call.clone()),
+                CallChange::Leg(Box::new(leg.clone())),
+            ])
+            .await
+            .unwrap();
+        let live = store.live_call_state("rig").await.unwrap();
+        assert_eq!((live.calls, live.legs), (vec![call], vec![leg.clone()]));
+        let (rows, _) = store
+            .list_calls(CallFilter {
+                limit: 1,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let detail = store.call_detail(rows[0].id).await.unwrap().unwrap();
+        let legs: Vec<LegRecord> = detail.legs.into_iter().map(|l| l.record).collect();
+        assert_eq!(legs, [leg]);
+    }
+
+    #[tokio::test]
     async fn recent_gaps_are_the_newest_of_that_pbx_newest_first() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("m.db")).unwrap();
