@@ -941,6 +941,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_conference_is_inserted_when_it_starts_and_closed_in_place_when_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let room = |name: &str, ended: Option<i64>| {
+            CallChange::Conference(ConferenceRecord {
+                pbx: "rig".into(),
+                name: name.into(),
+                started_at: at(0),
+                ended_at: ended.map(at),
+                end_reason: ended.map(|_| "ended".to_string()),
+            })
+        };
+        store
+            .apply_call_changes(vec![room("thread-1", None), room("thread-2", None)])
+            .await
+            .unwrap();
+        let live = store.live_call_state("rig").await.unwrap();
+        let names: Vec<&str> = live.conferences.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["thread-1", "thread-2"]);
+        store
+            .apply_call_changes(vec![room("thread-1", Some(9))])
+            .await
+            .unwrap();
+        let live = store.live_call_state("rig").await.unwrap();
+        let names: Vec<&str> = live.conferences.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["thread-2"],
+            "closed in place, not inserted again open"
+        );
+    }
+
+    #[tokio::test]
     async fn recent_gaps_are_the_newest_of_that_pbx_newest_first() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("m.db")).unwrap();
