@@ -461,16 +461,21 @@ mod tests {
         assert_eq!((rows[0].2.is_some(), rows[0].3.is_none()), (true, true));
     }
 
-    #[tokio::test]
-    async fn past_the_most_starts_held_the_oldest_is_written_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut writer = Writer {
+    /// A writer over a fresh store in `dir`, holding nothing, with no PBX addresses.
+    fn empty_writer(dir: &tempfile::TempDir) -> Writer {
+        Writer {
             store: Store::open(&dir.path().join("m.db")).unwrap(),
             pbxs: Arc::new(PbxAddresses::default()),
             held: VecDeque::new(),
             rows: Vec::new(),
             alone: Vec::new(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn past_the_most_starts_held_the_oldest_is_written_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut writer = empty_writer(&dir);
         let now = Instant::now();
         for i in 0..HELD_MAX {
             writer.take(Entry::Start(leg(&format!("4.{i}"))), now);
@@ -487,13 +492,7 @@ mod tests {
     #[tokio::test]
     async fn the_writer_next_wakes_when_the_oldest_start_still_held_is_due() {
         let dir = tempfile::tempdir().unwrap();
-        let mut writer = Writer {
-            store: Store::open(&dir.path().join("m.db")).unwrap(),
-            pbxs: Arc::new(PbxAddresses::default()),
-            held: VecDeque::new(),
-            rows: Vec::new(),
-            alone: Vec::new(),
-        };
+        let mut writer = empty_writer(&dir);
         assert_eq!(writer.next_due(), None, "nothing held");
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_millis(30);

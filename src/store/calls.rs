@@ -881,11 +881,21 @@ mod tests {
             .unwrap();
     }
 
-    #[tokio::test]
-    async fn a_leg_reads_back_whole_through_the_live_state_and_the_call_detail() {
+    /// A store in a temporary directory (kept alive by the returned guard).
+    fn fresh_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("m.db")).unwrap();
-        let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        (dir, store)
+    }
+
+    /// `s` seconds after a fixed instant.
+    fn at(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_leg_reads_back_whole_through_the_live_state_and_the_call_detail() {
+        let (_dir, store) = fresh_store();
         let text = |s: &str| Some(s.to_string());
         // Every field different, so a column read from the wrong place shows.
         let leg = LegRecord {
@@ -942,9 +952,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_conference_is_inserted_when_it_starts_and_closed_in_place_when_it_ends() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("m.db")).unwrap();
-        let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let (_dir, store) = fresh_store();
         let room = |name: &str, ended: Option<i64>| {
             CallChange::Conference(ConferenceRecord {
                 pbx: "rig".into(),
@@ -976,9 +984,7 @@ mod tests {
 
     #[tokio::test]
     async fn recent_gaps_are_the_newest_of_that_pbx_newest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("m.db")).unwrap();
-        let at = |s: i64| DateTime::from_timestamp(1_800_000_000 + s, 0).unwrap();
+        let (_dir, store) = fresh_store();
         let gap = |pbx: &str, s: i64, closed: i64| {
             CallChange::Gap(GapRecord {
                 pbx: pbx.into(),
