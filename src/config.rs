@@ -43,6 +43,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub log: LogConfig,
     pub ami: AmiConfig,
+    pub calls: CallsConfig,
     #[serde(default)]
     pub pbx: Vec<PbxConfig>,
     #[serde(default)]
@@ -115,6 +116,29 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A `tracing` filter: `info`, `medcall=debug,info`, …
     pub level: String,
+}
+
+/// Conversation calls (seed 002): where they run and how users are dialled.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CallsConfig {
+    /// The `[[pbx]]` that holds the threads' conferences; empty: the first one.
+    pub pbx: String,
+    /// How a user without a directory endpoint is dialled; `{userId}` is replaced by the
+    /// user's id.
+    pub dial_template: String,
+    /// How long an invited user's phone rings (the Originate `Timeout`), in milliseconds.
+    pub ring_timeout_ms: u64,
+    /// How long `call/end` waits for every leg's Hangup before it closes the call anyway.
+    pub end_deadline_ms: u64,
+    /// The dialplan context whose extension `<threadId>` joins the thread's conference.
+    pub conference_context: String,
+    /// The context a paused leg is redirected to (music on hold, out of the mix).
+    pub hold_context: String,
+    /// The ConfBridge user profile of human participants (`MEDCALL_USER_PROFILE`).
+    pub user_profile: String,
+    /// The caller id users see when medcall rings them; empty: Asterisk's default.
+    pub caller_id: String,
 }
 
 /// How every AMI connection behaves (one `[ami]` section for all `[[pbx]]` entries).
@@ -291,6 +315,28 @@ impl Config {
                     ));
                 }
             }
+        }
+        if !self.calls.pbx.is_empty() && !self.pbx.iter().any(|p| p.name.as_str() == self.calls.pbx) {
+            return Err(invalid("calls.pbx".into(), "names no configured [[pbx]]"));
+        }
+        if !self.calls.dial_template.contains("{userId}") {
+            return Err(invalid("calls.dial_template".into(), "must contain {userId}"));
+        }
+        let example = self.calls.dial_template.replace("{userId}", "000000000000000000000000");
+        if let Err(e) = example.parse::<crate::directory::Endpoint>() {
+            return Err(invalid("calls.dial_template".into(), &e.to_string()));
+        }
+        for (key, value) in [
+            ("conference_context", &self.calls.conference_context),
+            ("hold_context", &self.calls.hold_context),
+            ("user_profile", &self.calls.user_profile),
+        ] {
+            if value.is_empty() || value.bytes().any(|b| !b.is_ascii_graphic()) {
+                return Err(invalid(format!("calls.{key}"), "must be one word of printable ASCII"));
+            }
+        }
+        if self.calls.caller_id.chars().any(char::is_control) {
+            return Err(invalid("calls.caller_id".into(), "must not contain control characters"));
         }
         let mut key_names = BTreeSet::new();
         for (i, key) in self.api_keys.iter().enumerate() {

@@ -10,7 +10,9 @@ use rusqlite::Row;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::de::DeserializeOwned;
 
+use crate::conference::engine::{CallPhase, CallResult, Direction, EndReason, LegState, Role};
 use crate::crm::{CallType, CdrSource, PhoneNumber, RequestSource, RequestStatus};
+use crate::directory::{TeamId, ThreadId, UserId};
 
 /// A stored value that does not decode as its column's type.
 #[derive(Debug, thiserror::Error)]
@@ -126,3 +128,80 @@ impl FromSql for PhoneNumber {
             .ok_or_else(|| unreadable(text, "a normalised phone number (7XXXXXXXXXX)"))
     }
 }
+
+stored_word!(
+    Direction,
+    [Direction::Outbound, Direction::Inbound],
+    "outbound or inbound"
+);
+stored_word!(
+    Role,
+    [Role::Participant, Role::Caller, Role::Player, Role::Stream],
+    "participant, caller, player or stream"
+);
+stored_word!(
+    LegState,
+    [
+        LegState::Dialing,
+        LegState::Ringing,
+        LegState::Joined,
+        LegState::Paused,
+        LegState::Left,
+        LegState::Busy,
+        LegState::NoAnswer,
+        LegState::Congestion,
+        LegState::Failed
+    ],
+    "a leg state (dialing, ringing, joined, paused, left, busy, no-answer, congestion, failed)"
+);
+stored_word!(
+    EndReason,
+    [
+        EndReason::Hangup,
+        EndReason::Excluded,
+        EndReason::Ended,
+        EndReason::Cancelled,
+        EndReason::Refused,
+        EndReason::Vanished,
+        EndReason::PbxRestart
+    ],
+    "a leg end reason"
+);
+stored_word!(
+    CallResult,
+    [
+        CallResult::Answered,
+        CallResult::Busy,
+        CallResult::NoAnswer,
+        CallResult::Cancelled,
+        CallResult::Failed
+    ],
+    "answered, busy, no-answer, cancelled or failed"
+);
+stored_word!(
+    CallPhase,
+    [CallPhase::Active, CallPhase::Ending, CallPhase::Ended],
+    "active, ending or ended"
+);
+
+/// The directory's ids are stored as their text and read back through their parser.
+macro_rules! stored_id {
+    ($ty:ty) => {
+        impl ToSql for $ty {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+        impl FromSql for $ty {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                let text = value.as_str()?;
+                text.parse()
+                    .map_err(|_| unreadable(text, "24 lowercase hexadecimal digits"))
+            }
+        }
+    };
+}
+
+stored_id!(ThreadId);
+stored_id!(TeamId);
+stored_id!(UserId);

@@ -16,6 +16,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "agi_sessions",
         include_str!("migrations/0005_agi_sessions.sql"),
     ),
+    (
+        7,
+        "conference",
+        include_str!("migrations/0007_conference.sql"),
+    ),
 ];
 
 /// Applies every migration newer than the database's `user_version`, each in its own

@@ -15,6 +15,7 @@
 
 mod calls;
 mod column;
+mod conference;
 mod crm;
 mod keys;
 mod migrations;
@@ -22,6 +23,7 @@ mod time;
 
 pub use calls::{AgiSessionRow, CallDetailRow, CallFilter, CallRow, EventRow, LegRow, LiveState};
 pub use column::BadValue;
+pub use conference::CallWithLegs;
 pub use crm::ImportCounts;
 pub use keys::StoredKey;
 pub use time::StoredTime;

@@ -1,0 +1,326 @@
+//! Conversation calls as stored: the conference engine's call and leg records, written
+//! whole in their latest state (the engine decides; this file only writes and reads).
+
+use rusqlite::{OptionalExtension, Row, Transaction, named_params};
+
+use super::column::read;
+use super::time::{StoredTime, time, time_opt};
+use super::{Store, StoreError};
+use crate::conference::engine::{CallKey, CallPhase, CallRecord, Change, LegRecord};
+use crate::directory::ThreadId;
+
+/// A call with its legs in leg order.
+pub type CallWithLegs = (CallRecord, Vec<LegRecord>);
+
+const CALL_COLUMNS: &str = "thread_id, started_ms, team_id, direction, phase, started_at, \
+     ended_at, result, dialog_ms, dialog_since, next_leg";
+
+const LEG_COLUMNS: &str = "thread_id, started_ms, number, role, user_id, uniqueid, \
+     other_uniqueid, channel, dial, state, l.created_at, answered_at, joined_at, l.ended_at, \
+     end_reason, hangup_cause";
+
+impl Store {
+    /// Writes one step's records of PBX `pbx` in one transaction (committed to disk
+    /// before it returns: the answers that follow may acknowledge them).
+    ///
+    /// # Errors
+    /// SQLite failures (nothing is written then), including a second open call of a
+    /// thread, which the schema refuses.
+    pub async fn write_conference(&self, pbx: &str, changes: Vec<Change>) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let pbx = pbx.to_string();
+        self.transaction(move |tx| {
+            for change in &changes {
+                match change {
+                    Change::Call(call) => write_call(tx, &pbx, call)?,
+                    Change::Leg(leg) => write_leg(tx, leg)?,
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The calls of PBX `pbx` that are not ended, with their legs: what the engine takes
+    /// back after a restart.
+    ///
+    /// # Errors
+    /// SQLite failures; an unreadable stored value.
+    pub async fn open_conferences(&self, pbx: &str) -> Result<Vec<CallWithLegs>, StoreError> {
+        let pbx = pbx.to_string();
+        self.call(move |conn| {
+            let keys: Vec<String> = {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT call_key FROM conference_calls WHERE pbx = ?1 AND phase <> 'ended' \
+                     ORDER BY started_ms",
+                )?;
+                stmt.query_map([&pbx], |r| r.get(0))?
+                    .collect::<Result<_, _>>()?
+            };
+            keys.iter().map(|k| load_call(conn, k)).collect()
+        })
+        .await
+    }
+
+    /// Every call of a thread, newest first, with their legs, at most `limit`.
+    ///
+    /// # Errors
+    /// SQLite failures; an unreadable stored value.
+    pub async fn thread_conferences(
+        &self,
+        thread: ThreadId,
+        limit: usize,
+    ) -> Result<Vec<CallWithLegs>, StoreError> {
+        self.call(move |conn| {
+            let keys: Vec<String> = {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT call_key FROM conference_calls WHERE thread_id = ?1 \
+                     ORDER BY started_ms DESC LIMIT ?2",
+                )?;
+                stmt.query_map(
+                    rusqlite::params![thread, i64::try_from(limit).unwrap_or(i64::MAX)],
+                    |r| r.get(0),
+                )?
+                .collect::<Result<_, _>>()?
+            };
+            keys.iter().map(|k| load_call(conn, k)).collect()
+        })
+        .await
+    }
+}
+
+fn write_call(tx: &Transaction<'_>, pbx: &str, call: &CallRecord) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO conference_calls (call_key, pbx, thread_id, started_ms, team_id, direction, \
+         phase, started_at, ended_at, result, dialog_ms, dialog_since, next_leg) \
+         VALUES (:key, :pbx, :thread, :started_ms, :team, :direction, :phase, :started_at, \
+         :ended_at, :result, :dialog_ms, :dialog_since, :next_leg) \
+         ON CONFLICT (call_key) DO UPDATE SET phase = excluded.phase, \
+         ended_at = excluded.ended_at, result = excluded.result, \
+         dialog_ms = excluded.dialog_ms, dialog_since = excluded.dialog_since, \
+         next_leg = excluded.next_leg",
+    )?
+    .execute(named_params! {
+        ":key": call.key.to_string(),
+        ":pbx": pbx,
+        ":thread": call.key.thread,
+        ":started_ms": call.key.started_ms,
+        ":team": call.team,
+        ":direction": call.direction,
+        ":phase": call.phase,
+        ":started_at": StoredTime::at(call.started_at),
+        ":ended_at": call.ended_at.map(StoredTime::at),
+        ":result": call.result,
+        ":dialog_ms": call.dialog_ms,
+        ":dialog_since": call.dialog_since.map(StoredTime::at),
+        ":next_leg": call.next_leg,
+    })?;
+    Ok(())
+}
+
+fn write_leg(tx: &Transaction<'_>, leg: &LegRecord) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO conference_legs (call_key, number, role, user_id, uniqueid, other_uniqueid, \
+         channel, dial, state, created_at, answered_at, joined_at, ended_at, end_reason, \
+         hangup_cause) VALUES (:key, :number, :role, :user, :uniqueid, :other, :channel, :dial, \
+         :state, :created_at, :answered_at, :joined_at, :ended_at, :end_reason, :cause) \
+         ON CONFLICT (call_key, number) DO UPDATE SET channel = excluded.channel, \
+         state = excluded.state, answered_at = excluded.answered_at, \
+         joined_at = excluded.joined_at, ended_at = excluded.ended_at, \
+         end_reason = excluded.end_reason, hangup_cause = excluded.hangup_cause",
+    )?
+    .execute(named_params! {
+        ":key": leg.call.to_string(),
+        ":number": leg.number,
+        ":role": leg.role,
+        ":user": leg.user,
+        ":uniqueid": leg.uniqueid,
+        ":other": leg.other_uniqueid,
+        ":channel": leg.channel,
+        ":dial": leg.dial,
+        ":state": leg.state,
+        ":created_at": StoredTime::at(leg.created_at),
+        ":answered_at": leg.answered_at.map(StoredTime::at),
+        ":joined_at": leg.joined_at.map(StoredTime::at),
+        ":ended_at": leg.ended_at.map(StoredTime::at),
+        ":end_reason": leg.end_reason,
+        ":cause": leg.hangup_cause,
+    })?;
+    Ok(())
+}
+
+fn load_call(conn: &rusqlite::Connection, key: &str) -> Result<CallWithLegs, StoreError> {
+    let call = conn
+        .prepare_cached(&format!(
+            "SELECT {CALL_COLUMNS} FROM conference_calls WHERE call_key = ?1"
+        ))?
+        .query_row([key], call_row)
+        .optional()?
+        .ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))?;
+    let legs = conn
+        .prepare_cached(&format!(
+            "SELECT {LEG_COLUMNS} FROM conference_legs l JOIN conference_calls c USING (call_key) \
+             WHERE call_key = ?1 ORDER BY number"
+        ))?
+        .query_map([key], leg_row)?
+        .collect::<Result<_, _>>()?;
+    Ok((call, legs))
+}
+
+fn call_row(r: &Row<'_>) -> rusqlite::Result<CallRecord> {
+    Ok(CallRecord {
+        key: CallKey {
+            thread: read(r, 0)?,
+            started_ms: read(r, 1)?,
+        },
+        team: read(r, 2)?,
+        direction: read(r, 3)?,
+        phase: read::<CallPhase>(r, 4)?,
+        started_at: time(r, 5)?,
+        ended_at: time_opt(r, 6)?,
+        result: read(r, 7)?,
+        dialog_ms: read(r, 8)?,
+        dialog_since: time_opt(r, 9)?,
+        next_leg: read(r, 10)?,
+    })
+}
+
+fn leg_row(r: &Row<'_>) -> rusqlite::Result<LegRecord> {
+    Ok(LegRecord {
+        call: CallKey {
+            thread: read(r, 0)?,
+            started_ms: read(r, 1)?,
+        },
+        number: read(r, 2)?,
+        role: read(r, 3)?,
+        user: read(r, 4)?,
+        uniqueid: read(r, 5)?,
+        other_uniqueid: read(r, 6)?,
+        channel: read(r, 7)?,
+        dial: read(r, 8)?,
+        state: read(r, 9)?,
+        created_at: time(r, 10)?,
+        answered_at: time_opt(r, 11)?,
+        joined_at: time_opt(r, 12)?,
+        ended_at: time_opt(r, 13)?,
+        end_reason: read(r, 14)?,
+        hangup_cause: read(r, 15)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, TimeZone, Utc};
+
+    use super::*;
+    use crate::conference::engine::{CallResult, Direction, EndReason, LegState, Role};
+
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_780_000_000 + s, 123_456_000).single().unwrap()
+    }
+
+    fn call(phase: CallPhase) -> CallRecord {
+        let thread: ThreadId = "5b0525134c0319001573485e".parse().unwrap();
+        CallRecord {
+            key: CallKey {
+                thread,
+                started_ms: at(0).timestamp_millis(),
+            },
+            team: "333ccc134c0319001573485e".parse().unwrap(),
+            direction: Direction::Inbound,
+            phase,
+            started_at: at(0),
+            ended_at: None,
+            result: None,
+            dialog_ms: 0,
+            dialog_since: None,
+            next_leg: 1,
+        }
+    }
+
+    fn leg(call: &CallRecord, number: u32) -> LegRecord {
+        LegRecord {
+            call: call.key.clone(),
+            number,
+            role: Role::Participant,
+            user: Some("5b4458eb1b2b33001bf213bf".parse().unwrap()),
+            uniqueid: format!("{}-{number}", call.key),
+            other_uniqueid: Some(format!("{}-{number}-2", call.key)),
+            channel: None,
+            dial: "Local/x@y/n".into(),
+            state: LegState::Dialing,
+            created_at: at(1),
+            answered_at: None,
+            joined_at: None,
+            ended_at: None,
+            end_reason: None,
+            hangup_cause: None,
+        }
+    }
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("t.db")).unwrap();
+        (dir, store)
+    }
+
+    #[tokio::test]
+    async fn records_read_back_whole_in_their_latest_state() {
+        let (_dir, store) = store().await;
+        let mut c = call(CallPhase::Active);
+        let mut l = leg(&c, 1);
+        c.next_leg = 2;
+        store
+            .write_conference("rig", vec![Change::Call(c.clone()), Change::Leg(l.clone())])
+            .await
+            .unwrap();
+        assert_eq!(store.open_conferences("rig").await.unwrap(), vec![(c.clone(), vec![l.clone()])]);
+
+        c.phase = CallPhase::Ended;
+        c.ended_at = Some(at(30));
+        c.result = Some(CallResult::Answered);
+        c.dialog_ms = 12_345;
+        c.dialog_since = Some(at(20));
+        l.state = LegState::Left;
+        l.channel = Some("Local/x@y-00000001;1".into());
+        l.answered_at = Some(at(2));
+        l.joined_at = Some(at(3));
+        l.ended_at = Some(at(29));
+        l.end_reason = Some(EndReason::Ended);
+        l.hangup_cause = Some(16);
+        store
+            .write_conference("rig", vec![Change::Call(c.clone()), Change::Leg(l.clone())])
+            .await
+            .unwrap();
+        assert!(store.open_conferences("rig").await.unwrap().is_empty());
+        assert_eq!(
+            store.thread_conferences(c.key.thread.clone(), 10).await.unwrap(),
+            vec![(c, vec![l])]
+        );
+    }
+
+    #[tokio::test]
+    async fn open_calls_are_per_pbx_and_a_thread_has_at_most_one() {
+        let (_dir, store) = store().await;
+        let c = call(CallPhase::Active);
+        store.write_conference("rig", vec![Change::Call(c.clone())]).await.unwrap();
+        assert!(store.open_conferences("other").await.unwrap().is_empty());
+        let mut second = call(CallPhase::Active);
+        second.key.started_ms += 1;
+        let refused = store.write_conference("rig", vec![Change::Call(second.clone())]).await;
+        assert!(refused.is_err(), "a second open call of the thread was stored");
+        assert_eq!(store.thread_conferences(c.key.thread.clone(), 10).await.unwrap().len(), 1);
+        let mut ended = c.clone();
+        ended.phase = CallPhase::Ended;
+        store
+            .write_conference("rig", vec![Change::Call(ended), Change::Call(second.clone())])
+            .await
+            .unwrap();
+        let calls = store.thread_conferences(c.key.thread.clone(), 10).await.unwrap();
+        assert_eq!(calls.len(), 2);
+        assert_eq!(calls[0].0, second, "newest first");
+        assert_eq!(store.thread_conferences(c.key.thread, 1).await.unwrap().len(), 1);
+    }
+}
