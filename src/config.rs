@@ -316,13 +316,20 @@ impl Config {
                 }
             }
         }
-        if !self.calls.pbx.is_empty() && !self.pbx.iter().any(|p| p.name.as_str() == self.calls.pbx) {
+        if !self.calls.pbx.is_empty() && !self.pbx.iter().any(|p| p.name.as_str() == self.calls.pbx)
+        {
             return Err(invalid("calls.pbx".into(), "names no configured [[pbx]]"));
         }
         if !self.calls.dial_template.contains("{userId}") {
-            return Err(invalid("calls.dial_template".into(), "must contain {userId}"));
+            return Err(invalid(
+                "calls.dial_template".into(),
+                "must contain {userId}",
+            ));
         }
-        let example = self.calls.dial_template.replace("{userId}", "000000000000000000000000");
+        let example = self
+            .calls
+            .dial_template
+            .replace("{userId}", "000000000000000000000000");
         if let Err(e) = example.parse::<crate::directory::Endpoint>() {
             return Err(invalid("calls.dial_template".into(), &e.to_string()));
         }
@@ -332,11 +339,17 @@ impl Config {
             ("user_profile", &self.calls.user_profile),
         ] {
             if value.is_empty() || value.bytes().any(|b| !b.is_ascii_graphic()) {
-                return Err(invalid(format!("calls.{key}"), "must be one word of printable ASCII"));
+                return Err(invalid(
+                    format!("calls.{key}"),
+                    "must be one word of printable ASCII",
+                ));
             }
         }
         if self.calls.caller_id.chars().any(char::is_control) {
-            return Err(invalid("calls.caller_id".into(), "must not contain control characters"));
+            return Err(invalid(
+                "calls.caller_id".into(),
+                "must not contain control characters",
+            ));
         }
         let mut key_names = BTreeSet::new();
         for (i, key) in self.api_keys.iter().enumerate() {

@@ -20,7 +20,8 @@ use crate::agi;
 use crate::ami::{self, AmiClient, EventStream};
 use crate::auth;
 use crate::calls;
-use crate::config::{AmiAuth, AmiConfig, Config, PbxConfig};
+use crate::conference::{self, ConferenceHandle, ControlSettings};
+use crate::config::{AmiAuth, AmiConfig, CallsConfig, Config, PbxConfig};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::pbx::{Pbx, PbxRegistry};
@@ -95,11 +96,14 @@ async fn serve(
     // task (and no AMI login) behind.
     let (pbxs, events) = spawn_ami_clients(&config, &tasks, &shutdown)?;
     tracing::debug!(count = pbxs.len(), "AMI clients started");
+    let conference = spawn_conference_control(&config, &pbxs, &store, &tasks, &shutdown);
     let app = AppState {
         keys: Arc::new(keys),
         pbxs,
         metrics: Metrics::new(),
         store,
+        conference,
+        max_body_bytes: config.http.max_body_bytes,
     };
     tasks.spawn(session_log_writer);
     let agi_shutdown = shutdown.child_token();
@@ -136,6 +140,46 @@ async fn serve(
     }
     tracing::info!("medcall stopped");
     Ok(())
+}
+
+/// The conference control of the PBX `[calls] pbx` names (the first one when empty);
+/// `None` without any PBX.
+fn spawn_conference_control(
+    config: &Config,
+    pbxs: &PbxRegistry,
+    store: &Store,
+    tasks: &TaskTracker,
+    shutdown: &CancellationToken,
+) -> Option<ConferenceHandle> {
+    let pbx = if config.calls.pbx.is_empty() {
+        pbxs.iter().next()
+    } else {
+        pbxs.iter().find(|p| p.name().as_str() == config.calls.pbx)
+    }?;
+    Some(conference::control::spawn(
+        conference_settings(pbx.name().as_str(), &config.calls),
+        pbx.client().clone(),
+        store.clone(),
+        tasks,
+        shutdown.child_token(),
+    ))
+}
+
+fn conference_settings(pbx: &str, calls: &CallsConfig) -> ControlSettings {
+    ControlSettings {
+        pbx: pbx.to_string(),
+        engine: conference::engine::Settings {
+            ring_timeout: Duration::from_millis(calls.ring_timeout_ms),
+            end_deadline: Duration::from_millis(calls.end_deadline_ms),
+        },
+        dialplan: conference::observe::Dialplan {
+            conference_context: calls.conference_context.clone(),
+            hold_context: calls.hold_context.clone(),
+            user_profile: calls.user_profile.clone(),
+            caller_id: Some(calls.caller_id.clone()).filter(|c| !c.is_empty()),
+        },
+        dial_template: calls.dial_template.clone(),
+    }
 }
 
 /// One AMI client per `[[pbx]]`, gathered in the registry, each with the call

@@ -45,7 +45,14 @@ pub enum ControlError {
     Stopped,
     #[error("the change could not be stored: {0}")]
     Store(String),
+    /// No answer within [`ANSWER_LIMIT`]: the command may or may not have taken effect.
+    #[error("no answer from the conference control in time: the outcome is unknown")]
+    Timeout,
 }
+
+/// The longest a command waits for its answer. The engine answers every command
+/// (the slowest, `call/end`, by its end deadline); this bounds a request even so.
+pub const ANSWER_LIMIT: Duration = Duration::from_secs(60);
 
 enum Message {
     Command {
@@ -86,7 +93,10 @@ impl ConferenceHandle {
             .send(Message::Command { command, reply })
             .await
             .map_err(|_| ControlError::Stopped)?;
-        rx.await.map_err(|_| ControlError::Stopped)?
+        match tokio::time::timeout(ANSWER_LIMIT, rx).await {
+            Ok(answer) => answer.map_err(|_| ControlError::Stopped)?,
+            Err(_) => Err(ControlError::Timeout),
+        }
     }
 
     /// How `user` is dialled: the directory's endpoint, or the dial template.
@@ -224,7 +234,8 @@ impl Control {
             match self.store.open_conferences(&self.settings.pbx).await {
                 Ok(calls) => {
                     for (call, _) in &calls {
-                        self.open_calls.insert(call.key.to_string(), call.started_at);
+                        self.open_calls
+                            .insert(call.key.to_string(), call.started_at);
                     }
                     if !calls.is_empty() {
                         tracing::info!(
@@ -302,7 +313,8 @@ impl Control {
                 if call.phase == CallPhase::Ended {
                     self.open_calls.remove(&call.key.to_string());
                 } else {
-                    self.open_calls.insert(call.key.to_string(), call.started_at);
+                    self.open_calls
+                        .insert(call.key.to_string(), call.started_at);
                 }
             }
         }
@@ -375,7 +387,9 @@ impl Control {
                         let _ = reconciled.send(obs);
                         return;
                     }
-                    Err(e) => tracing::debug!(error = %e, "conference reconciliation failed; retrying"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "conference reconciliation failed; retrying")
+                    }
                 }
                 tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -432,7 +446,11 @@ async fn snapshot(
 ) -> Result<Observation, AmiError> {
     let uptime = client.command("core show uptime seconds").await?;
     let list = client.list(Action::core_show_channels()?).await?;
-    let channels = list.items.iter().filter_map(observe::live_channel).collect();
+    let channels = list
+        .items
+        .iter()
+        .filter_map(observe::live_channel)
+        .collect();
     let pbx_started = uptime_seconds(&uptime).map(|s| now() - chrono::Duration::seconds(s));
     let pbx_restarted = match (pbx_started, oldest_open) {
         // A second of slack: the uptime is whole seconds.
@@ -482,7 +500,9 @@ mod tests {
             RequestOutcome::Unreachable
         );
         assert_eq!(
-            outcome(Ok(crate::ami::Message::from_pairs(&[("Response", "Success")]))),
+            outcome(Ok(crate::ami::Message::from_pairs(&[(
+                "Response", "Success"
+            )]))),
             RequestOutcome::Accepted
         );
         let refused = outcome(Err(AmiError::Failed {

@@ -143,10 +143,7 @@ mod tests {
     use crate::conference::engine::{CallKey, LegRecord, LegState, Role};
 
     fn msg(text: &str) -> Message {
-        let pairs: Vec<(&str, &str)> = text
-            .lines()
-            .filter_map(|l| l.split_once(": "))
-            .collect();
+        let pairs: Vec<(&str, &str)> = text.lines().filter_map(|l| l.split_once(": ")).collect();
         Message::from_pairs(&pairs)
     }
 
@@ -168,7 +165,9 @@ mod tests {
     #[test]
     fn the_events_the_engine_reads_become_observations() {
         assert_eq!(
-            observation(&msg("Event: OriginateResponse\nResponse: Failure\nUniqueid: u-1\nReason: 5\nChannel: ")),
+            observation(&msg(
+                "Event: OriginateResponse\nResponse: Failure\nUniqueid: u-1\nReason: 5\nChannel: "
+            )),
             Some(Observation::OriginateResponse {
                 uniqueid: "u-1".into(),
                 success: false,
@@ -177,7 +176,9 @@ mod tests {
             })
         );
         assert_eq!(
-            observation(&msg("Event: OriginateResponse\nResponse: Success\nUniqueid: u-1\nReason: 4\nChannel: Local/a@b-1;1")),
+            observation(&msg(
+                "Event: OriginateResponse\nResponse: Success\nUniqueid: u-1\nReason: 4\nChannel: Local/a@b-1;1"
+            )),
             Some(Observation::OriginateResponse {
                 uniqueid: "u-1".into(),
                 success: true,
@@ -186,7 +187,9 @@ mod tests {
             })
         );
         assert_eq!(
-            observation(&msg("Event: Newstate\nUniqueid: u-1\nChannelState: 5\nChannelStateDesc: Ringing")),
+            observation(&msg(
+                "Event: Newstate\nUniqueid: u-1\nChannelState: 5\nChannelStateDesc: Ringing"
+            )),
             Some(Observation::Newstate {
                 uniqueid: "u-1".into(),
                 state: ChannelState::Ringing
@@ -207,7 +210,9 @@ mod tests {
             })
         );
         assert_eq!(
-            observation(&msg("Event: ConfbridgeJoin\nConference: t\nUniqueid: u-1\nChannel: C")),
+            observation(&msg(
+                "Event: ConfbridgeJoin\nConference: t\nUniqueid: u-1\nChannel: C"
+            )),
             Some(Observation::ConfbridgeJoin {
                 conference: "t".into(),
                 uniqueid: "u-1".into(),
@@ -255,7 +260,9 @@ mod tests {
     #[test]
     fn a_core_show_channel_item_is_a_live_channel() {
         assert_eq!(
-            live_channel(&msg("Event: CoreShowChannel\nUniqueid: u-1\nChannel: C\nChannelState: 6\nApplication: ConfBridge")),
+            live_channel(&msg(
+                "Event: CoreShowChannel\nUniqueid: u-1\nChannel: C\nChannelState: 6\nApplication: ConfBridge"
+            )),
             Some(LiveChannel {
                 uniqueid: "u-1".into(),
                 channel: "C".into(),
@@ -263,9 +270,15 @@ mod tests {
                 application: "ConfBridge".into()
             })
         );
-        let ringing = live_channel(&msg("Event: CoreShowChannel\nUniqueid: u-2\nChannelState: 5")).unwrap();
+        let ringing = live_channel(&msg(
+            "Event: CoreShowChannel\nUniqueid: u-2\nChannelState: 5",
+        ))
+        .unwrap();
         assert!(!ringing.up);
-        assert_eq!(live_channel(&msg("Event: CoreShowChannel\nChannel: C")), None);
+        assert_eq!(
+            live_channel(&msg("Event: CoreShowChannel\nChannel: C")),
+            None
+        );
     }
 
     #[test]
@@ -327,9 +340,14 @@ mod tests {
         let thread: crate::directory::ThreadId = "5b0525134c0319001573485e".parse().unwrap();
         let d = dialplan();
         let w = |r: Request| wire(&action(&r, &d).unwrap().unwrap());
-        let hold = w(Request::Hold { uniqueid: "u-1".into() });
+        let hold = w(Request::Hold {
+            uniqueid: "u-1".into(),
+        });
         assert!(hold.starts_with("Action: Redirect\r\n"));
-        assert!(hold.contains("Channel: u-1\r\nContext: medcall-hold\r\nExten: s\r\nPriority: 1\r\n"), "{hold}");
+        assert!(
+            hold.contains("Channel: u-1\r\nContext: medcall-hold\r\nExten: s\r\nPriority: 1\r\n"),
+            "{hold}"
+        );
         let rejoin = w(Request::Rejoin {
             uniqueid: "u-1".into(),
             thread: thread.clone(),
@@ -337,12 +355,19 @@ mod tests {
         });
         assert!(rejoin.starts_with("Action: Redirect\r\n"));
         assert!(rejoin.contains("Channel: u-1\r\nContext: medcall-conference\r\nExten: 5b0525134c0319001573485e\r\nPriority: 1\r\n"), "{rejoin}");
-        let hangup = w(Request::Hangup { uniqueid: "u-1".into() });
+        let hangup = w(Request::Hangup {
+            uniqueid: "u-1".into(),
+        });
         assert!(hangup.starts_with("Action: Hangup\r\n"));
         assert!(hangup.contains("Channel: u-1\r\nCause: 16\r\n"), "{hangup}");
-        let kick = w(Request::KickAll { thread: thread.clone() });
+        let kick = w(Request::KickAll {
+            thread: thread.clone(),
+        });
         assert!(kick.starts_with("Action: ConfbridgeKick\r\n"));
-        assert!(kick.contains("Conference: 5b0525134c0319001573485e\r\nChannel: all\r\n"), "{kick}");
+        assert!(
+            kick.contains("Conference: 5b0525134c0319001573485e\r\nChannel: all\r\n"),
+            "{kick}"
+        );
         assert_eq!(action(&Request::SweepAccount { thread }, &d).unwrap(), None);
     }
 }

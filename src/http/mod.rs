@@ -8,6 +8,7 @@
 mod admin;
 mod auth;
 mod calls;
+pub mod conversation;
 pub mod error;
 mod events;
 mod params;
@@ -29,6 +30,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::auth::KeyRing;
+use crate::conference::ConferenceHandle;
 use crate::config::{HttpConfig, Scope};
 use crate::metrics::{HttpLabels, Metrics};
 use crate::pbx::PbxRegistry;
@@ -42,13 +44,19 @@ pub struct AppState {
     pub pbxs: PbxRegistry,
     pub metrics: Arc<Metrics>,
     pub store: Store,
+    /// The conference control of the PBX that holds conversation calls (`None` with no
+    /// PBX configured: the call routes answer 502).
+    pub conference: Option<ConferenceHandle>,
+    /// The largest request body (`http.max_body_bytes`), for routes that read the body
+    /// themselves to answer an oversized one in their own shape.
+    pub max_body_bytes: usize,
 }
 
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "medcall", description = "Asterisk ↔ clinic integration daemon"),
     modifiers(&BearerAuth),
-    tags((name = "system", description = "Health, metrics, this document"), (name = "admin", description = "What the PBX is doing (admin scope)"), (name = "events", description = "Seed 003: leads, incoming calls, call records, arrival, number lookup (events scope)"))
+    tags((name = "system", description = "Health, metrics, this document"), (name = "admin", description = "What the PBX is doing (admin scope)"), (name = "events", description = "Seed 003: leads, incoming calls, call records, arrival, number lookup (events scope)"), (name = "calls", description = "Seed 002: call control of a conversation thread on one ConfBridge (calls scope, limited to the key's teams); every answer is {code, message, data}"))
 )]
 struct ApiDoc;
 
@@ -113,6 +121,20 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
                 .routes(routes!(events::coming))
                 .routes(routes!(events::number_from_id)),
         ))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(conversation::start))
+                .routes(routes!(conversation::end))
+                .routes(routes!(conversation::invite))
+                .routes(routes!(conversation::exclude))
+                .routes(routes!(conversation::pause))
+                .routes(routes!(conversation::unpause))
+                .routes(routes!(conversation::thread_calls))
+                .route_layer(middleware::from_fn_with_state(
+                    app.clone(),
+                    conversation::require_calls,
+                )),
+        )
         .split_for_parts();
     let document = Arc::new(document);
     router

@@ -26,7 +26,11 @@ impl Store {
     /// # Errors
     /// SQLite failures (nothing is written then), including a second open call of a
     /// thread, which the schema refuses.
-    pub async fn write_conference(&self, pbx: &str, changes: Vec<Change>) -> Result<(), StoreError> {
+    pub async fn write_conference(
+        &self,
+        pbx: &str,
+        changes: Vec<Change>,
+    ) -> Result<(), StoreError> {
         if changes.is_empty() {
             return Ok(());
         }
@@ -218,7 +222,9 @@ mod tests {
     use crate::conference::engine::{CallResult, Direction, EndReason, LegState, Role};
 
     fn at(s: i64) -> DateTime<Utc> {
-        Utc.timestamp_opt(1_780_000_000 + s, 123_456_000).single().unwrap()
+        Utc.timestamp_opt(1_780_000_000 + s, 123_456_000)
+            .single()
+            .unwrap()
     }
 
     fn call(phase: CallPhase) -> CallRecord {
@@ -276,7 +282,10 @@ mod tests {
             .write_conference("rig", vec![Change::Call(c.clone()), Change::Leg(l.clone())])
             .await
             .unwrap();
-        assert_eq!(store.open_conferences("rig").await.unwrap(), vec![(c.clone(), vec![l.clone()])]);
+        assert_eq!(
+            store.open_conferences("rig").await.unwrap(),
+            vec![(c.clone(), vec![l.clone()])]
+        );
 
         c.phase = CallPhase::Ended;
         c.ended_at = Some(at(30));
@@ -296,7 +305,10 @@ mod tests {
             .unwrap();
         assert!(store.open_conferences("rig").await.unwrap().is_empty());
         assert_eq!(
-            store.thread_conferences(c.key.thread.clone(), 10).await.unwrap(),
+            store
+                .thread_conferences(c.key.thread.clone(), 10)
+                .await
+                .unwrap(),
             vec![(c, vec![l])]
         );
     }
@@ -305,22 +317,50 @@ mod tests {
     async fn open_calls_are_per_pbx_and_a_thread_has_at_most_one() {
         let (_dir, store) = store().await;
         let c = call(CallPhase::Active);
-        store.write_conference("rig", vec![Change::Call(c.clone())]).await.unwrap();
+        store
+            .write_conference("rig", vec![Change::Call(c.clone())])
+            .await
+            .unwrap();
         assert!(store.open_conferences("other").await.unwrap().is_empty());
         let mut second = call(CallPhase::Active);
         second.key.started_ms += 1;
-        let refused = store.write_conference("rig", vec![Change::Call(second.clone())]).await;
-        assert!(refused.is_err(), "a second open call of the thread was stored");
-        assert_eq!(store.thread_conferences(c.key.thread.clone(), 10).await.unwrap().len(), 1);
+        let refused = store
+            .write_conference("rig", vec![Change::Call(second.clone())])
+            .await;
+        assert!(
+            refused.is_err(),
+            "a second open call of the thread was stored"
+        );
+        assert_eq!(
+            store
+                .thread_conferences(c.key.thread.clone(), 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
         let mut ended = c.clone();
         ended.phase = CallPhase::Ended;
         store
-            .write_conference("rig", vec![Change::Call(ended), Change::Call(second.clone())])
+            .write_conference(
+                "rig",
+                vec![Change::Call(ended), Change::Call(second.clone())],
+            )
             .await
             .unwrap();
-        let calls = store.thread_conferences(c.key.thread.clone(), 10).await.unwrap();
+        let calls = store
+            .thread_conferences(c.key.thread.clone(), 10)
+            .await
+            .unwrap();
         assert_eq!(calls.len(), 2);
         assert_eq!(calls[0].0, second, "newest first");
-        assert_eq!(store.thread_conferences(c.key.thread, 1).await.unwrap().len(), 1);
+        assert_eq!(
+            store
+                .thread_conferences(c.key.thread, 1)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
     }
 }
