@@ -16,6 +16,7 @@ mod ami_client;
 mod ami_corpus;
 mod ami_faults;
 mod calls;
+mod conference_audio;
 mod conversation;
 mod crm_dialplan;
 mod events;

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod audiosocket;
 pub mod rig;
 
 use std::net::TcpListener;
