@@ -14,6 +14,9 @@ use crate::conference::engine::{ChannelState, LiveChannel, Observation, Request}
 pub const VAR_THREAD: &str = "MEDCALL_THREAD_ID";
 pub const VAR_USER: &str = "MEDCALL_USER_ID";
 pub const VAR_ROLE: &str = "MEDCALL_ROLE";
+/// The conversation call a channel belongs to (`CallKey`): `calls::tracker` groups the
+/// call's legs by it, so `/api/calls` shows the conversation call as one call.
+pub const VAR_CALL_KEY: &str = "MEDCALL_CALL_KEY";
 /// The ConfBridge user profile `medcall-conference` gives the leg.
 pub const VAR_PROFILE: &str = "MEDCALL_USER_PROFILE";
 
@@ -109,6 +112,7 @@ pub fn action(request: &Request, dialplan: &Dialplan) -> Result<Option<Action>, 
                 .account(thread)?
                 .channel_id(&leg.uniqueid)?
                 .variable(VAR_THREAD, thread)?
+                .variable(VAR_CALL_KEY, &leg.call.to_string())?
                 .variable(VAR_ROLE, leg.role.as_str())?
                 .variable(VAR_PROFILE, &dialplan.user_profile)?;
             if let Some(other) = &leg.other_uniqueid {
@@ -328,6 +332,7 @@ mod tests {
             "Variable: MEDCALL_THREAD_ID=5b0525134c0319001573485e\r\n",
             "Variable: MEDCALL_USER_ID=5b4458eb1b2b33001bf213bf\r\n",
             "Variable: MEDCALL_ROLE=participant\r\n",
+            "Variable: MEDCALL_CALL_KEY=5b0525134c0319001573485e-1\r\n",
             "Variable: MEDCALL_USER_PROFILE=medcall_user\r\n",
             "CallerID: \"Clinic\" <100>\r\n",
         ] {
