@@ -86,8 +86,19 @@ async fn serve(
         Arc::clone(&pbx_addresses),
         shutdown.child_token(),
     );
-    let agi_server =
-        agi_server(&config, Arc::clone(&pbx_addresses), store.clone())?.with_hook(session_log);
+    let conference = calls_pbx(&config).map(|pbx| {
+        conference::control::channel(
+            conference_settings(pbx.name.as_str(), &config.calls),
+            store.clone(),
+        )
+    });
+    let agi_server = agi_server(
+        &config,
+        Arc::clone(&pbx_addresses),
+        store.clone(),
+        conference.as_ref().map(|(handle, _)| handle.clone()),
+    )?
+    .with_hook(session_log);
     let agi_listener = agi::bind(config.agi.listen, config.agi.backlog)
         .with_context(|| format!("binding FastAGI to {}", config.agi.listen))?;
     tracing::info!(addr = %agi_listener.local_addr()?, "FastAGI listening");
@@ -96,13 +107,12 @@ async fn serve(
     // task (and no AMI login) behind.
     let (pbxs, events) = spawn_ami_clients(&config, &tasks, &shutdown)?;
     tracing::debug!(count = pbxs.len(), "AMI clients started");
-    let conference = spawn_conference_control(&config, &pbxs, &store, &tasks, &shutdown);
     let app = AppState {
         keys: Arc::new(keys),
         pbxs,
         metrics: Metrics::new(),
         store,
-        conference,
+        conference: conference.as_ref().map(|(handle, _)| handle.clone()),
         max_body_bytes: config.http.max_body_bytes,
     };
     tasks.spawn(session_log_writer);
@@ -124,6 +134,18 @@ async fn serve(
             shutdown.child_token(),
         ));
     }
+    if let Some((_, inbox)) = conference {
+        let pbx = inbox.pbx().clone();
+        match app.pbxs.iter().find(|p| p.name().as_str() == pbx) {
+            Some(pbx) => conference::control::spawn(
+                inbox,
+                pbx.client().clone(),
+                &tasks,
+                shutdown.child_token(),
+            ),
+            None => tracing::error!(%pbx, "the calls PBX is not registered"),
+        }
+    }
     tasks.close();
 
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "medcall started");
@@ -142,27 +164,16 @@ async fn serve(
     Ok(())
 }
 
-/// The conference control of the PBX `[calls] pbx` names (the first one when empty);
-/// `None` without any PBX.
-fn spawn_conference_control(
-    config: &Config,
-    pbxs: &PbxRegistry,
-    store: &Store,
-    tasks: &TaskTracker,
-    shutdown: &CancellationToken,
-) -> Option<ConferenceHandle> {
-    let pbx = if config.calls.pbx.is_empty() {
-        pbxs.iter().next()
+/// The PBX `[calls] pbx` names (the first one when empty); `None` without any PBX.
+fn calls_pbx(config: &Config) -> Option<&PbxConfig> {
+    if config.calls.pbx.is_empty() {
+        config.pbx.first()
     } else {
-        pbxs.iter().find(|p| p.name().as_str() == config.calls.pbx)
-    }?;
-    Some(conference::control::spawn(
-        conference_settings(pbx.name().as_str(), &config.calls),
-        pbx.client().clone(),
-        store.clone(),
-        tasks,
-        shutdown.child_token(),
-    ))
+        config
+            .pbx
+            .iter()
+            .find(|p| p.name.as_str() == config.calls.pbx)
+    }
 }
 
 fn conference_settings(pbx: &str, calls: &CallsConfig) -> ControlSettings {
@@ -256,6 +267,7 @@ fn agi_server(
     config: &Config,
     pbxs: Arc<PbxAddresses>,
     store: Store,
+    conference: Option<ConferenceHandle>,
 ) -> anyhow::Result<agi::Server> {
     let allow = if config.agi.allow.is_empty() {
         agi::AllowList {
@@ -285,7 +297,7 @@ fn agi_server(
         drain_timeout: Duration::from_millis(config.agi.drain_ms),
         allow,
     };
-    let router = routes::router(pbxs, store).context("registering AGI routes")?;
+    let router = routes::router(pbxs, store, conference).context("registering AGI routes")?;
     Ok(agi::Server::new(router, settings))
 }
 

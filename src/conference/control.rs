@@ -67,6 +67,7 @@ pub struct ConferenceHandle {
     tx: mpsc::Sender<Message>,
     store: Store,
     dial_template: String,
+    user_profile: String,
 }
 
 impl std::fmt::Debug for Message {
@@ -118,27 +119,65 @@ impl ConferenceHandle {
         }
     }
 
+    /// The ConfBridge user profile of human participants.
+    pub fn user_profile(&self) -> &str {
+        &self.user_profile
+    }
+
     /// The store the handle's calls are kept in (for reads).
     pub fn store(&self) -> &Store {
         &self.store
     }
 }
 
-/// Starts the control task of `client`'s PBX on `tracker`. It takes back the PBX's open
-/// calls from the store, then serves until `shutdown`.
-pub fn spawn(
+/// The receiving end of a [`ConferenceHandle`], until its task is started.
+#[derive(Debug)]
+pub struct ControlInbox {
+    rx: mpsc::Receiver<Message>,
     settings: ControlSettings,
-    client: AmiClient,
     store: Store,
-    tracker: &TaskTracker,
-    shutdown: CancellationToken,
-) -> ConferenceHandle {
+}
+
+/// A handle and its inbox: the handle can be given out (to the HTTP and FastAGI routes)
+/// before the PBX's AMI client exists; commands wait in the inbox until [`spawn`].
+pub fn channel(settings: ControlSettings, store: Store) -> (ConferenceHandle, ControlInbox) {
     let (tx, rx) = mpsc::channel(1024);
     let handle = ConferenceHandle {
         tx,
         store: store.clone(),
         dial_template: settings.dial_template.clone(),
+        user_profile: settings.dialplan.user_profile.clone(),
     };
+    (
+        handle,
+        ControlInbox {
+            rx,
+            settings,
+            store,
+        },
+    )
+}
+
+impl ControlInbox {
+    /// The PBX whose client the task must be started with.
+    pub fn pbx(&self) -> &String {
+        &self.settings.pbx
+    }
+}
+
+/// Starts the control task of `client`'s PBX on `tracker`. It takes back the PBX's open
+/// calls from the store, then serves the inbox until `shutdown`.
+pub fn spawn(
+    inbox: ControlInbox,
+    client: AmiClient,
+    tracker: &TaskTracker,
+    shutdown: CancellationToken,
+) {
+    let ControlInbox {
+        rx,
+        settings,
+        store,
+    } = inbox;
     let events = client.subscribe();
     let task = Control {
         engine: Engine::new(settings.engine.clone()),
@@ -152,7 +191,6 @@ pub fn spawn(
         open_calls: HashMap::new(),
     };
     tracker.spawn(task.run(rx, events));
-    handle
 }
 
 struct Control {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use crate::agi::Router;
 use crate::agi::router::PatternError;
+use crate::conference::ConferenceHandle;
 use crate::config::PbxConfig;
 use crate::pbx::PbxName;
 use crate::store::Store;
@@ -86,7 +87,11 @@ pub fn pbx_label(pbx: Option<&PbxName>) -> &str {
 ///
 /// # Errors
 /// A route pattern is invalid (a programming error caught at startup).
-pub fn router(pbxs: Arc<PbxAddresses>, store: Store) -> Result<Router, PatternError> {
+pub fn router(
+    pbxs: Arc<PbxAddresses>,
+    store: Store,
+    conference: Option<ConferenceHandle>,
+) -> Result<Router, PatternError> {
     Router::new()
         .route(
             "diagnostics",
@@ -96,7 +101,7 @@ pub fn router(pbxs: Arc<PbxAddresses>, store: Store) -> Result<Router, PatternEr
             "number-from-id",
             number_from_id::NumberFromId::new(store.clone()),
         )?
-        .route("inbound", inbound::Inbound::new(store, pbxs))
+        .route("inbound", inbound::Inbound::new(store, pbxs, conference))
 }
 
 #[cfg(test)]

@@ -841,3 +841,156 @@ async fn a_call_survives_a_daemon_kill_and_its_durations_cover_the_whole_call() 
     );
     assert_no_channels_left(&mut ami, &thread).await;
 }
+
+/// Loads a directory document through `PUT /admin/directory`.
+async fn put_directory(c: &Conv, document: Value) {
+    let r =
+        c.d.client()
+            .put(format!("{}/admin/directory", c.d.http))
+            .bearer_auth(&c.key)
+            .json(&document)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test]
+async fn a_paused_participant_is_out_of_the_mix_both_ways_and_hears_music() {
+    use crate::support::audiosocket::{AudioSocketServer, TONE_ABSENT, fresh_uuid};
+    let c = Conv::start().await;
+    let hub = AudioSocketServer::start().await;
+    let (ua, ub, uc) = (fresh_uuid(), fresh_uuid(), fresh_uuid());
+    let (a, b, cc) = (id("a0"), id("a0"), id("a0"));
+    put_directory(
+        &c,
+        json!({
+            "teams": [{"teamId": c.team, "name": "Reception"}],
+            "users": [
+                {"userId": a, "teamId": c.team, "name": "A", "endpoint": hub.endpoint(&ua)},
+                {"userId": b, "teamId": c.team, "name": "B", "endpoint": hub.endpoint(&ub)},
+                {"userId": cc, "teamId": c.team, "name": "C", "endpoint": hub.endpoint(&uc)},
+            ]
+        }),
+    )
+    .await;
+    let thread = id("");
+    c.ok("call/start", json!({"threadId": thread})).await;
+    let data = c
+        .ok(
+            "call.user/invite",
+            json!({"threadId": thread, "userIds": [a, b, cc]}),
+        )
+        .await;
+    assert_eq!(data, json!({"invitedUsersCount": 3}));
+    let (pa, pb, pc) = (
+        hub.participant(&ua).await,
+        hub.participant(&ub).await,
+        hub.participant(&uc).await,
+    );
+    c.wait_call(&thread, Duration::from_secs(10), |call| {
+        [&a, &b, &cc].iter().all(|u| state_of(call, u) == "joined")
+    })
+    .await;
+    pa.play_tone(700.0);
+    pb.play_tone(1100.0);
+    let limit = Duration::from_secs(5);
+    assert!(pb.wait_for_tone(700.0, limit).await, "B hears A");
+    assert!(pc.wait_for_tone(700.0, limit).await, "C hears A");
+    assert!(pa.wait_for_tone(1100.0, limit).await, "A hears B");
+
+    c.ok("call/pause", json!({"threadId": thread, "userId": a}))
+        .await;
+    assert!(
+        pb.wait_until_tone_absent(700.0, limit).await,
+        "B no longer hears A"
+    );
+    assert!(
+        pc.wait_until_tone_absent(700.0, limit).await,
+        "C no longer hears A"
+    );
+    assert!(
+        pa.wait_until_tone_absent(1100.0, limit).await,
+        "A no longer hears B"
+    );
+    assert!(
+        pa.wait_for_rms(TONE_ABSENT, Duration::from_millis(300), limit)
+            .await,
+        "A hears music on hold"
+    );
+    assert!(
+        pc.wait_for_tone(1100.0, limit).await,
+        "B and C still hear each other"
+    );
+
+    c.ok("call/unpause", json!({"threadId": thread, "userId": a}))
+        .await;
+    assert!(pb.wait_for_tone(700.0, limit).await, "B hears A again");
+    assert!(pa.wait_for_tone(1100.0, limit).await, "A hears B again");
+    c.ok("call/end", json!({"threadId": thread})).await;
+    assert!(pa.wait_closed(limit).await, "A's socket closed by the end");
+}
+
+#[tokio::test]
+async fn an_inbound_caller_joins_the_thread_the_directory_routes_their_number_to() {
+    let c = Conv::start().await;
+    let mut ami = raw_ami().await;
+    let thread = id("");
+    let number = format!("7495{:07}", rand::random::<u32>() % 10_000_000);
+    put_directory(
+        &c,
+        json!({
+            "teams": [{"teamId": c.team, "name": "Reception"}],
+            "inbound": [{"number": number, "teamId": c.team, "threadId": thread}],
+        }),
+    )
+    .await;
+    let caller = format!("caller-{}", rand::random::<u32>());
+    ami.send(&[
+        ("Action", "Originate"),
+        ("Channel", &format!("Local/{number}@medcall-inbound/n")),
+        ("Application", "Wait"),
+        ("Data", "60"),
+        ("Async", "true"),
+        ("Account", &thread),
+        ("ChannelId", &format!("{caller}-1")),
+        ("OtherChannelId", &format!("{caller}-2")),
+        ("CallerID", "Patient <79001234567>"),
+        (
+            "Variable",
+            &format!("__MEDCALL_AGI=agi://127.0.0.1:{}", c.d.agi_port),
+        ),
+        ("ActionID", &caller),
+    ])
+    .await;
+    let call = c
+        .wait_call(&thread, Duration::from_secs(10), |call| {
+            call["participants"].as_array().is_some_and(|p| {
+                p.iter()
+                    .any(|p| p["role"] == "caller" && p["state"] == "joined")
+            })
+        })
+        .await;
+    assert_eq!(call["direction"], "inbound", "{call:#}");
+    let (status, v) = c.post("call/start", json!({"threadId": thread})).await;
+    assert_eq!(
+        status, 409,
+        "the inbound call is the thread's active call: {v}"
+    );
+    let user = id("a0");
+    c.ok(
+        "call.user/invite",
+        json!({"threadId": thread, "userId": user}),
+    )
+    .await;
+    c.wait_call(&thread, Duration::from_secs(10), |call| {
+        state_of(call, &user) == "joined"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let ended = c.ok("call/end", json!({"threadId": thread})).await;
+    assert_eq!(ended["direction"], "inbound", "{ended}");
+    assert_eq!(ended["result"], "answered", "{ended}");
+    assert!(ended["dialogDuration"].as_i64().unwrap() >= 1, "{ended}");
+    assert_no_channels_left(&mut ami, &thread).await;
+}
