@@ -23,8 +23,6 @@ pub const MAX_TEXT: usize = 256;
 /// At most this many problems are listed; a count of the others follows them.
 pub const MAX_PROBLEMS: usize = 50;
 
-const OBJECT_ID: &str = "^[0-9a-fA-F]{24}$";
-
 /// The document as JSON. Every list is optional: a missing one has nothing to upsert.
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -743,7 +741,7 @@ mod tests {
         ];
         for (doc, message) in cases {
             let problems = parse(&doc).validate().unwrap_err();
-            assert_eq!(problems, [message.clone()], "{doc}");
+            assert_eq!(problems, [message], "{doc}");
         }
         // The limits themselves are accepted.
         parse(&format!(r#"{{"teams":[{}]}}"#, team(TEAM, &longest)))
