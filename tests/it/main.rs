@@ -17,6 +17,7 @@ mod ami_corpus;
 mod ami_faults;
 mod calls;
 mod crm_dialplan;
+mod directory;
 mod events;
 mod foundation;
 mod replay;
