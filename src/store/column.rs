@@ -11,6 +11,7 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use serde::de::DeserializeOwned;
 
 use crate::crm::{CallType, CdrSource, PhoneNumber, RequestSource, RequestStatus};
+use crate::directory::{DoctorGuid, DoctorId, Endpoint, InboundNumber, TeamId, ThreadId, UserId};
 
 /// A stored value that does not decode as its column's type.
 #[derive(Debug, thiserror::Error)]
@@ -124,5 +125,51 @@ impl FromSql for PhoneNumber {
             .ok()
             .filter(|p| p.as_str() == text)
             .ok_or_else(|| unreadable(text, "a normalised phone number (7XXXXXXXXXX)"))
+    }
+}
+
+/// A directory value stored as its text: written as the type spells it, read back only
+/// when the text parses *and* is already in that spelling (an id in uppercase, which the
+/// directory never writes, is an unreadable value, not silently another spelling).
+macro_rules! stored_text {
+    ($ty:ty, $expected:literal) => {
+        impl ToSql for $ty {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+        impl FromSql for $ty {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                let text = value.as_str()?;
+                text.parse::<$ty>()
+                    .ok()
+                    .filter(|v| v.as_str() == text)
+                    .ok_or_else(|| unreadable(text, $expected))
+            }
+        }
+    };
+}
+
+stored_text!(TeamId, "a team id (24 lowercase hex digits)");
+stored_text!(UserId, "a user id (24 lowercase hex digits)");
+stored_text!(ThreadId, "a thread id (24 lowercase hex digits)");
+stored_text!(DoctorGuid, "a doctor's GUID in lowercase");
+stored_text!(Endpoint, "a dial string (TECH/resource)");
+stored_text!(
+    InboundNumber,
+    "a dialled number (digits, optional leading +)"
+);
+
+impl ToSql for DoctorId {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.get()))
+    }
+}
+
+/// A doctor id column holds a positive integer.
+impl FromSql for DoctorId {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<DoctorId> {
+        let id = value.as_i64()?;
+        DoctorId::new(id).map_err(|_| unreadable(&id.to_string(), "a positive doctor id"))
     }
 }

@@ -16,6 +16,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "agi_sessions",
         include_str!("migrations/0005_agi_sessions.sql"),
     ),
+    (
+        6,
+        "directory",
+        include_str!("migrations/0006_directory.sql"),
+    ),
 ];
 
 /// Applies every migration newer than the database's `user_version`, each in its own

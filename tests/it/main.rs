@@ -18,6 +18,7 @@ mod ami_faults;
 mod calls;
 mod conference_audio;
 mod crm_dialplan;
+mod directory;
 mod events;
 mod foundation;
 mod replay;
