@@ -58,7 +58,7 @@ pub struct HttpConfig {
     pub metrics_require_key: bool,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// Largest body of the admin import routes (`PUT /admin/clients`), in bytes.
+    /// Largest body of the admin import routes (`PUT /admin/clients`, `/admin/directory`), in bytes.
     pub max_import_bytes: usize,
     /// How long graceful shutdown waits for in-flight requests, in milliseconds.
     pub shutdown_grace_ms: u64,

@@ -45,6 +45,8 @@ enum Command {
 enum ImportWhat {
     /// Clients with ordered phones, contracts with ordered phones, and requests.
     Clients { file: PathBuf },
+    /// Teams, users, doctors and inbound routes (the document `PUT /admin/directory` takes).
+    Directory { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -84,16 +86,25 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Import {
-            what: ImportWhat::Clients { file },
-        } => {
+        Command::Import { what } => {
             let result = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .map_err(anyhow::Error::from)
-                .and_then(|rt| rt.block_on(medcall::import::clients(&config, &file)));
+                .and_then(|rt| {
+                    rt.block_on(async {
+                        match what {
+                            ImportWhat::Clients { file } => {
+                                medcall::import::clients(&config, &file).await.map(drop)
+                            }
+                            ImportWhat::Directory { file } => {
+                                medcall::import::directory(&config, &file).await.map(drop)
+                            }
+                        }
+                    })
+                });
             match result {
-                Ok(_) => ExitCode::SUCCESS,
+                Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("medcall: {e:#}");
                     ExitCode::FAILURE

@@ -1,5 +1,6 @@
-//! Admin routes that load reference data (SPEC §8): `PUT /admin/clients` takes the same
-//! JSON document as `medcall import clients FILE`.
+//! Admin routes that load reference data (SPEC §8): `PUT /admin/clients` and
+//! `PUT /admin/directory` take the same JSON documents as `medcall import clients FILE`
+//! and `medcall import directory FILE`.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -8,7 +9,8 @@ use axum::extract::State;
 use super::AppState;
 use super::error::{ApiError, ErrorBody};
 use crate::crm::import::ClientsDocument;
-use crate::store::ImportCounts;
+use crate::directory::document::{DirectoryCounts, DirectoryDocument, UpsertCounts};
+use crate::store::{DirectoryImportError, ImportCounts};
 
 /// How many rows an import wrote.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -59,6 +61,91 @@ pub async fn put_clients(
     ))
 }
 
+/// How many entries of one kind a directory import inserted, changed, and found as they were.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = UpsertCounts)]
+pub struct UpsertCountsView {
+    inserted: usize,
+    updated: usize,
+    unchanged: usize,
+}
+
+impl From<UpsertCounts> for UpsertCountsView {
+    fn from(c: UpsertCounts) -> Self {
+        UpsertCountsView {
+            inserted: c.inserted,
+            updated: c.updated,
+            unchanged: c.unchanged,
+        }
+    }
+}
+
+/// What a directory import did, per kind of entry.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = DirectoryCounts)]
+pub struct DirectoryCountsView {
+    teams: UpsertCountsView,
+    users: UpsertCountsView,
+    doctors: UpsertCountsView,
+    inbound: UpsertCountsView,
+}
+
+impl From<DirectoryCounts> for DirectoryCountsView {
+    fn from(c: DirectoryCounts) -> Self {
+        DirectoryCountsView {
+            teams: c.teams.into(),
+            users: c.users.into(),
+            doctors: c.doctors.into(),
+            inbound: c.inbound.into(),
+        }
+    }
+}
+
+/// Upserts teams, users, doctors and inbound routes. The whole document is validated
+/// first, a user's or route's team against the document and the store: one bad entry
+/// and nothing is written, every problem named by its entry (`users[1] "5b44…": …`).
+/// Importing the same document again writes nothing and counts every entry `unchanged`.
+#[utoipa::path(
+    put, path = "/admin/directory", tag = "admin",
+    security(("bearer" = [])),
+    request_body(content = DirectoryDocument, content_type = "application/json", example = json!({
+        "teams": [{"teamId": "333ccc134c0319001573485e", "name": "Reception"}],
+        "users": [{"userId": "5b4458eb1b2b33001bf213bf", "teamId": "333ccc134c0319001573485e", "name": "Anna", "endpoint": "PJSIP/1001"}],
+        "doctors": [{"id": 17, "guid": "f05d7650-a2a0-49dc-99f1-bb57829bc46a", "fullName": "Петрова Мария Ивановна", "role": "врач-терапевт", "speciality": "терапия", "endpoint": "PJSIP/2001"}],
+        "inbound": [{"number": "74951234567", "teamId": "333ccc134c0319001573485e", "threadId": "5b0525134c0319001573485e"}]
+    })),
+    responses(
+        (status = 200, body = DirectoryCountsView, example = json!({
+            "teams": {"inserted": 1, "updated": 0, "unchanged": 0},
+            "users": {"inserted": 1, "updated": 0, "unchanged": 0},
+            "doctors": {"inserted": 1, "updated": 0, "unchanged": 0},
+            "inbound": {"inserted": 1, "updated": 0, "unchanged": 0}
+        })),
+        (status = 400, body = ErrorBody, example = json!({
+            "success": false,
+            "messages": ["users[0] \"5b4458eb1b2b33001bf213bf\": teamId \"999fff134c0319001573485e\" is neither in the document nor stored"]
+        })),
+        (status = 413, body = ErrorBody)
+    )
+)]
+pub async fn put_directory(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<DirectoryCountsView>, ApiError> {
+    let doc = DirectoryDocument::from_json(&body)
+        .map_err(|e| ApiError::bad_request(format!("The directory document is malformed: {e}.")))?;
+    match app.store.import_directory(doc).await {
+        Ok(counts) => Ok(Json(counts.into())),
+        Err(DirectoryImportError::Invalid(messages)) => Err(ApiError {
+            status: axum::http::StatusCode::BAD_REQUEST,
+            messages,
+        }),
+        Err(DirectoryImportError::Store(e)) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,5 +172,31 @@ mod tests {
             serde_json::to_value(ImportCountsView::schema()).unwrap(),
             pinned
         );
+    }
+
+    #[test]
+    fn the_directory_import_answer_keeps_its_field_names_and_schema_names() {
+        let kind = |n| UpsertCounts {
+            inserted: n,
+            updated: n + 1,
+            unchanged: n + 2,
+        };
+        let counts = DirectoryCounts {
+            teams: kind(0),
+            users: kind(10),
+            doctors: kind(20),
+            inbound: kind(30),
+        };
+        assert_eq!(
+            serde_json::to_value(DirectoryCountsView::from(counts)).unwrap(),
+            json!({
+                "teams": {"inserted": 0, "updated": 1, "unchanged": 2},
+                "users": {"inserted": 10, "updated": 11, "unchanged": 12},
+                "doctors": {"inserted": 20, "updated": 21, "unchanged": 22},
+                "inbound": {"inserted": 30, "updated": 31, "unchanged": 32}
+            })
+        );
+        assert_eq!(DirectoryCountsView::name(), "DirectoryCounts");
+        assert_eq!(UpsertCountsView::name(), "UpsertCounts");
     }
 }

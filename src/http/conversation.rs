@@ -491,7 +491,14 @@ async fn users_route(
             UsersOp::Invite => {
                 let mut invitees = Vec::with_capacity(users.len());
                 for user in users {
-                    let endpoint = handle.endpoint_for(&user, None).map_err(internal)?;
+                    let entry = app
+                        .store
+                        .directory_user(user.clone())
+                        .await
+                        .map_err(internal)?;
+                    let endpoint = handle
+                        .endpoint_for(&user, entry.and_then(|e| e.endpoint))
+                        .map_err(internal)?;
                     invitees.push(Invitee { user, endpoint });
                 }
                 Command::Invite { thread, invitees }

@@ -109,6 +109,7 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
             Scope::Admin,
             OpenApiRouter::new()
                 .routes(routes!(admin::put_clients))
+                .routes(routes!(admin::put_directory))
                 .layer(DefaultBodyLimit::max(config.max_import_bytes)),
         ))
         .merge(scoped(

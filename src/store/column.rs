@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::conference::engine::{CallPhase, CallResult, Direction, EndReason, LegState, Role};
 use crate::crm::{CallType, CdrSource, PhoneNumber, RequestSource, RequestStatus};
-use crate::directory::{TeamId, ThreadId, UserId};
+use crate::directory::{DoctorGuid, DoctorId, Endpoint, InboundNumber, TeamId, ThreadId, UserId};
 
 /// A stored value that does not decode as its column's type.
 #[derive(Debug, thiserror::Error)]
@@ -184,9 +184,11 @@ stored_word!(
     "active, ending or ended"
 );
 
-/// The directory's ids are stored as their text and read back through their parser.
-macro_rules! stored_id {
-    ($ty:ty) => {
+/// A directory value stored as its text: written as the type spells it, read back only
+/// when the text parses *and* is already in that spelling (an id in uppercase, which the
+/// directory never writes, is an unreadable value, not silently another spelling).
+macro_rules! stored_text {
+    ($ty:ty, $expected:literal) => {
         impl ToSql for $ty {
             fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
                 Ok(ToSqlOutput::from(self.as_str()))
@@ -195,13 +197,35 @@ macro_rules! stored_id {
         impl FromSql for $ty {
             fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
                 let text = value.as_str()?;
-                text.parse()
-                    .map_err(|_| unreadable(text, "24 lowercase hexadecimal digits"))
+                text.parse::<$ty>()
+                    .ok()
+                    .filter(|v| v.as_str() == text)
+                    .ok_or_else(|| unreadable(text, $expected))
             }
         }
     };
 }
 
-stored_id!(ThreadId);
-stored_id!(TeamId);
-stored_id!(UserId);
+stored_text!(TeamId, "a team id (24 lowercase hex digits)");
+stored_text!(UserId, "a user id (24 lowercase hex digits)");
+stored_text!(ThreadId, "a thread id (24 lowercase hex digits)");
+stored_text!(DoctorGuid, "a doctor's GUID in lowercase");
+stored_text!(Endpoint, "a dial string (TECH/resource)");
+stored_text!(
+    InboundNumber,
+    "a dialled number (digits, optional leading +)"
+);
+
+impl ToSql for DoctorId {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.get()))
+    }
+}
+
+/// A doctor id column holds a positive integer.
+impl FromSql for DoctorId {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<DoctorId> {
+        let id = value.as_i64()?;
+        DoctorId::new(id).map_err(|_| unreadable(&id.to_string(), "a positive doctor id"))
+    }
+}

@@ -17,6 +17,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0005_agi_sessions.sql"),
     ),
     (
+        6,
+        "directory",
+        include_str!("migrations/0006_directory.sql"),
+    ),
+    (
         7,
         "conference",
         include_str!("migrations/0007_conference.sql"),

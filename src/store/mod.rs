@@ -8,7 +8,7 @@
 //! FastAGI session timeline) may be committed [`Durability::Kernel`]: they survive
 //! `kill -9`, and are on disk at the next `FULL` commit or checkpoint.
 //!
-//! Submodules add typed queries per domain (`keys`, `calls`, `crm`); nothing outside
+//! Submodules add typed queries per domain (`keys`, `calls`, `crm`, `directory`); nothing outside
 //! `store` writes SQL. Every time column is a [`StoredTime`] (`time`), every enum or JSON
 //! column decodes strictly (`column`): what cannot be read is [`StoreError::BadValue`],
 //! never a default.
@@ -17,6 +17,7 @@ mod calls;
 mod column;
 mod conference;
 mod crm;
+mod directory;
 mod keys;
 mod migrations;
 mod time;
@@ -25,6 +26,7 @@ pub use calls::{AgiSessionRow, CallDetailRow, CallFilter, CallRow, EventRow, Leg
 pub use column::BadValue;
 pub use conference::CallWithLegs;
 pub use crm::ImportCounts;
+pub use directory::{DirectoryImportError, DirectoryProgress};
 pub use keys::StoredKey;
 pub use time::StoredTime;
 

@@ -19,6 +19,7 @@ mod calls;
 mod conference_audio;
 mod conversation;
 mod crm_dialplan;
+mod directory;
 mod events;
 mod foundation;
 mod replay;
