@@ -53,7 +53,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::directory::{Endpoint, TeamId, ThreadId, UserId};
-use room::{state_from_reason, ApiHangup, Leg, Originate, Room};
+use room::{ApiHangup, Leg, Originate, Room, state_from_reason};
 
 /// Which way a call was set up (seed 002's `direction`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -501,10 +501,7 @@ pub enum Request {
     /// Originate the leg into the thread's conference (async, ring timeout
     /// [`Settings::ring_timeout`]), with its uniqueid(s), `Account` = thread, and the
     /// channel variables for thread, user and role.
-    Originate {
-        leg: LegRecord,
-        timeout: Duration,
-    },
+    Originate { leg: LegRecord, timeout: Duration },
     /// Hang up a channel by uniqueid, cause 16.
     Hangup { uniqueid: String },
     /// Redirect a joined leg to the hold context (music on hold).
@@ -1104,14 +1101,7 @@ impl Engine {
             step.reply(op, Answer::Refused(Refusal::Ending));
             return;
         }
-        let room = open_room(
-            &mut self.rooms,
-            step,
-            thread,
-            team,
-            Direction::Inbound,
-            now,
-        );
+        let room = open_room(&mut self.rooms, step, thread, team, Direction::Inbound, now);
         let number = room.take_number();
         let rec = LegRecord {
             call: room.call.key.clone(),
@@ -1176,6 +1166,7 @@ impl Engine {
             return;
         };
         let main = leg.rec.uniqueid == uid;
+        step.touch(&thread);
         let in_conference = |conference: &str| conference == thread.as_str();
         match observation {
             Observation::OriginateResponse {
@@ -1301,10 +1292,8 @@ impl Engine {
         restarted: bool,
         now: DateTime<Utc>,
     ) {
-        let by_uid: HashMap<&str, &LiveChannel> = channels
-            .iter()
-            .map(|c| (c.uniqueid.as_str(), c))
-            .collect();
+        let by_uid: HashMap<&str, &LiveChannel> =
+            channels.iter().map(|c| (c.uniqueid.as_str(), c)).collect();
         let Engine { rooms, pending, .. } = self;
         for (thread, room) in rooms.iter_mut() {
             step.touch(thread);
