@@ -41,6 +41,63 @@
 //!   restarted is `failed` whatever happened before.
 //!
 //! Durations are whole seconds, rounded to the nearest, from millisecond times.
+//!
+//! # Steps
+//!
+//! Every call of [`Engine::command`], [`Engine::observe`], [`Engine::answered`] and
+//! [`Engine::tick`] is one step. Its effects are the changed records (calls first, then
+//! legs; each changed record once, whole and latest), then the requests, then the
+//! answers. A command's answer waits for every request it sent; when every request
+//! of an invite, exclude, pause or unpause came back `Unreachable` the answer is
+//! `Refused(PbxUnreachable)`, else the count (the engine never answers `PbxRefused`:
+//! a refused originate is a `failed`/`refused` leg, and the invite counts the others).
+//!
+//! # Rules the spec left open (decided here)
+//!
+//! - **When a leg is gone.** A leg's channel has one or two halves; it is gone when
+//!   every half an event showed is hung up. A live leg whose channel is gone ends:
+//!   `left` if it answered (Newstate Up, OriginateResponse success or a join), with end
+//!   reason `excluded` / `ended` when the API asked, else `hangup`. An unanswered one
+//!   waits for its OriginateResponse (which classifies it); if none came
+//!   [`Settings::end_deadline`] after the channel went, the Hangup cause does: 17 busy,
+//!   18/19 no answer, 34 congestion, else failed (`cancelled` when the API hung it up).
+//!   A leg that left the conference is `left` at once but `call/end` still waits for
+//!   its channel's Hangup, so "ended" means no channel of the call is left.
+//! - **Hangups that found no channel.** A hangup refused for a leg whose channel no
+//!   event has shown yet (an originate still on its way) is sent again when the channel
+//!   appears (Newchannel, Newstate, OriginateResponse success, ConfbridgeJoin); such a
+//!   user counts as excluded. If the channel was seen and is still up, the hangup is
+//!   retried at once, at most twice. After `Unreachable`, it is re-sent when the
+//!   channel next shows up. A leg that joins while its call ends (or after its exclude)
+//!   is hung up at once.
+//! - **An `Unreachable` originate the PBX did act on**: the leg is already `failed` /
+//!   `refused`; if its channel shows up anyway it is hung up once. If events of the leg
+//!   came before the answer, the originate counts as accepted.
+//! - **Pause.** A hold marks the leg as pausing at once; a ConfbridgeLeave or a
+//!   MusicOnHoldStart then makes it `paused`. A refused (or unreachable) hold puts the
+//!   leg back to `joined` unless it already left the conference. A paused leg stays
+//!   paused until its ConfbridgeJoin after unpause.
+//! - **End.** Exclude, pause, unpause, invite and admit on an ending call are refused
+//!   `Ending`; a second `call/end` waits with the first. `KickAll` and `SweepAccount`
+//!   are always sent, and their outcome decides nothing. With the PBX unreachable the
+//!   call still closes at the deadline, answered `Ended`, its remaining legs
+//!   `left`/`vanished` (medcall cannot tell more, and the sweep after the next
+//!   reconnect has nothing to protect).
+//! - **Reconciliation.** A live leg found in the snapshot takes its state from it
+//!   (`ConfBridge` → joined unless pausing or paused, `MusicOnHold` → paused, up →
+//!   answered); one not found ended while medcall was away, at the reconciliation's
+//!   time: `left` if it had answered, else `failed`, end reason `vanished`. Dialog time
+//!   while medcall was away counts up to the reconciliation (a restored `dialog_since`
+//!   keeps counting if the legs are still joined). An ending call's legs still found
+//!   are hung up again (the end's hangups may have been lost). After a PBX restart
+//!   every live leg ends `pbx-restart` (`left` or `failed` as above) and every call
+//!   closes `failed`, answering a waiting `call/end`.
+//! - **Restore.** A restored ending call has no operation to answer; its deadline runs
+//!   from the first tick after the restore. A restored leg's pending exclude is
+//!   forgotten; a restored ending call's legs are all "ended by the API".
+//! - **Admit.** A caller's uniqueid already known is admitted again without a second
+//!   leg. A caller's leg is answered at admission; it counts for the result only once
+//!   it joined.
 
 mod room;
 #[cfg(test)]
