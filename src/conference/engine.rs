@@ -1217,7 +1217,6 @@ impl Engine {
         let Some(room) = rooms.get_mut(&thread) else {
             return;
         };
-        let ending = room.call.phase != CallPhase::Active;
         let key = &room.call.key;
         let Some(leg) = room.legs.get_mut(&number) else {
             return;
@@ -1298,8 +1297,9 @@ impl Engine {
                 leg.rec.answered_at.get_or_insert(now);
                 leg.pausing = false;
                 leg.in_bridge = true;
-                if ending || leg.api.is_some() {
-                    // It raced the end (or the exclude): out it goes.
+                if leg.api.is_some() {
+                    // It raced the end or its exclude (`call/end` marks every live
+                    // leg, and no leg starts while a call ends): out it goes.
                     leg.rehangup = false;
                     pending.hang_up(step, key, leg, None);
                 }
@@ -1377,9 +1377,6 @@ impl Engine {
                             EndReason::Vanished
                         };
                         leg.end(state, reason, now);
-                        if !leg.originate.resolved() {
-                            leg.originate = Originate::Failed;
-                        }
                         if present {
                             pending.hang_up(step, &room.call.key, leg, None);
                         }
@@ -1405,10 +1402,8 @@ impl Engine {
                         .any(|c| c.application.eq_ignore_ascii_case(app))
                 };
                 if found.iter().any(|c| c.up) {
+                    // Answered: its originate can only have succeeded.
                     leg.rec.answered_at.get_or_insert(now);
-                    if !leg.originate.resolved() {
-                        leg.originate = Originate::Succeeded;
-                    }
                 }
                 if runs("ConfBridge") {
                     if !leg.pausing && leg.rec.state != LegState::Paused {

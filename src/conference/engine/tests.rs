@@ -1502,3 +1502,138 @@ fn call_keys_name_the_thread_and_the_start_in_base_36() {
     };
     assert_eq!(zero.to_string(), format!("{}-0", thread()));
 }
+
+#[test]
+fn the_channel_name_is_the_first_one_an_event_gave_for_the_legs_own_uniqueid() {
+    let mut rig = Rig::started();
+    let _ = rig.invite_accepted(vec![local(1)], at(0));
+    let uid = rig.uid(1);
+    rig.obs(
+        Observation::Newchannel {
+            uniqueid: format!("{uid}-2"),
+            channel: "Local/x@dial-user-0000;2".into(),
+        },
+        at(1),
+    );
+    rig.obs(
+        Observation::OriginateResponse {
+            uniqueid: uid.clone(),
+            success: false,
+            reason: 0,
+            channel: Some(String::new()),
+        },
+        at(1),
+    );
+    assert_eq!(
+        rig.leg(1).channel,
+        None,
+        "neither the ;2 half nor an empty name"
+    );
+
+    let mut rig = Rig::started();
+    let _ = rig.invite_accepted(vec![local(1)], at(0));
+    rig.newchannel(1, at(1));
+    rig.obs(
+        Observation::ConfbridgeJoin {
+            conference: thread().to_string(),
+            uniqueid: rig.uid(1),
+            channel: "Local/renamed;1".into(),
+        },
+        at(2),
+    );
+    assert_eq!(
+        rig.leg(1).channel.as_deref(),
+        Some("Local/1@dial-user-0000;1")
+    );
+}
+
+#[test]
+fn only_the_legs_own_half_moves_it_to_ringing_and_the_first_up_is_the_answer() {
+    let mut rig = Rig::started();
+    let _ = rig.invite_accepted(vec![local(1)], at(0));
+    let other = format!("{}-2", rig.uid(1));
+    for state in [ChannelState::Ringing, ChannelState::Up] {
+        rig.obs(
+            Observation::Newstate {
+                uniqueid: other.clone(),
+                state,
+            },
+            at(1),
+        );
+    }
+    assert_eq!(rig.leg(1).state, LegState::Dialing);
+    assert_eq!(rig.leg(1).answered_at, None);
+    rig.newstate(1, ChannelState::Up, at(2));
+    rig.newstate(1, ChannelState::Up, at(3));
+    assert_eq!(rig.leg(1).answered_at, Some(at(2)));
+}
+
+#[test]
+fn music_on_hold_pauses_only_a_leg_being_paused() {
+    let mut rig = Rig::started();
+    let _ = rig.invite_accepted(vec![local(1)], at(0));
+    rig.answers_and_joins(1, at(0));
+    rig.obs(
+        Observation::MusicOnHoldStart {
+            uniqueid: rig.uid(1),
+        },
+        at(1),
+    );
+    assert_eq!(rig.leg(1).state, LegState::Joined);
+    rig.pause(vec![user(1)], at(2));
+    rig.obs(
+        Observation::MusicOnHoldStart {
+            uniqueid: rig.uid(1),
+        },
+        at(2),
+    );
+    assert_eq!(rig.leg(1).state, LegState::Paused);
+}
+
+#[test]
+fn the_hangup_cause_fallback_waits_until_every_half_is_gone() {
+    let mut rig = Rig::started();
+    let _ = rig.invite_accepted(vec![local(1)], at(0));
+    rig.newchannel(1, at(0));
+    let uid = rig.uid(1);
+    rig.obs(
+        Observation::Newchannel {
+            uniqueid: format!("{uid}-2"),
+            channel: "Local/x;2".into(),
+        },
+        at(0),
+    );
+    rig.obs(
+        Observation::Hangup {
+            uniqueid: format!("{uid}-2"),
+            cause: 17,
+        },
+        at(1),
+    );
+    rig.tick(at(30));
+    assert_eq!(
+        rig.leg(1).state,
+        LegState::Dialing,
+        "its ;1 half is still up"
+    );
+}
+
+#[test]
+fn a_restored_paused_leg_found_in_the_conference_stays_paused() {
+    let (call, mut legs) = stored_mid_dialog();
+    legs.first_mut().unwrap().state = LegState::Paused;
+    let mut rig = Rig::new();
+    rig.engine.restore(vec![(call, legs)]);
+    let channels = vec![
+        conference_channel(rig.uid(1)),
+        conference_channel(rig.uid(2)),
+    ];
+    rig.obs(
+        Observation::Reconciled {
+            channels,
+            pbx_restarted: false,
+        },
+        at(30),
+    );
+    assert_eq!(rig.leg(1).state, LegState::Paused);
+}
