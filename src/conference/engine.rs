@@ -41,14 +41,76 @@
 //!   restarted is `failed` whatever happened before.
 //!
 //! Durations are whole seconds, rounded to the nearest, from millisecond times.
+//!
+//! # Steps
+//!
+//! Every call of [`Engine::command`], [`Engine::observe`], [`Engine::answered`] and
+//! [`Engine::tick`] is one step. Its effects are the changed records (calls first, then
+//! legs; each changed record once, whole and latest), then the requests, then the
+//! answers. A command's answer waits for every request it sent; when every request
+//! of an invite, exclude, pause or unpause came back `Unreachable` the answer is
+//! `Refused(PbxUnreachable)`, else the count (the engine never answers `PbxRefused`:
+//! a refused originate is a `failed`/`refused` leg, and the invite counts the others).
+//!
+//! # Rules the spec left open (decided here)
+//!
+//! - **When a leg is gone.** A leg's channel has one or two halves; it is gone when
+//!   every half an event showed is hung up. A live leg whose channel is gone ends:
+//!   `left` if it answered (Newstate Up, OriginateResponse success or a join), with end
+//!   reason `excluded` / `ended` when the API asked, else `hangup`. An unanswered one
+//!   waits for its OriginateResponse (which classifies it); if none came
+//!   [`Settings::end_deadline`] after the channel went, the Hangup cause does: 17 busy,
+//!   18/19 no answer, 34 congestion, else failed (`cancelled` when the API hung it up).
+//!   A leg that left the conference is `left` at once but `call/end` still waits for
+//!   its channel's Hangup, so "ended" means no channel of the call is left.
+//! - **Hangups that found no channel.** A hangup refused for a leg whose channel no
+//!   event has shown yet (an originate still on its way) is sent again when the channel
+//!   appears (Newchannel, Newstate, OriginateResponse success, ConfbridgeJoin); such a
+//!   user counts as excluded. If the channel was seen and is still up, the hangup is
+//!   retried at once, at most twice. After `Unreachable`, it is re-sent when the
+//!   channel next shows up. A leg that joins while its call ends (or after its exclude)
+//!   is hung up at once.
+//! - **An `Unreachable` originate the PBX did act on**: the leg is already `failed` /
+//!   `refused`; if its channel shows up anyway it is hung up once. If events of the leg
+//!   came before the answer, the originate counts as accepted.
+//! - **Pause.** A hold marks the leg as pausing at once; a ConfbridgeLeave or a
+//!   MusicOnHoldStart then makes it `paused`. A refused (or unreachable) hold puts the
+//!   leg back to `joined` unless it already left the conference. A paused leg stays
+//!   paused until its ConfbridgeJoin after unpause.
+//! - **End.** Exclude, pause, unpause, invite and admit on an ending call are refused
+//!   `Ending`; a second `call/end` waits with the first. `KickAll` and `SweepAccount`
+//!   are always sent, and their outcome decides nothing. With the PBX unreachable the
+//!   call still closes at the deadline, answered `Ended`, its remaining legs
+//!   `left`/`vanished` (medcall cannot tell more, and the sweep after the next
+//!   reconnect has nothing to protect).
+//! - **Reconciliation.** A live leg found in the snapshot takes its state from it
+//!   (`ConfBridge` → joined unless pausing or paused, `MusicOnHold` → paused, up →
+//!   answered); one not found ended while medcall was away, at the reconciliation's
+//!   time: `left` if it had answered, else `failed`, end reason `vanished`. Dialog time
+//!   while medcall was away counts up to the reconciliation (a restored `dialog_since`
+//!   keeps counting if the legs are still joined). An ending call's legs still found
+//!   are hung up again (the end's hangups may have been lost). After a PBX restart
+//!   every live leg ends `pbx-restart` (`left` or `failed` as above) and every call
+//!   closes `failed`, answering a waiting `call/end`.
+//! - **Restore.** A restored ending call has no operation to answer; its deadline runs
+//!   from the first tick after the restore. A restored leg's pending exclude is
+//!   forgotten; a restored ending call's legs are all "ended by the API".
+//! - **Admit.** A caller's uniqueid already known is admitted again without a second
+//!   leg. A caller's leg is answered at admission; it counts for the result only once
+//!   it joined.
 
-use std::collections::HashMap;
+mod room;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::directory::{Endpoint, TeamId, ThreadId, UserId};
+use room::{ApiHangup, Leg, Originate, Room, state_from_reason};
 
 /// Which way a call was set up (seed 002's `direction`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -608,16 +670,227 @@ impl Default for Settings {
 #[derive(Debug, Default)]
 pub struct Engine {
     settings: Settings,
-    // The implementation's state: rooms by thread, legs by uniqueid, pending
-    // operations by `OpId` and their requests by `RequestId`.
-    _rooms: HashMap<ThreadId, ()>,
+    /// The thread's call while it is active or ending; removed once it closed.
+    rooms: HashMap<ThreadId, Room>,
+    /// Every uniqueid of a leg in `rooms`: its thread and leg number.
+    uids: HashMap<String, (ThreadId, u32)>,
+    pending: Pending,
+}
+
+/// What a request was for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReqKind {
+    Originate,
+    Hangup,
+    Hold,
+    Rejoin,
+    /// `KickAll` and `SweepAccount`: their outcome decides nothing.
+    Room,
+}
+
+/// A request in flight: which operation waits for it, and which leg it is about.
+#[derive(Debug, Clone)]
+struct ReqCtx {
+    op: Option<OpId>,
+    thread: ThreadId,
+    call_ms: i64,
+    leg: u32,
+    user: Option<UserId>,
+    kind: ReqKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OpKind {
+    Invite,
+    Exclude,
+    Pause,
+    Unpause,
+}
+
+/// A command waiting for its requests' answers.
+#[derive(Debug)]
+struct Op {
+    kind: OpKind,
+    waiting: usize,
+    sent: usize,
+    unreachable: usize,
+    /// The users the operation affected (the answer's count).
+    users: HashSet<UserId>,
+}
+
+impl Op {
+    fn answer(&self) -> Answer {
+        if self.sent > 0 && self.unreachable == self.sent {
+            return Answer::Refused(Refusal::PbxUnreachable);
+        }
+        let count = u32::try_from(self.users.len()).unwrap_or(u32::MAX);
+        match self.kind {
+            OpKind::Invite => Answer::Invited { count },
+            OpKind::Exclude => Answer::Excluded { count },
+            OpKind::Pause => Answer::Paused { count },
+            OpKind::Unpause => Answer::Unpaused { count },
+        }
+    }
+}
+
+/// Requests in flight and the operations waiting for them.
+#[derive(Debug, Default)]
+struct Pending {
+    next: u64,
+    requests: HashMap<RequestId, ReqCtx>,
+    ops: HashMap<OpId, Op>,
+}
+
+impl Pending {
+    fn open(&mut self, op: OpId, kind: OpKind) {
+        self.ops.insert(
+            op,
+            Op {
+                kind,
+                waiting: 0,
+                sent: 0,
+                unreachable: 0,
+                users: HashSet::new(),
+            },
+        );
+    }
+
+    fn send(&mut self, step: &mut Step, ctx: ReqCtx, request: Request) {
+        self.next = self.next.wrapping_add(1);
+        let id = RequestId(self.next);
+        if let Some(op) = ctx.op.and_then(|op| self.ops.get_mut(&op)) {
+            op.waiting = op.waiting.saturating_add(1);
+            op.sent = op.sent.saturating_add(1);
+        }
+        self.requests.insert(id, ctx);
+        step.sends.push((id, request));
+    }
+
+    /// Answers `op` if none of its requests is still in flight.
+    fn finish(&mut self, op: OpId, step: &mut Step) {
+        if self.ops.get(&op).is_some_and(|o| o.waiting == 0) {
+            if let Some(done) = self.ops.remove(&op) {
+                step.replies.push((op, done.answer()));
+            }
+        }
+    }
+
+    fn hang_up(&mut self, step: &mut Step, call: &CallKey, leg: &Leg, op: Option<OpId>) {
+        let ctx = ReqCtx {
+            op,
+            thread: call.thread.clone(),
+            call_ms: call.started_ms,
+            leg: leg.rec.number,
+            user: leg.rec.user.clone(),
+            kind: ReqKind::Hangup,
+        };
+        let request = Request::Hangup {
+            uniqueid: leg.rec.uniqueid.clone(),
+        };
+        self.send(step, ctx, request);
+    }
+
+    /// The channel of a leg the API wants gone showed up: hang it up (again).
+    fn appeared(&mut self, step: &mut Step, call: &CallKey, leg: &mut Leg) {
+        if leg.is_live() {
+            if leg.rehangup {
+                leg.rehangup = false;
+                self.hang_up(step, call, leg, None);
+            }
+        } else if leg.rec.end_reason == Some(EndReason::Refused) && !leg.ghost_hung {
+            leg.ghost_hung = true;
+            self.hang_up(step, call, leg, None);
+        }
+    }
+}
+
+/// What one step produced so far; [`Engine::flush`] turns it into effects.
+#[derive(Debug, Default)]
+struct Step {
+    touched: Vec<ThreadId>,
+    sends: Vec<(RequestId, Request)>,
+    replies: Vec<(OpId, Answer)>,
+}
+
+impl Step {
+    fn touch(&mut self, thread: &ThreadId) {
+        if !self.touched.contains(thread) {
+            self.touched.push(thread.clone());
+        }
+    }
+    fn reply(&mut self, op: OpId, answer: Answer) {
+        self.replies.push((op, answer));
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn index(uids: &mut HashMap<String, (ThreadId, u32)>, rec: &LegRecord) {
+    let at = (rec.call.thread.clone(), rec.number);
+    uids.insert(rec.uniqueid.clone(), at.clone());
+    if let Some(other) = &rec.other_uniqueid {
+        uids.insert(other.clone(), at);
+    }
+}
+
+fn open_room<'a>(
+    rooms: &'a mut HashMap<ThreadId, Room>,
+    step: &mut Step,
+    thread: &ThreadId,
+    team: TeamId,
+    direction: Direction,
+    now: DateTime<Utc>,
+) -> &'a mut Room {
+    step.touch(thread);
+    rooms.entry(thread.clone()).or_insert_with(|| {
+        Room::new(CallRecord {
+            key: CallKey {
+                thread: thread.clone(),
+                started_ms: now.timestamp_millis(),
+            },
+            team,
+            direction,
+            phase: CallPhase::Active,
+            started_at: now,
+            ended_at: None,
+            result: None,
+            dialog_ms: 0,
+            dialog_since: None,
+            next_leg: 1,
+        })
+    })
+}
+
+/// The thread's call if it may take a new operation; else the refusal is replied.
+fn active_room<'a>(
+    rooms: &'a mut HashMap<ThreadId, Room>,
+    step: &mut Step,
+    thread: &ThreadId,
+    op: OpId,
+) -> Option<&'a mut Room> {
+    match rooms.get_mut(thread) {
+        None => {
+            step.reply(op, Answer::Refused(Refusal::NoActiveCall));
+            None
+        }
+        Some(room) if room.call.phase != CallPhase::Active => {
+            step.reply(op, Answer::Refused(Refusal::Ending));
+            None
+        }
+        Some(room) => {
+            step.touch(thread);
+            Some(room)
+        }
+    }
 }
 
 impl Engine {
     pub fn new(settings: Settings) -> Engine {
         Engine {
             settings,
-            _rooms: HashMap::new(),
+            ..Engine::default()
         }
     }
 
@@ -625,19 +898,536 @@ impl Engine {
     /// with their legs. A reconciliation (`Observation::Reconciled`) should follow once
     /// the PBX answers.
     pub fn restore(&mut self, calls: Vec<(CallRecord, Vec<LegRecord>)>) {
-        let _ = calls;
+        for (call, legs) in calls {
+            if call.phase == CallPhase::Ended {
+                continue;
+            }
+            let thread = call.key.thread.clone();
+            self.remove_room(&thread);
+            let ending = call.phase == CallPhase::Ending;
+            let mut room = Room::new(call.clone());
+            room.recorded = Some(call);
+            for rec in legs {
+                if rec.call != room.call.key {
+                    continue;
+                }
+                index(&mut self.uids, &rec);
+                room.legs.insert(rec.number, Leg::restored(rec, ending));
+            }
+            self.rooms.insert(thread, room);
+        }
     }
 
     /// A command from the API. Its answer comes in this step's effects or a later one.
     pub fn command(&mut self, op: OpId, command: Command, now: DateTime<Utc>) -> Vec<Effect> {
-        let _ = (op, command, now, &self.settings);
-        Vec::new()
+        let mut step = Step::default();
+        match command {
+            Command::Start {
+                thread,
+                team,
+                direction,
+            } => {
+                if self.rooms.contains_key(&thread) {
+                    step.reply(op, Answer::Refused(Refusal::AlreadyActive));
+                } else {
+                    open_room(&mut self.rooms, &mut step, &thread, team, direction, now);
+                    step.reply(op, Answer::Started { direction });
+                }
+            }
+            Command::Invite { thread, invitees } => {
+                self.invite(&mut step, op, &thread, invitees, now);
+            }
+            Command::Exclude { thread, users } => {
+                self.exclude(&mut step, op, &thread, &users);
+            }
+            Command::Pause { thread, users } => self.pause(&mut step, op, &thread, &users),
+            Command::Unpause { thread, users } => self.unpause(&mut step, op, &thread, &users),
+            Command::End { thread } => self.end(&mut step, op, &thread, now),
+            Command::AdmitCaller {
+                thread,
+                team,
+                uniqueid,
+                channel,
+            } => self.admit(&mut step, op, &thread, team, uniqueid, channel, now),
+        }
+        self.flush(step, now)
+    }
+
+    fn invite(
+        &mut self,
+        step: &mut Step,
+        op: OpId,
+        thread: &ThreadId,
+        invitees: Vec<Invitee>,
+        now: DateTime<Utc>,
+    ) {
+        let Engine {
+            rooms,
+            uids,
+            pending,
+            settings,
+        } = self;
+        let Some(room) = active_room(rooms, step, thread, op) else {
+            return;
+        };
+        pending.open(op, OpKind::Invite);
+        let mut seen = HashSet::new();
+        for Invitee { user, endpoint } in invitees {
+            if !seen.insert(user.clone()) || room.user_has_live_leg(&user) {
+                continue;
+            }
+            let number = room.take_number();
+            let uniqueid = format!("{}-{number}", room.call.key);
+            let other_uniqueid = endpoint.is_local().then(|| format!("{uniqueid}-2"));
+            let rec = LegRecord {
+                call: room.call.key.clone(),
+                number,
+                role: Role::Participant,
+                user: Some(user.clone()),
+                uniqueid,
+                other_uniqueid,
+                channel: None,
+                dial: endpoint.to_string(),
+                state: LegState::Dialing,
+                created_at: now,
+                answered_at: None,
+                joined_at: None,
+                ended_at: None,
+                end_reason: None,
+                hangup_cause: None,
+            };
+            index(uids, &rec);
+            let ctx = ReqCtx {
+                op: Some(op),
+                thread: thread.clone(),
+                call_ms: room.call.key.started_ms,
+                leg: number,
+                user: Some(user),
+                kind: ReqKind::Originate,
+            };
+            let request = Request::Originate {
+                leg: rec.clone(),
+                timeout: settings.ring_timeout,
+            };
+            pending.send(step, ctx, request);
+            room.legs.insert(number, Leg::new(rec, Originate::Pending));
+        }
+        pending.finish(op, step);
+    }
+
+    fn exclude(&mut self, step: &mut Step, op: OpId, thread: &ThreadId, users: &[UserId]) {
+        let Engine { rooms, pending, .. } = self;
+        let Some(room) = active_room(rooms, step, thread, op) else {
+            return;
+        };
+        pending.open(op, OpKind::Exclude);
+        let users: HashSet<&UserId> = users.iter().collect();
+        for leg in room.legs.values_mut() {
+            let theirs = leg.rec.user.as_ref().is_some_and(|u| users.contains(u));
+            if theirs && leg.is_live() {
+                leg.api.get_or_insert(ApiHangup::Excluded);
+                pending.hang_up(step, &room.call.key, leg, Some(op));
+            }
+        }
+        pending.finish(op, step);
+    }
+
+    fn pause(&mut self, step: &mut Step, op: OpId, thread: &ThreadId, users: &[UserId]) {
+        let Engine { rooms, pending, .. } = self;
+        let Some(room) = active_room(rooms, step, thread, op) else {
+            return;
+        };
+        pending.open(op, OpKind::Pause);
+        let users: HashSet<&UserId> = users.iter().collect();
+        for leg in room.legs.values_mut() {
+            let theirs = leg.rec.user.as_ref().is_some_and(|u| users.contains(u));
+            if theirs && leg.rec.state == LegState::Joined && !leg.pausing {
+                leg.pausing = true;
+                let ctx = ReqCtx {
+                    op: Some(op),
+                    thread: thread.clone(),
+                    call_ms: room.call.key.started_ms,
+                    leg: leg.rec.number,
+                    user: leg.rec.user.clone(),
+                    kind: ReqKind::Hold,
+                };
+                let request = Request::Hold {
+                    uniqueid: leg.rec.uniqueid.clone(),
+                };
+                pending.send(step, ctx, request);
+            }
+        }
+        pending.finish(op, step);
+    }
+
+    fn unpause(&mut self, step: &mut Step, op: OpId, thread: &ThreadId, users: &[UserId]) {
+        let Engine { rooms, pending, .. } = self;
+        let Some(room) = active_room(rooms, step, thread, op) else {
+            return;
+        };
+        pending.open(op, OpKind::Unpause);
+        let users: HashSet<&UserId> = users.iter().collect();
+        for leg in room.legs.values_mut() {
+            let theirs = leg.rec.user.as_ref().is_some_and(|u| users.contains(u));
+            if theirs && leg.rec.state == LegState::Paused {
+                let ctx = ReqCtx {
+                    op: Some(op),
+                    thread: thread.clone(),
+                    call_ms: room.call.key.started_ms,
+                    leg: leg.rec.number,
+                    user: leg.rec.user.clone(),
+                    kind: ReqKind::Rejoin,
+                };
+                let request = Request::Rejoin {
+                    uniqueid: leg.rec.uniqueid.clone(),
+                    thread: thread.clone(),
+                    role: leg.rec.role,
+                };
+                pending.send(step, ctx, request);
+            }
+        }
+        pending.finish(op, step);
+    }
+
+    fn end(&mut self, step: &mut Step, op: OpId, thread: &ThreadId, now: DateTime<Utc>) {
+        let Engine { rooms, pending, .. } = self;
+        let Some(room) = rooms.get_mut(thread) else {
+            step.reply(op, Answer::Refused(Refusal::NoActiveCall));
+            return;
+        };
+        step.touch(thread);
+        room.end_ops.push(op);
+        if room.call.phase != CallPhase::Active {
+            return;
+        }
+        room.call.phase = CallPhase::Ending;
+        room.end_started = Some(now);
+        for leg in room.legs.values_mut() {
+            if leg.is_live() {
+                leg.api.get_or_insert(ApiHangup::Ended);
+                pending.hang_up(step, &room.call.key, leg, None);
+            }
+        }
+        for request in [
+            Request::KickAll {
+                thread: thread.clone(),
+            },
+            Request::SweepAccount {
+                thread: thread.clone(),
+            },
+        ] {
+            let ctx = ReqCtx {
+                op: None,
+                thread: thread.clone(),
+                call_ms: room.call.key.started_ms,
+                leg: 0,
+                user: None,
+                kind: ReqKind::Room,
+            };
+            pending.send(step, ctx, request);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn admit(
+        &mut self,
+        step: &mut Step,
+        op: OpId,
+        thread: &ThreadId,
+        team: TeamId,
+        uniqueid: String,
+        channel: String,
+        now: DateTime<Utc>,
+    ) {
+        if let Some((known, _)) = self.uids.get(&uniqueid) {
+            // The same caller admitted twice (a repeated AGI request): one leg.
+            let direction = self.rooms.get(known).map(|r| r.call.direction);
+            step.reply(
+                op,
+                Answer::Admitted {
+                    direction: direction.unwrap_or(Direction::Inbound),
+                },
+            );
+            return;
+        }
+        if self
+            .rooms
+            .get(thread)
+            .is_some_and(|r| r.call.phase != CallPhase::Active)
+        {
+            step.reply(op, Answer::Refused(Refusal::Ending));
+            return;
+        }
+        let room = open_room(&mut self.rooms, step, thread, team, Direction::Inbound, now);
+        let number = room.take_number();
+        let rec = LegRecord {
+            call: room.call.key.clone(),
+            number,
+            role: Role::Caller,
+            user: None,
+            uniqueid,
+            other_uniqueid: None,
+            channel: Some(channel),
+            dial: String::new(),
+            state: LegState::Dialing,
+            created_at: now,
+            answered_at: Some(now),
+            joined_at: None,
+            ended_at: None,
+            end_reason: None,
+            hangup_cause: None,
+        };
+        index(&mut self.uids, &rec);
+        let mut leg = Leg::new(rec, Originate::NotSent);
+        leg.main.seen = true;
+        room.legs.insert(number, leg);
+        let direction = room.call.direction;
+        step.reply(op, Answer::Admitted { direction });
     }
 
     /// An AMI observation.
     pub fn observe(&mut self, observation: Observation, now: DateTime<Utc>) -> Vec<Effect> {
-        let _ = (observation, now);
-        Vec::new()
+        let mut step = Step::default();
+        match observation {
+            Observation::Reconciled {
+                channels,
+                pbx_restarted,
+            } => self.reconcile(&mut step, &channels, pbx_restarted, now),
+            other => self.observe_leg(&mut step, other, now),
+        }
+        self.flush(step, now)
+    }
+
+    fn observe_leg(&mut self, step: &mut Step, observation: Observation, now: DateTime<Utc>) {
+        let uid = match &observation {
+            Observation::OriginateResponse { uniqueid, .. }
+            | Observation::Newchannel { uniqueid, .. }
+            | Observation::Newstate { uniqueid, .. }
+            | Observation::ConfbridgeJoin { uniqueid, .. }
+            | Observation::ConfbridgeLeave { uniqueid, .. }
+            | Observation::MusicOnHoldStart { uniqueid }
+            | Observation::MusicOnHoldStop { uniqueid }
+            | Observation::Hangup { uniqueid, .. } => uniqueid.clone(),
+            Observation::Reconciled { .. } => return,
+        };
+        let Some((thread, number)) = self.uids.get(&uid).cloned() else {
+            return;
+        };
+        let Engine { rooms, pending, .. } = self;
+        let Some(room) = rooms.get_mut(&thread) else {
+            return;
+        };
+        let key = &room.call.key;
+        let Some(leg) = room.legs.get_mut(&number) else {
+            return;
+        };
+        let main = leg.rec.uniqueid == uid;
+        step.touch(&thread);
+        let in_conference = |conference: &str| conference == thread.as_str();
+        match observation {
+            Observation::OriginateResponse {
+                success,
+                reason,
+                channel,
+                ..
+            } => {
+                if leg.rec.channel.is_none() {
+                    leg.rec.channel = channel.filter(|c| !c.is_empty());
+                }
+                if success {
+                    leg.originate = Originate::Succeeded;
+                    if leg.is_live() && leg.rec.answered_at.is_none() {
+                        leg.rec.answered_at = Some(now);
+                    }
+                    pending.appeared(step, key, leg);
+                } else {
+                    leg.originate = Originate::Failed;
+                    // A failure for a leg that joined cannot undo the join.
+                    if leg.is_live() && leg.rec.joined_at.is_none() {
+                        let at = leg.gone_at.unwrap_or(now);
+                        if leg.api.is_some() {
+                            leg.end(LegState::Left, EndReason::Cancelled, at);
+                        } else {
+                            leg.end(state_from_reason(reason), EndReason::Hangup, at);
+                        }
+                        leg.rec.hangup_cause = Some(reason);
+                    }
+                }
+            }
+            Observation::Newchannel { channel, .. } => {
+                leg.half_mut(main).seen = true;
+                if main && leg.rec.channel.is_none() {
+                    leg.rec.channel = Some(channel);
+                }
+                pending.appeared(step, key, leg);
+            }
+            Observation::Newstate { state, .. } => {
+                leg.half_mut(main).seen = true;
+                if main && leg.is_live() {
+                    match state {
+                        ChannelState::Ringing if leg.rec.state == LegState::Dialing => {
+                            leg.rec.state = LegState::Ringing;
+                        }
+                        ChannelState::Up if leg.rec.answered_at.is_none() => {
+                            leg.rec.answered_at = Some(now);
+                        }
+                        _ => {}
+                    }
+                }
+                pending.appeared(step, key, leg);
+            }
+            Observation::ConfbridgeJoin {
+                conference,
+                channel,
+                ..
+            } => {
+                if !in_conference(&conference) {
+                    return;
+                }
+                leg.half_mut(main).seen = true;
+                if main && leg.rec.channel.is_none() {
+                    leg.rec.channel = Some(channel);
+                }
+                if !leg.is_live() {
+                    pending.appeared(step, key, leg);
+                    return;
+                }
+                leg.rec.state = LegState::Joined;
+                leg.rec.joined_at.get_or_insert(now);
+                leg.rec.answered_at.get_or_insert(now);
+                leg.pausing = false;
+                leg.in_bridge = true;
+                if leg.api.is_some() {
+                    // It raced the end or its exclude (`call/end` marks every live
+                    // leg, and no leg starts while a call ends): out it goes.
+                    leg.rehangup = false;
+                    pending.hang_up(step, key, leg, None);
+                }
+            }
+            Observation::ConfbridgeLeave { conference, .. } => {
+                if !in_conference(&conference) {
+                    return;
+                }
+                leg.half_mut(main).seen = true;
+                leg.in_bridge = false;
+                if leg.is_live() {
+                    if leg.pausing || leg.rec.state == LegState::Paused {
+                        leg.rec.state = LegState::Paused;
+                    } else if leg.rec.state == LegState::Joined {
+                        let reason = leg.end_reason(true);
+                        leg.end(LegState::Left, reason, now);
+                    }
+                }
+            }
+            Observation::MusicOnHoldStart { .. } => {
+                if leg.is_live() && leg.pausing {
+                    leg.rec.state = LegState::Paused;
+                    leg.in_bridge = false;
+                }
+            }
+            Observation::MusicOnHoldStop { .. } | Observation::Reconciled { .. } => {}
+            Observation::Hangup { cause, .. } => {
+                let half = leg.half_mut(main);
+                half.seen = true;
+                half.hung = true;
+                if leg.is_live() {
+                    if leg.halves_gone() && leg.gone_at.is_none() {
+                        leg.gone_at = Some(now);
+                        leg.gone_cause = Some(cause);
+                    }
+                } else if leg.rec.hangup_cause.is_none() {
+                    leg.rec.hangup_cause = Some(cause);
+                }
+            }
+        }
+    }
+
+    fn reconcile(
+        &mut self,
+        step: &mut Step,
+        channels: &[LiveChannel],
+        restarted: bool,
+        now: DateTime<Utc>,
+    ) {
+        let by_uid: HashMap<&str, &LiveChannel> =
+            channels.iter().map(|c| (c.uniqueid.as_str(), c)).collect();
+        let Engine { rooms, pending, .. } = self;
+        for (thread, room) in rooms.iter_mut() {
+            step.touch(thread);
+            let ending = room.call.phase != CallPhase::Active;
+            for leg in room.legs.values_mut() {
+                let on_main = by_uid.get(leg.rec.uniqueid.as_str()).copied();
+                let on_other = leg
+                    .rec
+                    .other_uniqueid
+                    .as_deref()
+                    .and_then(|u| by_uid.get(u))
+                    .copied();
+                let present = on_main.is_some() || on_other.is_some();
+                if restarted || !present {
+                    if leg.is_live() {
+                        let state = if leg.answered() {
+                            LegState::Left
+                        } else {
+                            LegState::Failed
+                        };
+                        let reason = if restarted {
+                            EndReason::PbxRestart
+                        } else {
+                            EndReason::Vanished
+                        };
+                        leg.end(state, reason, now);
+                        if present {
+                            pending.hang_up(step, &room.call.key, leg, None);
+                        }
+                    }
+                    leg.forget_channel();
+                    continue;
+                }
+                for (is_main, found) in [(true, on_main), (false, on_other)] {
+                    let half = leg.half_mut(is_main);
+                    if found.is_some() {
+                        half.seen = true;
+                    } else if half.seen {
+                        half.hung = true;
+                    }
+                }
+                if !leg.is_live() {
+                    continue;
+                }
+                let found: Vec<&LiveChannel> = [on_main, on_other].into_iter().flatten().collect();
+                let runs = |app: &str| {
+                    found
+                        .iter()
+                        .any(|c| c.application.eq_ignore_ascii_case(app))
+                };
+                if found.iter().any(|c| c.up) {
+                    // Answered: its originate can only have succeeded.
+                    leg.rec.answered_at.get_or_insert(now);
+                }
+                if runs("ConfBridge") {
+                    if !leg.pausing && leg.rec.state != LegState::Paused {
+                        leg.rec.state = LegState::Joined;
+                        leg.rec.joined_at.get_or_insert(now);
+                        leg.rec.answered_at.get_or_insert(now);
+                        leg.in_bridge = true;
+                    }
+                } else if runs("MusicOnHold") {
+                    leg.rec.state = LegState::Paused;
+                    leg.rec.answered_at.get_or_insert(now);
+                    leg.pausing = true;
+                    leg.in_bridge = false;
+                }
+                if ending {
+                    // The end's hangups may have been lost with the old connection.
+                    pending.hang_up(step, &room.call.key, leg, None);
+                }
+            }
+            if restarted {
+                step.replies
+                    .extend(room.close(now, Some(CallResult::Failed)));
+            }
+        }
     }
 
     /// The PBX's answer to request `id`.
@@ -647,21 +1437,224 @@ impl Engine {
         outcome: RequestOutcome,
         now: DateTime<Utc>,
     ) -> Vec<Effect> {
-        let _ = (id, outcome, now);
-        Vec::new()
+        let mut step = Step::default();
+        let Engine { rooms, pending, .. } = self;
+        if let Some(ctx) = pending.requests.remove(&id) {
+            let room = rooms
+                .get_mut(&ctx.thread)
+                .filter(|r| r.call.key.started_ms == ctx.call_ms);
+            if room.is_some() {
+                step.touch(&ctx.thread);
+            }
+            let (key, leg) = match room {
+                Some(room) => (Some(&room.call.key), room.legs.get_mut(&ctx.leg)),
+                None => (None, None),
+            };
+            let accepted = outcome == RequestOutcome::Accepted;
+            let counts = match (ctx.kind, key, leg) {
+                (ReqKind::Originate, _, Some(leg)) => originate_answered(leg, &outcome, now),
+                (ReqKind::Hangup, Some(key), Some(leg)) => {
+                    hangup_answered(pending, &mut step, key, leg, &outcome)
+                }
+                (ReqKind::Hold, _, Some(leg)) => hold_answered(leg, accepted),
+                _ => accepted,
+            };
+            if let Some(op) = ctx.op {
+                if let Some(waiting) = pending.ops.get_mut(&op) {
+                    waiting.waiting = waiting.waiting.saturating_sub(1);
+                    match (&ctx.user, counts) {
+                        (Some(user), true) => {
+                            waiting.users.insert(user.clone());
+                        }
+                        (_, false) if outcome == RequestOutcome::Unreachable => {
+                            waiting.unreachable = waiting.unreachable.saturating_add(1);
+                        }
+                        _ => {}
+                    }
+                }
+                pending.finish(op, &mut step);
+            }
+        }
+        self.flush(step, now)
     }
 
     /// The clock moved: ends calls whose end deadline passed. The control task calls it
     /// about once a second.
     pub fn tick(&mut self, now: DateTime<Utc>) -> Vec<Effect> {
-        let _ = now;
-        Vec::new()
+        let mut step = Step::default();
+        let deadline = millis(self.settings.end_deadline);
+        let overdue = |since: DateTime<Utc>| (now - since).num_milliseconds() >= deadline;
+        for (thread, room) in &mut self.rooms {
+            let mut touched = false;
+            for leg in room.legs.values_mut() {
+                if let Some(gone_at) = leg.gone_at {
+                    if leg.is_live() && !leg.originate.resolved() && overdue(gone_at) {
+                        leg.classify_by_cause(gone_at);
+                        touched = true;
+                    }
+                }
+            }
+            if room.call.phase == CallPhase::Ending {
+                let started = *room.end_started.get_or_insert(now);
+                if overdue(started) {
+                    step.replies.extend(room.close(now, None));
+                    touched = true;
+                }
+            }
+            if touched {
+                step.touch(thread);
+            }
+        }
+        self.flush(step, now)
+    }
+
+    /// Settles the touched calls (legs whose channel is gone end, the dialog interval
+    /// opens or closes, an ending call whose legs are all gone closes) and returns the
+    /// step's effects: records (calls, then legs; each changed record once, whole), then
+    /// requests, then answers. Closed calls leave memory.
+    fn flush(&mut self, step: Step, now: DateTime<Utc>) -> Vec<Effect> {
+        let Step {
+            touched,
+            sends,
+            mut replies,
+        } = step;
+        let mut calls = Vec::new();
+        let mut legs = Vec::new();
+        for thread in &touched {
+            let Some(room) = self.rooms.get_mut(thread) else {
+                continue;
+            };
+            for leg in room.legs.values_mut() {
+                leg.settle(now);
+            }
+            room.update_dialog(now);
+            if room.call.phase == CallPhase::Ending && room.all_gone() {
+                replies.extend(room.close(now, None));
+            }
+            if room.recorded.as_ref() != Some(&room.call) {
+                room.recorded = Some(room.call.clone());
+                calls.push(Effect::Record(Change::Call(room.call.clone())));
+            }
+            for leg in room.legs.values_mut() {
+                if leg.recorded.as_ref() != Some(&leg.rec) {
+                    leg.recorded = Some(leg.rec.clone());
+                    legs.push(Effect::Record(Change::Leg(leg.rec.clone())));
+                }
+            }
+            if room.call.phase == CallPhase::Ended {
+                self.remove_room(thread);
+            }
+        }
+        calls.extend(legs);
+        calls.extend(
+            sends
+                .into_iter()
+                .map(|(id, request)| Effect::Send { id, request }),
+        );
+        calls.extend(
+            replies
+                .into_iter()
+                .map(|(op, answer)| Effect::Reply { op, answer }),
+        );
+        calls
+    }
+
+    fn remove_room(&mut self, thread: &ThreadId) {
+        if let Some(room) = self.rooms.remove(thread) {
+            for leg in room.legs.values() {
+                for uid in std::iter::once(&leg.rec.uniqueid).chain(&leg.rec.other_uniqueid) {
+                    if self.uids.get(uid).is_some_and(|(t, _)| t == thread) {
+                        self.uids.remove(uid);
+                    }
+                }
+            }
+        }
     }
 
     /// The call a thread has now (active or ending), for reads and for the routes'
     /// checks.
     pub fn active_call(&self, thread: &ThreadId) -> Option<&CallRecord> {
-        let _ = thread;
-        None
+        self.rooms.get(thread).map(|r| &r.call)
     }
+
+    /// The legs of the thread's active (or ending) call, by number; empty without one.
+    pub fn call_legs(&self, thread: &ThreadId) -> Vec<&LegRecord> {
+        self.rooms
+            .get(thread)
+            .map(|r| r.legs.values().map(|l| &l.rec).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every active or ending call of this PBX.
+    pub fn calls(&self) -> impl Iterator<Item = &CallRecord> {
+        self.rooms.values().map(|r| &r.call)
+    }
+}
+
+/// The originate's answer; whether it counts as the user invited.
+fn originate_answered(leg: &mut Leg, outcome: &RequestOutcome, now: DateTime<Utc>) -> bool {
+    if *outcome == RequestOutcome::Accepted {
+        if leg.originate == Originate::Pending {
+            leg.originate = Originate::Queued;
+        }
+        return true;
+    }
+    // An OriginateResponse or a channel event already came: the PBX did act, whatever
+    // the answer says.
+    if leg.originate != Originate::Pending || leg.main.seen || leg.other.seen {
+        if leg.originate == Originate::Pending {
+            leg.originate = Originate::Queued;
+        }
+        return true;
+    }
+    leg.originate = Originate::Failed;
+    if leg.is_live() {
+        leg.end(LegState::Failed, EndReason::Refused, now);
+    }
+    false
+}
+
+/// A hangup's answer; whether it counts as the user affected. A refusal for a leg
+/// whose channel does not exist yet is remembered: the hangup is sent again when the
+/// channel appears, so the leg is affected all the same.
+fn hangup_answered(
+    pending: &mut Pending,
+    step: &mut Step,
+    key: &CallKey,
+    leg: &mut Leg,
+    outcome: &RequestOutcome,
+) -> bool {
+    match outcome {
+        RequestOutcome::Accepted => true,
+        _ if !leg.is_live() => false,
+        RequestOutcome::Unreachable => {
+            leg.rehangup = true;
+            false
+        }
+        RequestOutcome::Refused(_) => {
+            if !leg.main.seen && !leg.other.seen {
+                leg.rehangup = true;
+                return true;
+            }
+            let up = [leg.main, leg.other].iter().any(|h| h.seen && !h.hung);
+            if up && leg.retries < 2 {
+                leg.retries = leg.retries.saturating_add(1);
+                pending.hang_up(step, key, leg, None);
+            }
+            false
+        }
+    }
+}
+
+/// A hold's answer; whether it counts as the user paused.
+fn hold_answered(leg: &mut Leg, accepted: bool) -> bool {
+    if leg.is_live() && leg.pausing {
+        if accepted {
+            leg.rec.state = LegState::Paused;
+        } else if leg.in_bridge {
+            leg.pausing = false;
+            leg.rec.state = LegState::Joined;
+        }
+    }
+    accepted
 }
