@@ -628,6 +628,8 @@ pub enum Answer {
     },
     Admitted {
         direction: Direction,
+        /// The call the caller joined: the dialplan tags the caller's channel with it.
+        key: CallKey,
     },
     Refused(Refusal),
 }
@@ -1141,13 +1143,12 @@ impl Engine {
     ) {
         if let Some((known, _)) = self.uids.get(&uniqueid) {
             // The same caller admitted twice (a repeated AGI request): one leg.
-            let direction = self.rooms.get(known).map(|r| r.call.direction);
-            step.reply(
-                op,
-                Answer::Admitted {
-                    direction: direction.unwrap_or(Direction::Inbound),
-                },
-            );
+            if let Some(room) = self.rooms.get(known) {
+                let (direction, key) = (room.call.direction, room.call.key.clone());
+                step.reply(op, Answer::Admitted { direction, key });
+            } else {
+                step.reply(op, Answer::Refused(Refusal::NoActiveCall));
+            }
             return;
         }
         if self
@@ -1181,8 +1182,8 @@ impl Engine {
         let mut leg = Leg::new(rec, Originate::NotSent);
         leg.main.seen = true;
         room.legs.insert(number, leg);
-        let direction = room.call.direction;
-        step.reply(op, Answer::Admitted { direction });
+        let (direction, key) = (room.call.direction, room.call.key.clone());
+        step.reply(op, Answer::Admitted { direction, key });
     }
 
     /// An AMI observation.

@@ -1198,7 +1198,8 @@ fn admit_caller_creates_an_inbound_call_whose_caller_joins() {
         vec![(
             op,
             Answer::Admitted {
-                direction: Direction::Inbound
+                direction: Direction::Inbound,
+                key: call.key.clone(),
             }
         )]
     );
@@ -1231,7 +1232,8 @@ fn admit_caller_creates_an_inbound_call_whose_caller_joins() {
     assert_eq!(
         answers(&again),
         vec![Answer::Admitted {
-            direction: Direction::Inbound
+            direction: Direction::Inbound,
+            key: rig.recorded_call().key,
         }]
     );
     assert_eq!(rig.engine.call_legs(&thread()).len(), 2);
@@ -1252,7 +1254,8 @@ fn admit_caller_into_an_active_outbound_call_adds_the_caller() {
     assert_eq!(
         answers(&effects),
         vec![Answer::Admitted {
-            direction: Direction::Outbound
+            direction: Direction::Outbound,
+            key: rig.recorded_call().key,
         }]
     );
     assert_eq!(rig.leg(1).role, Role::Caller);
