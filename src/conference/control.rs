@@ -414,13 +414,16 @@ impl Control {
     /// result comes back as an `Observation::Reconciled`, retried every second until the
     /// PBX answers (a PBX just started may not yet).
     fn reconcile(&self, reconciled: &mpsc::UnboundedSender<Observation>) {
+        // With no open call there is nothing to compare the PBX with.
+        let Some(oldest_open) = self.open_calls.values().min().copied() else {
+            return;
+        };
         let client = self.client.clone();
-        let oldest_open = self.open_calls.values().min().copied();
         let reconciled = reconciled.clone();
         let shutdown = self.shutdown.clone();
         self.tracker.spawn(async move {
             for _ in 0..30 {
-                match snapshot(&client, oldest_open).await {
+                match snapshot(&client, Some(oldest_open)).await {
                     Ok(obs) => {
                         let _ = reconciled.send(obs);
                         return;

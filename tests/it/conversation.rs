@@ -46,6 +46,11 @@ impl Conv {
     pub async fn start_with(options: DaemonOptions) -> Conv {
         let d = Daemon::start_with(options).await;
         let key = d.admin_key();
+        Conv::connected(d, key).await
+    }
+
+    /// With `key` (a configured key: the daemon then writes no first-start key).
+    pub async fn connected(d: Daemon, key: String) -> Conv {
         wait_connected(&d, &key).await;
         Conv {
             d,
@@ -524,14 +529,17 @@ async fn an_end_racing_invites_leaves_nothing_ringing() {
 
 #[tokio::test]
 async fn bad_input_is_answered_in_the_envelope_and_writes_nothing() {
-    let c = Conv::start_with(options().config(&format!(
+    let keys = format!(
         "[[api_keys]]\nname = \"team-calls\"\nsha256 = \"{}\"\nscopes = [\"calls\"]\nteams = [\"{}\"]\n\n\
-         [[api_keys]]\nname = \"events-only\"\nsha256 = \"{}\"\nscopes = [\"events\"]\n",
+         [[api_keys]]\nname = \"events-only\"\nsha256 = \"{}\"\nscopes = [\"events\"]\n\n\
+         [[api_keys]]\nname = \"ops\"\nsha256 = \"{}\"\nscopes = [\"admin\"]\n",
         medcall::auth::hash_key("team-key"),
         "aaaaaaaaaaaaaaaaaaaaaaaa",
         medcall::auth::hash_key("events-key"),
-    )))
-    .await;
+        medcall::auth::hash_key("ops-key"),
+    );
+    let d = Daemon::start_with(options().config(&keys)).await;
+    let c = Conv::connected(d, "ops-key".into()).await;
     let thread = id("");
     let user = id("a0");
     let big = format!(
