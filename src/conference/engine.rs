@@ -1012,7 +1012,7 @@ impl Engine {
                 timeout: settings.ring_timeout,
             };
             pending.send(step, ctx, request);
-            room.legs.insert(number, Leg::new(rec, Originate::Pending));
+            room.legs.insert(number, Leg::new(rec, Originate::Waiting));
         }
         pending.finish(op, step);
     }
@@ -1564,9 +1564,7 @@ impl Engine {
         if let Some(room) = self.rooms.remove(thread) {
             for leg in room.legs.values() {
                 for uid in std::iter::once(&leg.rec.uniqueid).chain(&leg.rec.other_uniqueid) {
-                    if self.uids.get(uid).is_some_and(|(t, _)| t == thread) {
-                        self.uids.remove(uid);
-                    }
+                    self.uids.remove(uid);
                 }
             }
         }
@@ -1594,18 +1592,10 @@ impl Engine {
 
 /// The originate's answer; whether it counts as the user invited.
 fn originate_answered(leg: &mut Leg, outcome: &RequestOutcome, now: DateTime<Utc>) -> bool {
-    if *outcome == RequestOutcome::Accepted {
-        if leg.originate == Originate::Pending {
-            leg.originate = Originate::Queued;
-        }
-        return true;
-    }
     // An OriginateResponse or a channel event already came: the PBX did act, whatever
     // the answer says.
-    if leg.originate != Originate::Pending || leg.main.seen || leg.other.seen {
-        if leg.originate == Originate::Pending {
-            leg.originate = Originate::Queued;
-        }
+    let acted = leg.originate.resolved() || leg.main.seen || leg.other.seen;
+    if *outcome == RequestOutcome::Accepted || acted {
         return true;
     }
     leg.originate = Originate::Failed;

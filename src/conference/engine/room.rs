@@ -17,11 +17,9 @@ use crate::directory::UserId;
 pub(super) enum Originate {
     /// No originate to wait for: an inbound caller, or a restored leg that had answered.
     NotSent,
-    /// Sent, not answered yet.
-    Pending,
-    /// Accepted (`Originate successfully queued`), no OriginateResponse yet. Also a
-    /// restored leg that never answered: its OriginateResponse may still come.
-    Queued,
+    /// Sent (answered or not), no OriginateResponse yet; also a restored leg that
+    /// never answered: its OriginateResponse may still come.
+    Waiting,
     Succeeded,
     Failed,
 }
@@ -59,8 +57,9 @@ pub(super) struct Leg {
     pub(super) main: Half,
     pub(super) other: Half,
     pub(super) api: Option<ApiHangup>,
-    /// A hold was asked (and not refused) and no ConfbridgeJoin came since: a
-    /// ConfbridgeLeave now is the pause, not the leg leaving.
+    /// A hold was asked in this process (and not refused) and no ConfbridgeJoin came
+    /// since: a ConfbridgeLeave now is the pause, not the leg leaving. (A `paused` leg
+    /// is read the same way whatever this says.)
     pub(super) pausing: bool,
     /// In the conference: ConfbridgeJoin seen and no ConfbridgeLeave since.
     pub(super) in_bridge: bool,
@@ -103,7 +102,7 @@ impl Leg {
         let originate = if !live || answered || rec.role == Role::Caller {
             Originate::NotSent
         } else {
-            Originate::Queued
+            Originate::Waiting
         };
         // A live leg's channel is assumed to exist (the reconciliation corrects it); an
         // ended leg's is assumed gone.
@@ -120,7 +119,6 @@ impl Leg {
         leg.main = main;
         leg.other = other;
         leg.api = ending.then_some(ApiHangup::Ended);
-        leg.pausing = leg.rec.state == LegState::Paused;
         leg.in_bridge = leg.rec.state == LegState::Joined;
         leg
     }
@@ -180,22 +178,19 @@ impl Leg {
         }
     }
 
-    /// After any change: a live leg whose channel is gone ends, if the engine can tell
-    /// how. An unanswered one waits for its OriginateResponse to classify it (or for the
+    /// After any change: a live leg that answered and whose channel is gone ends. An
+    /// unanswered one waits for its OriginateResponse to classify it (or for the
     /// fallback, [`Leg::classify_by_cause`]).
     pub(super) fn settle(&mut self, now: DateTime<Utc>) {
         if !self.is_live() || !self.halves_gone() {
             return;
         }
         let at = self.gone_at.unwrap_or(now);
-        if self.answered() {
-            let reason = self.end_reason(true);
-            self.end(LegState::Left, reason, at);
-        } else if self.originate.resolved() {
-            self.classify_by_cause(at);
-        } else {
+        if !self.answered() {
             return;
         }
+        let reason = self.end_reason(true);
+        self.end(LegState::Left, reason, at);
         if self.rec.hangup_cause.is_none() {
             self.rec.hangup_cause = self.gone_cause;
         }

@@ -1640,3 +1640,91 @@ fn a_restored_paused_leg_found_in_the_conference_stays_paused() {
     );
     assert_eq!(rig.leg(1).state, LegState::Paused);
 }
+
+#[test]
+fn an_unreachable_originate_whose_leg_already_showed_up_counts_as_invited() {
+    for early in ["newchannel", "response"] {
+        let mut rig = Rig::started();
+        let (op, effects) = rig.invite(vec![local(1)], at(0));
+        match early {
+            "newchannel" => drop(rig.newchannel(1, at(1))),
+            _ => drop(rig.response(1, true, 4, at(1))),
+        }
+        let (id, _) = sends(&effects).into_iter().next().unwrap();
+        let out = rig.answer(id, RequestOutcome::Unreachable, at(1));
+        assert_eq!(
+            replies(&out),
+            vec![(op, Answer::Invited { count: 1 })],
+            "{early}"
+        );
+        assert!(rig.leg(1).state.is_live(), "{early}");
+    }
+}
+
+#[test]
+fn a_refused_hangup_of_a_channel_already_gone_is_not_retried() {
+    let mut rig = Rig::started();
+    let _ = rig.invite_accepted(vec![local(1)], at(0));
+    rig.newchannel(1, at(0));
+    let (op, effects) = rig.exclude(vec![user(1)], at(1));
+    rig.hangup(1, 16, at(1));
+    let (id, _) = sends(&effects).into_iter().next().unwrap();
+    let out = rig.answer(id, RequestOutcome::Refused("No such channel".into()), at(1));
+    assert!(hangups(&out).is_empty());
+    assert_eq!(replies(&out), vec![(op, Answer::Excluded { count: 0 })]);
+}
+
+#[test]
+fn a_hold_answered_after_the_leg_hung_up_leaves_it_left() {
+    for outcome in [
+        RequestOutcome::Accepted,
+        RequestOutcome::Refused("x".into()),
+    ] {
+        let mut rig = Rig::started();
+        let _ = rig.invite_accepted(vec![local(1)], at(0));
+        rig.answers_and_joins(1, at(0));
+        let (_, effects) = rig.pause(vec![user(1)], at(1));
+        rig.hangup(1, 16, at(1));
+        assert_eq!(rig.leg(1).state, LegState::Left);
+        let (id, _) = sends(&effects).into_iter().next().unwrap();
+        rig.answer(id, outcome, at(2));
+        assert_eq!(rig.leg(1).state, LegState::Left);
+    }
+}
+
+#[test]
+fn a_restored_dialing_leg_hung_up_without_a_response_is_classified_by_its_cause() {
+    let mut rig = Rig::started();
+    let _ = rig.invite_accepted(vec![local(1)], at(0));
+    let (call, legs) = (rig.recorded_call(), vec![rig.recorded_leg(1)]);
+    let mut rig = Rig::new();
+    rig.engine.restore(vec![(call, legs)]);
+    rig.hangup(1, 17, at(5));
+    rig.tick(at(15));
+    assert_eq!(rig.leg(1).state, LegState::Busy);
+}
+
+#[test]
+fn a_restored_ending_call_with_an_ended_leg_closes_when_its_live_leg_is_gone() {
+    let (mut call, mut legs) = stored_mid_dialog();
+    call.phase = CallPhase::Ending;
+    let first = legs.first_mut().unwrap();
+    first.state = LegState::Left;
+    first.end_reason = Some(EndReason::Hangup);
+    let mut rig = Rig::new();
+    rig.engine.restore(vec![(call, legs)]);
+    rig.hangup(2, 16, at(20));
+    assert_eq!(rig.recorded_call().phase, CallPhase::Ended);
+}
+
+#[test]
+fn a_restored_joined_leg_whose_hold_is_refused_leaves_for_real_afterwards() {
+    let (call, legs) = stored_mid_dialog();
+    let mut rig = Rig::new();
+    rig.engine.restore(vec![(call, legs)]);
+    let (_, effects) = rig.pause(vec![user(1)], at(10));
+    let (id, _) = sends(&effects).into_iter().next().unwrap();
+    rig.answer(id, RequestOutcome::Refused("x".into()), at(10));
+    rig.leave(1, at(11));
+    assert_eq!(rig.leg(1).state, LegState::Left);
+}
