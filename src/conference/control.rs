@@ -493,9 +493,12 @@ async fn snapshot(
         .filter_map(observe::live_channel)
         .collect();
     let pbx_started = uptime_seconds(&uptime).map(|s| now() - chrono::Duration::seconds(s));
+    // The uptime is whole seconds, cut down: `pbx_started` is at or up to a second after
+    // the real start, so a PBX that (re)started after the oldest open call began is
+    // always seen as restarted. The one false reading: a call begun within the PBX's
+    // first second of uptime.
     let pbx_restarted = match (pbx_started, oldest_open) {
-        // A second of slack: the uptime is whole seconds.
-        (Some(started), Some(oldest)) => started > oldest + chrono::Duration::seconds(1),
+        (Some(started), Some(oldest)) => started > oldest,
         _ => false,
     };
     Ok(Observation::Reconciled {

@@ -180,13 +180,13 @@ async fn the_real_cdr_of_a_finished_call_is_stored_with_the_call() {
 }
 
 /// A second Asterisk from the rig's root on its own port, stopped on drop.
-struct OwnRig {
-    instance: String,
-    port: u16,
+pub struct OwnRig {
+    pub instance: String,
+    pub port: u16,
 }
 
 impl OwnRig {
-    fn script(&self, verb: &str) {
+    pub fn script(&self, verb: &str) {
         let out = std::process::Command::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/scripts/asterisk-rig"
@@ -203,7 +203,7 @@ impl OwnRig {
         );
     }
 
-    fn up(name: &str) -> OwnRig {
+    pub fn up(name: &str) -> OwnRig {
         let rig = OwnRig {
             instance: format!("{name}-{}", std::process::id()),
             port: free_port(),

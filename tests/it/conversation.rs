@@ -1002,3 +1002,70 @@ async fn an_inbound_caller_joins_the_thread_the_directory_routes_their_number_to
     assert!(ended["dialogDuration"].as_i64().unwrap() >= 1, "{ended}");
     assert_no_channels_left(&mut ami, &thread).await;
 }
+
+#[tokio::test]
+async fn an_asterisk_restart_mid_call_closes_its_legs_and_ends_the_call_failed() {
+    use crate::calls::OwnRig;
+    let own = OwnRig::up("it-conv-restart");
+    let rig = Rig::from_env();
+    let c = Conv::start_with(
+        options()
+            .env("MEDCALL__PBX__0__PORT", own.port)
+            .env("MEDCALL__AMI__BACKOFF_MIN_MS", 100)
+            .env("MEDCALL__AMI__BACKOFF_MAX_MS", 500),
+    )
+    .await;
+    let thread = id("");
+    c.ok("call/start", json!({"threadId": thread})).await;
+    let (u1, u2) = (id("a0"), id("a0"));
+    c.ok(
+        "call.user/invite",
+        json!({"threadId": thread, "userIds": [u1, u2]}),
+    )
+    .await;
+    c.wait_call(&thread, Duration::from_secs(10), |call| {
+        state_of(call, &u1) == "joined" && state_of(call, &u2) == "joined"
+    })
+    .await;
+    // Killed: no Hangup event reaches medcall; the restart is found on reconnect.
+    own.script("crash");
+    own.script("up");
+    let call = c
+        .wait_call(&thread, Duration::from_secs(30), |call| {
+            call["state"] == "ended"
+        })
+        .await;
+    assert_eq!(call["result"], "failed", "{call:#}");
+    for u in [&u1, &u2] {
+        let p = participant(&call, u);
+        assert_eq!(p["endReason"], "pbx-restart", "{call:#}");
+        assert!(p["endedAt"].is_string(), "{call:#}");
+    }
+    let pbx: Value = c.d.get_json("/api/pbx", &c.key).await;
+    assert!(
+        !pbx[0]["recentGaps"].as_array().unwrap().is_empty(),
+        "the gap is recorded: {pbx:#}"
+    );
+    let (status, v) = c.post("call/end", json!({"threadId": thread})).await;
+    assert_eq!(status, 404, "the call is over: {v}");
+    let mut ami = RawAmi::connect(&Rig {
+        ami_port: own.port,
+        ..rig
+    })
+    .await;
+    ami.login(&Rig::from_env().username, &Rig::from_env().secret)
+        .await;
+    assert_no_channels_left(&mut ami, &thread).await;
+    // A new call starts on the restarted PBX.
+    c.ok("call/start", json!({"threadId": thread})).await;
+    c.ok(
+        "call.user/invite",
+        json!({"threadId": thread, "userId": u1}),
+    )
+    .await;
+    c.wait_call(&thread, Duration::from_secs(10), |call| {
+        state_of(call, &u1) == "joined"
+    })
+    .await;
+    c.ok("call/end", json!({"threadId": thread})).await;
+}
