@@ -496,10 +496,7 @@ pub enum Request {
     /// Originate the leg into the thread's conference (async, ring timeout
     /// [`Settings::ring_timeout`]), with its uniqueid(s), `Account` = thread, and the
     /// channel variables for thread, user and role.
-    Originate {
-        leg: LegRecord,
-        timeout: Duration,
-    },
+    Originate { leg: LegRecord, timeout: Duration },
     /// Hang up a channel by uniqueid, cause 16.
     Hangup { uniqueid: String },
     /// Redirect a joined leg to the hold context (music on hold).

@@ -84,8 +84,14 @@ mod tests {
         assert!(local.is_local());
         assert!(!"PJSIP/1001".parse::<Endpoint>().unwrap().is_local());
         assert_eq!("1001".parse::<Endpoint>(), Err(EndpointError::NoTechnology));
-        assert_eq!("/1001".parse::<Endpoint>(), Err(EndpointError::NoTechnology));
-        assert_eq!("PJSIP/".parse::<Endpoint>(), Err(EndpointError::NoTechnology));
+        assert_eq!(
+            "/1001".parse::<Endpoint>(),
+            Err(EndpointError::NoTechnology)
+        );
+        assert_eq!(
+            "PJSIP/".parse::<Endpoint>(),
+            Err(EndpointError::NoTechnology)
+        );
         assert_eq!(
             "PJSIP/10\r\n01".parse::<Endpoint>(),
             Err(EndpointError::ControlOrSpace)

@@ -118,7 +118,10 @@ mod tests {
     #[test]
     fn json_goes_through_the_same_check() {
         let id: UserId = serde_json::from_str("\"5b4458eb1b2b33001bf213bf\"").unwrap();
-        assert_eq!(serde_json::to_string(&id).unwrap(), "\"5b4458eb1b2b33001bf213bf\"");
+        assert_eq!(
+            serde_json::to_string(&id).unwrap(),
+            "\"5b4458eb1b2b33001bf213bf\""
+        );
         assert!(serde_json::from_str::<UserId>("\"5b4458eb\"").is_err());
     }
 }
