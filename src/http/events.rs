@@ -168,7 +168,8 @@ enum CallTypeParam {
 
 // The schema of `/api/events`' query: one of two parameters, which separate parameters
 // cannot say; an object parameter (`form`, exploded) is each of its properties on the
-// wire. The handler reads them with `Params`.
+// wire. Each variant allows the other parameter only empty (read as absent), and other
+// parameters freely (ignored), as the handler does; it reads them with `Params`.
 /// `text=ID` or `call=ID`, not both.
 #[derive(Debug, utoipa::ToSchema)]
 #[serde(untagged)]
@@ -180,22 +181,26 @@ enum LeadQuery {
 
 /// A text lead.
 #[derive(Debug, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct TextLead {
     /// The id of a text lead in the CRM.
     #[schema(minimum = 1)]
     text: i64,
+    /// Blank, if given.
+    #[schema(value_type = String, required = false, pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$")]
+    call: (),
 }
 
 /// A call lead.
 #[derive(Debug, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 struct CallLead {
     /// medcall's call id (MEDCALL_CALL_ID).
     #[schema(minimum = 1)]
     call: i64,
+    /// Blank, if given.
+    #[schema(value_type = String, required = false, pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$")]
+    text: (),
 }
 
 /// `?text=ID` or `?call=ID`: registers a lead and returns its request (made if new).

@@ -19,5 +19,6 @@ mod calls;
 mod crm_dialplan;
 mod events;
 mod foundation;
+mod openapi;
 mod replay;
 mod support;
