@@ -21,5 +21,6 @@ mod crm_dialplan;
 mod directory;
 mod events;
 mod foundation;
+mod openapi;
 mod replay;
 mod support;
