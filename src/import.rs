@@ -44,6 +44,13 @@ pub async fn clients(config: &Config, file: &Path) -> anyhow::Result<ImportCount
     let store_path = config.store.path.clone();
     let store = tokio::task::spawn_blocking(move || Store::open(&store_path)).await??;
     let tty = std::io::stderr().is_terminal();
+    let unknown = store.unknown_clients(valid.outside_client_ids()).await?;
+    if !unknown.is_empty() {
+        anyhow::bail!(
+            "the document has invalid entries:\n  {}",
+            valid.unknown_client_problems(&unknown).join("\n  ")
+        );
+    }
     let counts = store
         .import_clients(valid, BATCH, move |c| {
             if tty {

@@ -107,8 +107,10 @@ impl RecordingPath {
         if text.is_empty() {
             return Err("`path` must not be empty.".into());
         }
-        if text.len() > 1024 {
-            return Err("`path` is longer than 1024 bytes.".into());
+        // Characters, not bytes: the limit every other parameter has, and one the API's
+        // schema can state (`maxLength`); 1 024 characters are at most 4 KiB, PATH_MAX.
+        if text.chars().count() > 1024 {
+            return Err("`path` is longer than 1024 characters.".into());
         }
         if text.chars().any(|c| c.is_control()) || text.contains('\\') {
             return Err("`path` must not contain control characters or backslashes.".into());

@@ -3,6 +3,7 @@
 //! not leave 899 999 clients half-imported.
 
 use serde::Deserialize;
+use serde::de::{Deserializer, Error, Unexpected, Visitor};
 
 use super::phone::PhoneNumber;
 use super::{RequestSource, RequestStatus};
@@ -22,36 +23,140 @@ pub struct ClientsDocument {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientIn {
+    #[serde(deserialize_with = "whole_number")]
+    #[schema(minimum = 1)]
     pub id: i64,
     #[serde(default)]
+    #[schema(max_length = 512, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub full_name: Option<String>,
     #[serde(default)]
+    #[schema(value_type = Vec<PhoneText>, max_items = 32)]
     pub phones: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContractIn {
+    #[serde(deserialize_with = "whole_number")]
+    #[schema(minimum = 1)]
     pub id: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "some_whole_number")]
     pub client_id: Option<i64>,
     #[serde(default)]
+    #[schema(value_type = Vec<PhoneText>, max_items = 32)]
     pub phones: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestIn {
+    #[serde(deserialize_with = "whole_number")]
+    #[schema(minimum = 1)]
     pub id: i64,
+    #[serde(default, deserialize_with = "some_whole_number")]
     pub client_id: Option<i64>,
     /// `text` (default) or `call`.
     #[serde(default)]
+    #[schema(value_type = Option<RequestSourceText>)]
     pub source: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "some_whole_number")]
     pub source_id: Option<i64>,
     /// `open` (default) or `closed`.
     #[serde(default)]
+    #[schema(value_type = Option<RequestStatusText>)]
     pub status: Option<String>,
+}
+
+// The schema of `ClientIn::phones` and `ContractIn::phones` (the text stays a `String`
+// until `validate` reads it); the pattern is `PhoneNumber::parse`'s rule.
+/// A Russian phone as the CRM writes it: 10 digits, or 11 starting with 7 (`+7`) or 8;
+/// spaces, `-`, `(`, `)` and `.` may stand between the digits.
+#[derive(Debug, utoipa::ToSchema)]
+#[schema(as = Phone, pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*(?:\+[ ().\xa0-]*7|[ ().\xa0-]*[78]?)[ ().\xa0-]*(?:[0-9][ ().\xa0-]*){10}[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$")]
+pub struct PhoneText(pub String);
+
+// The schema of `RequestIn::source`.
+/// Where a request came from.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = RequestSourceIn)]
+pub enum RequestSourceText {
+    Text,
+    Call,
+}
+
+// The schema of `RequestIn::status`.
+/// Whether a request is still open.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[schema(as = RequestStatusIn)]
+pub enum RequestStatusText {
+    Open,
+    Closed,
+}
+
+/// An integer, also when the JSON writes it with a fraction or an exponent (`7000.0`,
+/// `7e3`): JSON Schema's `integer` counts those, and writers such as Python's `json`
+/// emit them. A number with a fractional part is refused.
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    d.deserialize_any(WholeNumber)
+}
+
+/// [`whole_number`], or `null`.
+fn some_whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    d.deserialize_option(OptionalWholeNumber)
+}
+
+struct WholeNumber;
+
+impl Visitor<'_> for WholeNumber {
+    type Value = i64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an integer")
+    }
+
+    fn visit_i64<E: Error>(self, v: i64) -> Result<i64, E> {
+        Ok(v)
+    }
+
+    fn visit_u64<E: Error>(self, v: u64) -> Result<i64, E> {
+        i64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+    }
+
+    fn visit_f64<E: Error>(self, v: f64) -> Result<i64, E> {
+        // Below 2^53 every whole f64 is exactly the integer its text spelled; above it a
+        // text could have been rounded to its neighbour.
+        const EXACT: f64 = 9_007_199_254_740_992.0;
+        if v.fract() == 0.0 && v.abs() < EXACT {
+            #[allow(clippy::cast_possible_truncation)]
+            Ok(v as i64)
+        } else {
+            Err(E::invalid_value(Unexpected::Float(v), &self))
+        }
+    }
+}
+
+struct OptionalWholeNumber;
+
+impl<'de> Visitor<'de> for OptionalWholeNumber {
+    type Value = Option<i64>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an integer or null")
+    }
+
+    fn visit_none<E: Error>(self) -> Result<Option<i64>, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E: Error>(self) -> Result<Option<i64>, E> {
+        Ok(None)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
+        whole_number(d).map(Some)
+    }
 }
 
 /// A validated client.
@@ -86,6 +191,40 @@ pub struct ValidDocument {
     pub clients: Vec<ValidClient>,
     pub contracts: Vec<ValidContract>,
     pub requests: Vec<ValidRequest>,
+}
+
+impl ValidDocument {
+    /// The client ids that contracts and requests name but the document does not hold,
+    /// ascending, each once: the store must already know them.
+    pub fn outside_client_ids(&self) -> Vec<i64> {
+        let own: std::collections::HashSet<i64> = self.clients.iter().map(|c| c.id).collect();
+        let mut ids: Vec<i64> = self
+            .contracts
+            .iter()
+            .filter_map(|c| c.client_id)
+            .chain(self.requests.iter().filter_map(|r| r.client_id))
+            .filter(|id| !own.contains(id))
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// One problem per contract or request naming a client of `unknown` (ids neither in
+    /// the document nor in the store), up to 50, as `validate` names them.
+    pub fn unknown_client_problems(&self, unknown: &[i64]) -> Vec<String> {
+        let named = |id: Option<i64>| id.filter(|id| unknown.binary_search(id).is_ok());
+        self.contracts
+            .iter()
+            .filter_map(|c| {
+                named(c.client_id).map(|id| format!("contract {}: client {id} is not known", c.id))
+            })
+            .chain(self.requests.iter().filter_map(|r| {
+                named(r.client_id).map(|id| format!("request {}: client {id} is not known", r.id))
+            }))
+            .take(50)
+            .collect()
+    }
 }
 
 const MAX_PHONES: usize = 32;
@@ -259,6 +398,56 @@ mod tests {
                 "{problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn ids_may_be_written_as_whole_floats_but_not_as_fractions() {
+        let doc: ClientsDocument = serde_json::from_str(
+            r#"{"clients":[{"id":7e3}],"contracts":[{"id":2.0,"clientId":-5.0}],
+                "requests":[{"id":3,"clientId":null,"sourceId":4.0}]}"#,
+        )
+        .unwrap();
+        assert_eq!(doc.clients[0].id, 7000);
+        assert_eq!(
+            (doc.contracts[0].id, doc.contracts[0].client_id),
+            (2, Some(-5))
+        );
+        assert_eq!(
+            (doc.requests[0].client_id, doc.requests[0].source_id),
+            (None, Some(4))
+        );
+        for bad in [
+            r#"{"clients":[{"id":1.5}]}"#,
+            r#"{"clients":[{"id":9007199254740992.0}]}"#,
+            r#"{"clients":[{"id":9223372036854775808}]}"#,
+            r#"{"contracts":[{"id":1,"clientId":0.25}]}"#,
+            r#"{"requests":[{"id":"1"}]}"#,
+        ] {
+            assert!(
+                serde_json::from_str::<ClientsDocument>(bad).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn contracts_and_requests_naming_a_client_outside_the_document_are_found_and_named() {
+        let doc: ClientsDocument = serde_json::from_str(
+            r#"{"clients":[{"id":1}],
+                "contracts":[{"id":7000,"clientId":1},{"id":7001,"clientId":9},{"id":7002}],
+                "requests":[{"id":5,"clientId":9},{"id":6,"clientId":4},{"id":8,"clientId":null}]}"#,
+        )
+        .unwrap();
+        let v = doc.validate().unwrap();
+        assert_eq!(v.outside_client_ids(), [4, 9]);
+        assert_eq!(
+            v.unknown_client_problems(&[9]),
+            [
+                "contract 7001: client 9 is not known",
+                "request 5: client 9 is not known"
+            ]
+        );
+        assert!(v.unknown_client_problems(&[]).is_empty());
     }
 
     #[test]

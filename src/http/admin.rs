@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 
 use super::AppState;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, BadRequest, ErrorBody, PayloadTooLarge};
 use crate::crm::import::ClientsDocument;
 use crate::directory::document::{DirectoryCounts, DirectoryDocument, UpsertCounts};
 use crate::store::{DirectoryImportError, ImportCounts};
@@ -36,12 +36,17 @@ impl From<ImportCounts> for ImportCountsView {
 pub const IMPORT_BATCH: usize = 10_000;
 
 /// Upserts clients (ordered phones), contracts (ordered phones) and requests. The whole
-/// document is validated first: one bad phone and nothing is written.
+/// document is validated first: one bad phone (400), or a `clientId` naming a client
+/// neither in the document nor imported before (409), and nothing is written.
 #[utoipa::path(
     put, path = "/admin/clients", tag = "admin",
-    security(("bearer" = [])),
     request_body(content = ClientsDocument, content_type = "application/json"),
-    responses((status = 200, body = ImportCountsView), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody))
+    responses(
+        (status = 200, body = ImportCountsView, description = "The rows written"),
+        BadRequest,
+        (status = 409, body = ErrorBody, description = "A `clientId` names a client neither in the document nor stored; the messages name each entry"),
+        PayloadTooLarge,
+    )
 )]
 pub async fn put_clients(
     State(app): State<AppState>,
@@ -53,6 +58,19 @@ pub async fn put_clients(
         status: axum::http::StatusCode::BAD_REQUEST,
         messages,
     })?;
+    // A contract or request may name a client imported earlier; one that names nobody
+    // is refused before anything is written (it used to fail halfway, as a 500). 409: the
+    // document is well formed, it conflicts with what the store holds.
+    let unknown = app
+        .store
+        .unknown_clients(valid.outside_client_ids())
+        .await?;
+    if !unknown.is_empty() {
+        return Err(ApiError {
+            status: axum::http::StatusCode::CONFLICT,
+            messages: valid.unknown_client_problems(&unknown),
+        });
+    }
     Ok(Json(
         app.store
             .import_clients(valid, IMPORT_BATCH, |_| {})

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::AppState;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, BadRequest, NotFound};
 use crate::store::{CallFilter, CallRow, LegRow};
 
 const DEFAULT_LIMIT: u32 = 50;
@@ -157,12 +157,17 @@ fn parse_u32(key: &str, v: &str, max: u32) -> Result<u32, ApiError> {
     })
 }
 
+/// The filter a query string asks for. An empty value (`since=`, as a form with a blank
+/// field sends it) is the parameter left out.
 fn filter_from(q: &HashMap<String, String>) -> Result<CallFilter, ApiError> {
     let mut f = CallFilter {
         limit: DEFAULT_LIMIT,
         ..CallFilter::default()
     };
     for (k, v) in q {
+        if v.is_empty() {
+            continue;
+        }
         match k.as_str() {
             "active" => f.active = Some(parse_bool(k, v)?),
             "since" => f.since = Some(parse_time(k, v)?),
@@ -178,17 +183,16 @@ fn filter_from(q: &HashMap<String, String>) -> Result<CallFilter, ApiError> {
 
 /// Calls, newest first.
 #[utoipa::path(
-    get, path = "/api/calls", tag = "admin",
-    security(("bearer" = [])),
+    get, path = "/api/calls", tag = "admin", operation_id = "list_calls",
     params(
-        ("active" = Option<bool>, Query, description = "only calls still up (true) or ended (false)"),
-        ("since" = Option<String>, Query, description = "started at or after this RFC 3339 time"),
-        ("until" = Option<String>, Query, description = "started before this RFC 3339 time"),
+        ("active" = Option<bool>, Query, description = "only calls still up (true) or ended (false); `1` and `0` are read as true and false"),
+        ("since" = Option<String>, Query, format = DateTime, description = "started at or after this RFC 3339 time"),
+        ("until" = Option<String>, Query, format = DateTime, description = "started before this RFC 3339 time"),
         ("pbx" = Option<String>, Query, description = "only this PBX"),
-        ("limit" = Option<u32>, Query, description = "at most this many (default 50, max 1000)"),
-        ("offset" = Option<u32>, Query, description = "skip this many"),
+        ("limit" = Option<u32>, Query, maximum = 1000, description = "at most this many (default 50)"),
+        ("offset" = Option<u64>, Query, maximum = 4294967295_u64, description = "skip this many"),
     ),
-    responses((status = 200, body = CallList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+    responses((status = 200, body = CallList), BadRequest)
 )]
 pub async fn list(
     State(app): State<AppState>,
@@ -206,10 +210,9 @@ pub async fn list(
 
 /// One call with its legs, its event timeline and its CDRs.
 #[utoipa::path(
-    get, path = "/api/calls/{id}", tag = "admin",
-    security(("bearer" = [])),
+    get, path = "/api/calls/{id}", tag = "admin", operation_id = "call_detail",
     params(("id" = i64, Path, description = "the call's id")),
-    responses((status = 200, body = CallDetailView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+    responses((status = 200, body = CallDetailView), BadRequest, NotFound)
 )]
 pub async fn detail(
     State(app): State<AppState>,

@@ -1,6 +1,14 @@
 //! The HTTP error type. Each API family answers errors in its own shape (SPEC §4–7);
 //! this type carries the status and messages, and the family's shape is chosen where
 //! the route is mounted. Internal causes are logged, never echoed.
+//!
+//! The OpenAPI side of the `{"success", "messages"}` shape lives here too: one
+//! [`utoipa::IntoResponses`] type per standard refusal ([`KeyRefusals`] for 401 + 403,
+//! [`BadRequest`], [`NotFound`], [`PayloadTooLarge`], [`UnsupportedMediaType`]), named in
+//! a handler's `responses(...)` next to its own tuples, e.g.
+//! `responses((status = 200, body = CallList), BadRequest, NotFound)`. Routes mounted
+//! through `http::scoped` get [`KeyRefusals`] and the bearer requirement added to the
+//! document by `scoped` itself, so they never name them.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -14,11 +22,45 @@ pub struct ApiError {
     pub messages: Vec<String>,
 }
 
+/// Every error answer of the admin and events routes.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
+    /// Always `false`.
     pub success: bool,
+    /// What was wrong, one sentence each.
     pub messages: Vec<String>,
 }
+
+/// The bearer-key check's refusals (`auth::require`).
+#[derive(Debug, utoipa::IntoResponses)]
+pub enum KeyRefusals {
+    /// No valid API key: `Authorization: Bearer <key>` is missing or names no known key.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The key is valid but lacks the route's scope.
+    #[response(status = 403)]
+    Forbidden(ErrorBody),
+}
+
+/// A parameter or the body is missing or malformed; the messages name it.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(status = 400)]
+pub struct BadRequest(pub ErrorBody);
+
+/// What the request names does not exist.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(status = 404)]
+pub struct NotFound(pub ErrorBody);
+
+/// The body is over the route's size limit.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(status = 413)]
+pub struct PayloadTooLarge(pub ErrorBody);
+
+/// The body's content type is not one the route reads.
+#[derive(Debug, utoipa::IntoResponses)]
+#[response(status = 415)]
+pub struct UnsupportedMediaType(pub ErrorBody);
 
 impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {

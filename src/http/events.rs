@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::Serialize;
 
 use super::AppState;
-use super::error::{ApiError, ErrorBody};
+use super::error::{ApiError, BadRequest, NotFound, PayloadTooLarge, UnsupportedMediaType};
 use super::params::Params;
 use crate::crm::{
     CallDetailRecord, CallType, Client, DialIdent, IncomingCall, NewCallDetailRecord,
@@ -156,15 +156,59 @@ impl From<CallDetailRecord> for CallDetailRecordView {
     }
 }
 
+// The schema of `callDetailRecord`'s `type`; the handler reads it with `CallType::parse`.
+/// The direction of a call.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+#[allow(dead_code)]
+enum CallTypeParam {
+    Incoming,
+    Outgoing,
+}
+
+// The schema of `/api/events`' query: one of two parameters, which separate parameters
+// cannot say; an object parameter (`form`, exploded) is each of its properties on the
+// wire. Each variant allows the other parameter only empty (read as absent), and other
+// parameters freely (ignored), as the handler does; it reads them with `Params`.
+/// `text=ID` or `call=ID`, not both.
+#[derive(Debug, utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)]
+enum LeadQuery {
+    Text(#[schema(inline)] TextLead),
+    Call(#[schema(inline)] CallLead),
+}
+
+/// A text lead.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+struct TextLead {
+    /// The id of a text lead in the CRM.
+    #[schema(minimum = 1)]
+    text: i64,
+    /// Blank, if given.
+    #[schema(value_type = String, required = false, pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$")]
+    call: (),
+}
+
+/// A call lead.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+struct CallLead {
+    /// medcall's call id (MEDCALL_CALL_ID).
+    #[schema(minimum = 1)]
+    call: i64,
+    /// Blank, if given.
+    #[schema(value_type = String, required = false, pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$")]
+    text: (),
+}
+
 /// `?text=ID` or `?call=ID`: registers a lead and returns its request (made if new).
 #[utoipa::path(
     method(get, post), path = "/api/events", tag = "events",
-    security(("bearer" = [])),
-    params(
-        ("text" = Option<i64>, Query, description = "id of a text lead in the CRM"),
-        ("call" = Option<i64>, Query, description = "medcall's call id (MEDCALL_CALL_ID)"),
-    ),
-    responses((status = 200, body = RequestView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    params(("lead" = inline(LeadQuery), Query, style = Form, explode,
+        description = "exactly one of `text` and `call`")),
+    responses((status = 200, body = RequestView), BadRequest, PayloadTooLarge, UnsupportedMediaType, NotFound)
 )]
 pub async fn lead(
     State(app): State<AppState>,
@@ -188,9 +232,8 @@ pub async fn lead(
 /// `call_id=ID`: processes an incoming call the daemon knows from the PBX.
 #[utoipa::path(
     method(get, post), path = "/api/events/call_asterisk", tag = "events",
-    security(("bearer" = [])),
-    params(("call_id" = i64, Query, description = "medcall's call id (MEDCALL_CALL_ID)")),
-    responses((status = 200, body = IncomingCallView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    params(("call_id" = i64, Query, minimum = 1, description = "medcall's call id (MEDCALL_CALL_ID)")),
+    responses((status = 200, body = IncomingCallView), BadRequest, PayloadTooLarge, UnsupportedMediaType, NotFound)
 )]
 pub async fn call_asterisk(
     State(app): State<AppState>,
@@ -206,16 +249,20 @@ pub async fn call_asterisk(
 /// Stores a call detail record; idempotent on `event_id`.
 #[utoipa::path(
     method(get, post), path = "/api/events/callDetailRecord", tag = "events",
-    security(("bearer" = [])),
     params(
-        ("event_id" = i64, Query, description = "the CRM's event id; repeated ids return the stored record"),
-        ("phone" = String, Query), ("extension" = String, Query),
-        ("path" = String, Query, description = "relative path below the recordings root, no `..`"),
-        ("call_at" = Option<String>, Query, description = "RFC 3339, or `YYYY-MM-DD HH:MM:SS` (UTC)"),
-        ("type" = Option<String>, Query, description = "incoming or outgoing"),
-        ("duration" = Option<i64>, Query, description = "seconds of audio"),
+        ("event_id" = i64, Query, minimum = 1, description = "the CRM's event id; repeated ids return the stored record"),
+        ("phone" = String, Query, max_length = 1024, pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f\x7f-\x9f]{0,30}[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$",
+            description = "at most 32 characters once trimmed, no control characters"),
+        ("extension" = String, Query, max_length = 1024, pattern = r"^[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000](?:[^\x00-\x1f\x7f-\x9f]{0,30}[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000])?[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$",
+            description = "at most 32 characters once trimmed, no control characters"),
+        ("path" = String, Query, max_length = 1024, pattern = r"^(?:(?:[^./\\\x00-\x1f\x7f-\x9f][^/\\\x00-\x1f\x7f-\x9f]*|\.[^./\\\x00-\x1f\x7f-\x9f][^/\\\x00-\x1f\x7f-\x9f]*|\.\.[^/\\\x00-\x1f\x7f-\x9f]+)(?:/(?:[^./\\\x00-\x1f\x7f-\x9f][^/\\\x00-\x1f\x7f-\x9f]*|\.[^./\\\x00-\x1f\x7f-\x9f][^/\\\x00-\x1f\x7f-\x9f]*|\.\.[^/\\\x00-\x1f\x7f-\x9f]+))+|(?:[^/\\\x00-\x1f\x7f-\x9f]*[^./\\\x00-\x1f\x7f-\x9f \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^/\\\x00-\x1f\x7f-\x9f]*|[ \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][. \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*\.[. \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*|\.[ \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][. \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*|\.\.[. \xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]+))$",
+            description = "relative path below the recordings root: not absolute, no `..`, `.` or empty segments, no backslashes or control characters, not blank"),
+        ("call_at" = Option<String>, Query, format = DateTime,
+            description = "RFC 3339; `YYYY-MM-DD HH:MM:SS` (read as UTC) is accepted too"),
+        ("type" = inline(Option<CallTypeParam>), Query, description = "incoming or outgoing"),
+        ("duration" = Option<i64>, Query, minimum = 0, maximum = 2678400, description = "seconds of audio"),
     ),
-    responses((status = 200, body = CallDetailRecordView), (status = 400, body = ErrorBody))
+    responses((status = 200, body = CallDetailRecordView), BadRequest, PayloadTooLarge, UnsupportedMediaType)
 )]
 pub async fn call_detail_record(
     State(app): State<AppState>,
@@ -253,9 +300,8 @@ pub async fn call_detail_record(
 /// `id=ID`: marks request ID as "patient arrived" (the first time is kept).
 #[utoipa::path(
     method(get, post), path = "/api/events/coming", tag = "events",
-    security(("bearer" = [])),
-    params(("id" = i64, Query, description = "the request's id")),
-    responses((status = 200, body = RequestView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    params(("id" = i64, Query, minimum = 1, description = "the request's id")),
+    responses((status = 200, body = RequestView), BadRequest, PayloadTooLarge, UnsupportedMediaType, NotFound)
 )]
 pub async fn coming(
     State(app): State<AppState>,
@@ -278,9 +324,9 @@ pub struct NumberAnswer {
 /// (Escape `+` as `%2B` in a query string; an unescaped `+` arrives as a space and is read as `+`.)
 #[utoipa::path(
     method(get, post), path = "/api/getNumberFromId", tag = "events",
-    security(("bearer" = [])),
-    params(("number" = String, Query, description = "+123456s654321 or +7000d0")),
-    responses((status = 200, body = NumberAnswer), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody))
+    params(("number" = String, Query, max_length = 1024, pattern = r"^(?:\+| [\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*)[0-9]{1,18}(?:s[0-9]{1,18}|d[0-9]{1,9})[\t-\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]*$",
+        description = "+123456s654321 or +7000d0 (a leading space is read as `+`)")),
+    responses((status = 200, body = NumberAnswer), BadRequest, PayloadTooLarge, UnsupportedMediaType, NotFound)
 )]
 pub async fn number_from_id(
     State(app): State<AppState>,

@@ -3,7 +3,9 @@
 //! Handlers translate between HTTP and the domain; they hold no SQL (that is `store`)
 //! and speak no AMI or AGI (that is `ami`/`agi`, reached through the application layer).
 //! The OpenAPI document is generated from the handlers' annotations, so a route that is
-//! served is a route that is documented.
+//! served is a route that is documented. What the key middleware adds (the bearer
+//! requirement with its scope, 401 and 403) is written into the document by [`scoped`],
+//! the same call that installs the middleware, so the two cannot disagree.
 
 mod admin;
 mod auth;
@@ -21,11 +23,11 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{HttpMethod, PathItem};
+use utoipa::{IntoResponses, Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -35,7 +37,7 @@ use crate::config::{HttpConfig, Scope};
 use crate::metrics::{HttpLabels, Metrics};
 use crate::pbx::PbxRegistry;
 use crate::store::Store;
-use error::ApiError;
+use error::{ApiError, ErrorBody, KeyRefusals};
 
 /// What every handler can reach.
 #[derive(Clone, Debug)]
@@ -56,6 +58,7 @@ pub struct AppState {
 #[openapi(
     info(title = "medcall", description = "Asterisk ↔ clinic integration daemon"),
     modifiers(&BearerAuth),
+    components(schemas(ErrorBody)),
     tags((name = "system", description = "Health, metrics, this document"), (name = "admin", description = "What the PBX is doing (admin scope)"), (name = "events", description = "Seed 003: leads, incoming calls, call records, arrival, number lookup (events scope)"), (name = "calls", description = "Seed 002: call control of a conversation thread on one ConfBridge (calls scope, limited to the key's teams); every answer is {code, message, data}"))
 )]
 struct ApiDoc;
@@ -63,26 +66,160 @@ struct ApiDoc;
 #[derive(Debug)]
 struct BearerAuth;
 
+/// The name of the bearer scheme in `components.securitySchemes`.
+const BEARER: &str = "bearer";
+
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            BEARER,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key: `Authorization: Bearer mc_…`. Each operation names the \
+                         scope its key needs (`admin` includes every other scope).",
+                    ))
+                    .build(),
+            ),
         );
     }
 }
 
-/// Routes needing `scope`, wrapped in the key check.
+/// Routes needing `scope`, wrapped in the key check; their operations are documented as
+/// needing a bearer key with `scope` and answering 401 and 403 (an operation that
+/// documents its own security or its own 401/403 keeps them).
 fn scoped(
     app: &AppState,
     scope: Scope,
-    routes: OpenApiRouter<AppState>,
+    mut routes: OpenApiRouter<AppState>,
 ) -> OpenApiRouter<AppState> {
+    document_key_check(routes.get_openapi_mut(), scope);
     routes.route_layer(middleware::from_fn_with_state(
         (app.clone(), scope),
         auth::require,
     ))
+}
+
+/// The document as JSON, with what utoipa's model cannot hold: `allowEmptyValue` on every
+/// optional query parameter, because every handler reads an empty one as left out
+/// (`calls::filter_from`, `params::Params::text`). `Null` (answered as a 500) if the
+/// document cannot be serialized, which a generated document never fails to be.
+fn served(doc: &utoipa::openapi::OpenApi) -> serde_json::Value {
+    let mut json = match serde_json::to_value(doc) {
+        Ok(json) => json,
+        Err(e) => {
+            tracing::error!(error = %e, "the OpenAPI document cannot be serialized");
+            return serde_json::Value::Null;
+        }
+    };
+    let paths = json
+        .get_mut("paths")
+        .and_then(serde_json::Value::as_object_mut);
+    for item in paths.into_iter().flat_map(|p| p.values_mut()) {
+        let operations = item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|o| o.values_mut());
+        for op in operations {
+            let params = op
+                .get_mut("parameters")
+                .and_then(serde_json::Value::as_array_mut);
+            for param in params.into_iter().flatten() {
+                let Some(param) = param.as_object_mut() else {
+                    continue;
+                };
+                let optional_query = param.get("in").and_then(|v| v.as_str()) == Some("query")
+                    && param.get("required").and_then(serde_json::Value::as_bool) != Some(true);
+                if optional_query {
+                    param.insert("allowEmptyValue".into(), serde_json::Value::Bool(true));
+                }
+            }
+        }
+    }
+    json
+}
+
+/// Every method an OpenAPI path item can hold, with its name.
+const METHODS: [(HttpMethod, &str); 8] = [
+    (HttpMethod::Get, "get"),
+    (HttpMethod::Put, "put"),
+    (HttpMethod::Post, "post"),
+    (HttpMethod::Delete, "delete"),
+    (HttpMethod::Options, "options"),
+    (HttpMethod::Head, "head"),
+    (HttpMethod::Patch, "patch"),
+    (HttpMethod::Trace, "trace"),
+];
+
+/// Adds what `auth::require` does to every operation of `doc`.
+fn document_key_check(doc: &mut utoipa::openapi::OpenApi, scope: Scope) {
+    let refusals = KeyRefusals::responses();
+    for item in doc.paths.paths.values_mut() {
+        for (method, _) in METHODS {
+            let Some(op) = operation_mut(item, method) else {
+                continue;
+            };
+            op.security
+                .get_or_insert_with(|| vec![SecurityRequirement::new(BEARER, [scope.as_str()])]);
+            for (status, response) in &refusals {
+                op.responses
+                    .responses
+                    .entry(status.clone())
+                    .or_insert_with(|| response.clone());
+            }
+        }
+    }
+}
+
+/// A handler serving several methods (the events routes take GET and POST) is one
+/// annotation, so its operations share an operation id; each gets its method appended
+/// (`lead_get`, `lead_post`), as generated clients need one name per operation.
+fn one_operation_id_each(doc: &mut utoipa::openapi::OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        let ids: Vec<String> = [
+            &item.get,
+            &item.put,
+            &item.post,
+            &item.delete,
+            &item.options,
+            &item.head,
+            &item.patch,
+            &item.trace,
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(|op| op.operation_id.clone())
+        .collect();
+        for (method, name) in METHODS {
+            let Some(op) = operation_mut(item, method) else {
+                continue;
+            };
+            if let Some(id) = &mut op.operation_id {
+                if ids.iter().filter(|other| *other == id).count() > 1 {
+                    id.push('_');
+                    id.push_str(name);
+                }
+            }
+        }
+    }
+}
+
+fn operation_mut(
+    item: &mut PathItem,
+    method: HttpMethod,
+) -> Option<&mut utoipa::openapi::path::Operation> {
+    match method {
+        HttpMethod::Get => item.get.as_mut(),
+        HttpMethod::Put => item.put.as_mut(),
+        HttpMethod::Post => item.post.as_mut(),
+        HttpMethod::Delete => item.delete.as_mut(),
+        HttpMethod::Options => item.options.as_mut(),
+        HttpMethod::Head => item.head.as_mut(),
+        HttpMethod::Patch => item.patch.as_mut(),
+        HttpMethod::Trace => item.trace.as_mut(),
+    }
 }
 
 /// The whole HTTP application.
@@ -95,6 +232,7 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
     };
     let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
+        .routes(routes!(system::openapi))
         .merge(metrics_route)
         .merge(scoped(
             &app,
@@ -137,12 +275,12 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
                 )),
         )
         .split_for_parts();
-    let document = Arc::new(document);
+    let mut document = document;
+    one_operation_id_each(&mut document);
     router
-        .route(
-            "/openapi.json",
-            get(move || async move { axum::Json(document.as_ref().clone()) }),
-        )
+        .layer(axum::Extension(system::Document(Arc::new(served(
+            &document,
+        )))))
         .fallback(|| async { ApiError::not_found("No such route.") })
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .layer(middleware::from_fn_with_state(app.clone(), count_requests))

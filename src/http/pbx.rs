@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::AppState;
-use super::error::{ApiError, ErrorBody};
+use super::error::ApiError;
 use crate::ami::ClientState;
 use crate::pbx::Pbx;
 
@@ -107,9 +107,8 @@ pub struct PbxView {
 /// Every configured PBX: connection state, Asterisk version, connected since, reconnect
 /// count, last event time, events received and dropped, and the newest gaps.
 #[utoipa::path(
-    get, path = "/api/pbx", tag = "admin",
-    security(("bearer" = [])),
-    responses((status = 200, body = Vec<PbxView>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody))
+    get, path = "/api/pbx", tag = "admin", operation_id = "list_pbx",
+    responses((status = 200, body = Vec<PbxView>))
 )]
 pub async fn list(State(app): State<AppState>) -> Result<Json<Vec<PbxView>>, ApiError> {
     let mut out = Vec::new();

@@ -3,10 +3,12 @@
 //! `/health`'s answer is its own view ([`Health`], [`PbxHealth`]) of the registry's live
 //! status; it never serializes an `ami` or `pbx` type.
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use serde::Serialize;
 
 use super::AppState;
@@ -50,11 +52,35 @@ pub async fn health(State(app): State<AppState>) -> Json<Health> {
     })
 }
 
-/// Prometheus text exposition.
+/// Prometheus text exposition. Behind an `admin` key when `http.metrics_require_key` is
+/// set (the document then says so).
 #[utoipa::path(get, path = "/metrics", tag = "system", responses((status = 200, content_type = "text/plain", body = String)))]
 pub async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
         app.metrics.render(&app.pbxs),
     )
+}
+
+/// The generated OpenAPI document, handed to [`openapi`] as a request extension (it is
+/// complete only once every route, this one included, has been added).
+#[derive(Clone)]
+pub struct Document(pub Arc<serde_json::Value>);
+
+impl std::fmt::Debug for Document {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Document(..)")
+    }
+}
+
+/// This document (OpenAPI 3.1), generated from the handlers' annotations.
+#[utoipa::path(
+    get, path = "/openapi.json", tag = "system",
+    responses((status = 200, content_type = "application/json", body = Object, description = "The OpenAPI document"))
+)]
+pub async fn openapi(Extension(Document(doc)): Extension<Document>) -> Response {
+    if doc.is_null() {
+        return super::error::ApiError::internal("no OpenAPI document").into_response();
+    }
+    Json(doc.as_ref()).into_response()
 }

@@ -368,6 +368,24 @@ impl Store {
         .await
     }
 
+    /// Which of `ids` (ascending) name no stored client, ascending.
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub async fn unknown_clients(&self, ids: Vec<i64>) -> Result<Vec<i64>, StoreError> {
+        self.call(move |conn| {
+            let mut known = conn.prepare_cached("SELECT 1 FROM clients WHERE id = ?1")?;
+            let mut unknown = Vec::new();
+            for id in ids {
+                if known.query_row([id], |_| Ok(())).optional()?.is_none() {
+                    unknown.push(id);
+                }
+            }
+            Ok(unknown)
+        })
+        .await
+    }
+
     /// The request for text lead `lead`, made if new. `(request, created)`.
     ///
     /// # Errors

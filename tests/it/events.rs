@@ -670,3 +670,41 @@ fn the_import_command_loads_the_same_document_and_names_bad_entries() {
         "the refused document wrote nothing: {rows:?}"
     );
 }
+
+#[tokio::test]
+async fn an_import_naming_an_unknown_client_is_refused_whole_with_409_and_writes_nothing() {
+    let (d, _) = daemon_with_clients().await;
+    let db = d.data_dir().join("medcall.db");
+    let before = crm_rows(&db);
+    // A new client, a contract of a client imported before, then two entries naming
+    // client 999 999, which is neither in the document nor stored.
+    let r = d
+        .client()
+        .put(format!("{}/admin/clients", d.http))
+        .bearer_auth(ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body(
+            r#"{"clients":[{"id":777001,"phones":["89001110001"]}],
+                "contracts":[{"id":888001,"clientId":777001},{"id":888002,"clientId":999999}],
+                "requests":[{"id":999001,"clientId":999999}]}"#,
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"success": false, "messages": [
+            "contract 888002: client 999999 is not known",
+            "request 999001: client 999999 is not known"
+        ]})
+    );
+    assert_eq!(crm_rows(&db), before);
+    // Whole floats are integers, and a client the document itself holds is known.
+    d.put_clients(
+        ADMIN_KEY,
+        r#"{"clients":[{"id":777001.0}],"requests":[{"id":999001,"clientId":7.77001e5}]}"#,
+    )
+    .await;
+}

@@ -22,5 +22,6 @@ mod crm_dialplan;
 mod directory;
 mod events;
 mod foundation;
+mod openapi;
 mod replay;
 mod support;
