@@ -3,7 +3,6 @@
 //! not leave 899 999 clients half-imported.
 
 use serde::Deserialize;
-use serde::de::{Deserializer, Error, Unexpected, Visitor};
 
 use super::phone::PhoneNumber;
 use super::{RequestSource, RequestStatus};
@@ -23,7 +22,7 @@ pub struct ClientsDocument {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClientIn {
-    #[serde(deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "crate::json::whole_number")]
     #[schema(minimum = 1)]
     pub id: i64,
     #[serde(default)]
@@ -37,10 +36,10 @@ pub struct ClientIn {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContractIn {
-    #[serde(deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "crate::json::whole_number")]
     #[schema(minimum = 1)]
     pub id: i64,
-    #[serde(default, deserialize_with = "some_whole_number")]
+    #[serde(default, deserialize_with = "crate::json::some_whole_number")]
     pub client_id: Option<i64>,
     #[serde(default)]
     #[schema(value_type = Vec<PhoneText>, max_items = 32)]
@@ -50,16 +49,16 @@ pub struct ContractIn {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RequestIn {
-    #[serde(deserialize_with = "whole_number")]
+    #[serde(deserialize_with = "crate::json::whole_number")]
     #[schema(minimum = 1)]
     pub id: i64,
-    #[serde(default, deserialize_with = "some_whole_number")]
+    #[serde(default, deserialize_with = "crate::json::some_whole_number")]
     pub client_id: Option<i64>,
     /// `text` (default) or `call`.
     #[serde(default)]
     #[schema(value_type = Option<RequestSourceText>)]
     pub source: Option<String>,
-    #[serde(default, deserialize_with = "some_whole_number")]
+    #[serde(default, deserialize_with = "crate::json::some_whole_number")]
     pub source_id: Option<i64>,
     /// `open` (default) or `closed`.
     #[serde(default)]
@@ -93,70 +92,6 @@ pub enum RequestSourceText {
 pub enum RequestStatusText {
     Open,
     Closed,
-}
-
-/// An integer, also when the JSON writes it with a fraction or an exponent (`7000.0`,
-/// `7e3`): JSON Schema's `integer` counts those, and writers such as Python's `json`
-/// emit them. A number with a fractional part is refused.
-fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    d.deserialize_any(WholeNumber)
-}
-
-/// [`whole_number`], or `null`.
-fn some_whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    d.deserialize_option(OptionalWholeNumber)
-}
-
-struct WholeNumber;
-
-impl Visitor<'_> for WholeNumber {
-    type Value = i64;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an integer")
-    }
-
-    fn visit_i64<E: Error>(self, v: i64) -> Result<i64, E> {
-        Ok(v)
-    }
-
-    fn visit_u64<E: Error>(self, v: u64) -> Result<i64, E> {
-        i64::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
-    }
-
-    fn visit_f64<E: Error>(self, v: f64) -> Result<i64, E> {
-        // Below 2^53 every whole f64 is exactly the integer its text spelled; above it a
-        // text could have been rounded to its neighbour.
-        const EXACT: f64 = 9_007_199_254_740_992.0;
-        if v.fract() == 0.0 && v.abs() < EXACT {
-            #[allow(clippy::cast_possible_truncation)]
-            Ok(v as i64)
-        } else {
-            Err(E::invalid_value(Unexpected::Float(v), &self))
-        }
-    }
-}
-
-struct OptionalWholeNumber;
-
-impl<'de> Visitor<'de> for OptionalWholeNumber {
-    type Value = Option<i64>;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("an integer or null")
-    }
-
-    fn visit_none<E: Error>(self) -> Result<Option<i64>, E> {
-        Ok(None)
-    }
-
-    fn visit_unit<E: Error>(self) -> Result<Option<i64>, E> {
-        Ok(None)
-    }
-
-    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
-        whole_number(d).map(Some)
-    }
 }
 
 /// A validated client.

@@ -43,7 +43,12 @@ pub struct DirectoryDocument {
 pub struct TeamIn {
     #[schema(pattern = "^[0-9a-fA-F]{24}$", example = "333ccc134c0319001573485e")]
     pub team_id: String,
-    #[schema(min_length = 1, max_length = 256, example = "Reception")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "Reception"
+    )]
     pub name: String,
 }
 
@@ -55,11 +60,20 @@ pub struct UserIn {
     pub user_id: String,
     #[schema(pattern = "^[0-9a-fA-F]{24}$", example = "333ccc134c0319001573485e")]
     pub team_id: String,
-    #[schema(min_length = 1, max_length = 256, example = "Anna")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "Anna"
+    )]
     pub name: String,
     /// The dial string (`TECH/resource`); absent, the configured dial template is used.
     #[serde(default)]
-    #[schema(max_length = 200, example = "PJSIP/1001")]
+    #[schema(
+        max_length = 200,
+        pattern = "^[!-.0-~]+/[!-~]+$",
+        example = "PJSIP/1001"
+    )]
     pub endpoint: Option<String>,
 }
 
@@ -67,6 +81,7 @@ pub struct UserIn {
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DoctorIn {
+    #[serde(deserialize_with = "crate::json::whole_number")]
     #[schema(minimum = 1, example = 17)]
     pub id: i64,
     #[schema(
@@ -74,18 +89,35 @@ pub struct DoctorIn {
         example = "f05d7650-a2a0-49dc-99f1-bb57829bc46a"
     )]
     pub guid: String,
-    #[schema(min_length = 1, max_length = 256, example = "Петрова Мария Ивановна")]
+    #[schema(
+        min_length = 1,
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "Петрова Мария Ивановна"
+    )]
     pub full_name: String,
     /// May be empty (seed 004 answers it so).
     #[serde(default)]
-    #[schema(max_length = 256, example = "врач-терапевт")]
+    #[schema(
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "врач-терапевт"
+    )]
     pub role: String,
     /// May be empty.
     #[serde(default)]
-    #[schema(max_length = 256, example = "терапия")]
+    #[schema(
+        max_length = 256,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "терапия"
+    )]
     pub speciality: String,
     #[serde(default)]
-    #[schema(max_length = 200, example = "PJSIP/2001")]
+    #[schema(
+        max_length = 200,
+        pattern = "^[!-.0-~]+/[!-~]+$",
+        example = "PJSIP/2001"
+    )]
     pub endpoint: Option<String>,
 }
 
@@ -202,9 +234,20 @@ fn text_problem(field: &str, value: &str, required: bool) -> Option<String> {
 
 /// Collects problems, each prefixed by its entry's name.
 #[derive(Default)]
-struct Problems(Vec<String>);
+struct Problems(Vec<String>, usize);
 
 impl Problems {
+    /// A problem between entries (the same key twice), not of one entry alone.
+    fn push_duplicate(&mut self, what: &str, problem: impl std::fmt::Display) {
+        self.push(what, problem);
+        self.1 += 1;
+    }
+
+    /// Every problem recorded is a duplicate: the entries are each well formed.
+    fn only_duplicates(&self) -> bool {
+        !self.0.is_empty() && self.1 == self.0.len()
+    }
+
     fn push(&mut self, what: &str, problem: impl std::fmt::Display) {
         self.0.push(format!("{what}: {problem}"));
     }
@@ -258,7 +301,9 @@ impl<K: std::hash::Hash + Eq> FirstSeen<K> {
     fn check(&mut self, problems: &mut Problems, what: &str, field: &str, key: Option<K>) {
         let Some(key) = key else { return };
         match self.0.get(&key) {
-            Some(first) => problems.push(what, format!("{field} is also that of {first}")),
+            Some(first) => {
+                problems.push_duplicate(what, format!("{field} is also that of {first}"));
+            }
             None => {
                 self.0.insert(key, what.to_string());
             }
@@ -303,6 +348,16 @@ impl DirectoryDocument {
     /// # Errors
     /// Every problem found (at most [`MAX_PROBLEMS`]), each naming its entry.
     pub fn validate(self) -> Result<ValidDirectory, Vec<String>> {
+        self.validate_classified().map_err(|(problems, _)| problems)
+    }
+
+    /// [`DirectoryDocument::validate`], saying with the problems whether they are only
+    /// duplicates (each entry well formed, some key given twice): a conflict between
+    /// entries, which no JSON Schema can spell, rather than a malformed document.
+    ///
+    /// # Errors
+    /// As [`DirectoryDocument::validate`].
+    pub fn validate_classified(self) -> Result<ValidDirectory, (Vec<String>, bool)> {
         let mut problems = Problems::default();
         let mut out = ValidDirectory::default();
 
@@ -376,7 +431,8 @@ impl DirectoryDocument {
                 });
             }
         }
-        problems.finish(out)
+        let only_duplicates = problems.only_duplicates();
+        problems.finish(out).map_err(|p| (p, only_duplicates))
     }
 }
 
@@ -929,5 +985,22 @@ mod tests {
                 unchanged: 0
             }
         );
+    }
+
+    #[test]
+    fn a_document_refused_only_for_keys_given_twice_is_a_conflict_not_malformed() {
+        let twice = format!(
+            r#"{{"teams":[{{"teamId":"{TEAM}","name":"A"}},{{"teamId":"{TEAM}","name":"B"}}]}}"#
+        );
+        let (problems, only_duplicates) = parse(&twice).validate_classified().unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(only_duplicates);
+        let also_bad = format!(
+            r#"{{"teams":[{{"teamId":"{TEAM}","name":"A"}},{{"teamId":"{TEAM}","name":""}}]}}"#
+        );
+        let (problems, only_duplicates) = parse(&also_bad).validate_classified().unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(!only_duplicates);
+        assert!(parse("{}").validate_classified().is_ok());
     }
 }

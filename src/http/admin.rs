@@ -127,7 +127,6 @@ impl From<DirectoryCounts> for DirectoryCountsView {
 /// Importing the same document again writes nothing and counts every entry `unchanged`.
 #[utoipa::path(
     put, path = "/admin/directory", tag = "admin",
-    security(("bearer" = [])),
     request_body(content = DirectoryDocument, content_type = "application/json", example = json!({
         "teams": [{"teamId": "333ccc134c0319001573485e", "name": "Reception"}],
         "users": [{"userId": "5b4458eb1b2b33001bf213bf", "teamId": "333ccc134c0319001573485e", "name": "Anna", "endpoint": "PJSIP/1001"}],
@@ -142,6 +141,10 @@ impl From<DirectoryCounts> for DirectoryCountsView {
             "inbound": {"inserted": 1, "updated": 0, "unchanged": 0}
         })),
         (status = 400, body = ErrorBody, example = json!({
+            "success": false,
+            "messages": ["users[0] \"5b4458eb1b2b33001bf213bf\": endpoint must be TECH/resource, e.g. PJSIP/1001"]
+        })),
+        (status = 409, body = ErrorBody, description = "The document disagrees with the stored directory; nothing was written", example = json!({
             "success": false,
             "messages": ["users[0] \"5b4458eb1b2b33001bf213bf\": teamId \"999fff134c0319001573485e\" is neither in the document nor stored"]
         })),
@@ -158,6 +161,10 @@ pub async fn put_directory(
         Ok(counts) => Ok(Json(counts.into())),
         Err(DirectoryImportError::Invalid(messages)) => Err(ApiError {
             status: axum::http::StatusCode::BAD_REQUEST,
+            messages,
+        }),
+        Err(DirectoryImportError::Conflict(messages)) => Err(ApiError {
+            status: axum::http::StatusCode::CONFLICT,
             messages,
         }),
         Err(DirectoryImportError::Store(e)) => Err(e.into()),

@@ -16,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::AppState;
 use super::auth::{self, AuthFailure};
@@ -156,7 +156,7 @@ async fn body(app: &AppState, body: Body) -> Result<serde_json::Map<String, Valu
 
 fn thread(body: &serde_json::Map<String, Value>) -> Result<ThreadId, EnvelopeError> {
     match body.get("threadId") {
-        None | Some(Value::Null) => Err(EnvelopeError::bad_request("threadId is required.")),
+        None => Err(EnvelopeError::bad_request("threadId is required.")),
         Some(Value::String(s)) => s
             .parse()
             .map_err(|e| EnvelopeError::bad_request(format!("threadId {e}."))),
@@ -175,21 +175,20 @@ fn user_id(value: &Value, field: &str) -> Result<UserId, EnvelopeError> {
     }
 }
 
-/// `userId`, or else `userIds` (the seed: with both, `userIds` is ignored); distinct.
+/// `userId`, or else `userIds` (the seed: with both, `userIds` is ignored — not used,
+/// but still refused when malformed, so a request the schema calls invalid is never
+/// carried out); distinct, in the order given.
 fn users(body: &serde_json::Map<String, Value>) -> Result<Vec<UserId>, EnvelopeError> {
-    if let Some(one) = body.get("userId").filter(|v| !v.is_null()) {
-        return Ok(vec![user_id(one, "userId")?]);
-    }
-    match body.get("userIds") {
-        None | Some(Value::Null) => Err(EnvelopeError::bad_request(
-            "One of userId or userIds is required.",
-        )),
+    let many = match body.get("userIds") {
+        None => None,
         Some(Value::Array(ids)) if ids.is_empty() => {
-            Err(EnvelopeError::bad_request("userIds must not be empty."))
+            return Err(EnvelopeError::bad_request("userIds must not be empty."));
         }
-        Some(Value::Array(ids)) if ids.len() > MAX_USERS => Err(EnvelopeError::bad_request(
-            format!("userIds may name at most {MAX_USERS} users."),
-        )),
+        Some(Value::Array(ids)) if ids.len() > MAX_USERS => {
+            return Err(EnvelopeError::bad_request(format!(
+                "userIds may name at most {MAX_USERS} users."
+            )));
+        }
         Some(Value::Array(ids)) => {
             let mut seen = BTreeSet::new();
             let mut out = Vec::with_capacity(ids.len());
@@ -199,12 +198,18 @@ fn users(body: &serde_json::Map<String, Value>) -> Result<Vec<UserId>, EnvelopeE
                     out.push(id);
                 }
             }
-            Ok(out)
+            Some(out)
         }
-        Some(_) => Err(EnvelopeError::bad_request(
-            "userIds must be an array of user ids.",
-        )),
+        Some(_) => {
+            return Err(EnvelopeError::bad_request(
+                "userIds must be an array of user ids.",
+            ));
+        }
+    };
+    if let Some(one) = body.get("userId") {
+        return Ok(vec![user_id(one, "userId")?]);
     }
+    many.ok_or_else(|| EnvelopeError::bad_request("One of userId or userIds is required."))
 }
 
 /// The most users one request may name (a conference holds at most 50 members).
@@ -345,39 +350,84 @@ pub struct UnpausedView {
 /// `{threadId, direction?}` (`direction`: `outbound`, the default, or `inbound`).
 #[derive(Debug, utoipa::ToSchema)]
 #[allow(dead_code)]
-#[schema(as = CallStartBody, example = json!({"threadId": "5b0525134c0319001573485e", "direction": "outbound"}))]
+#[schema(as = CallStartBody, rename_all = "camelCase", example = json!({"threadId": "5b0525134c0319001573485e", "direction": "outbound"}))]
 pub struct StartBody {
     #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     thread_id: String,
-    direction: Option<String>,
+    direction: Option<DirectionWord>,
+}
+
+/// `outbound` or `inbound`.
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(as = CallDirection, rename_all = "lowercase")]
+pub enum DirectionWord {
+    Outbound,
+    Inbound,
 }
 
 /// `{threadId}`.
 #[derive(Debug, utoipa::ToSchema)]
 #[allow(dead_code)]
-#[schema(as = CallThreadBody, example = json!({"threadId": "5b0525134c0319001573485e"}))]
+#[schema(as = CallThreadBody, rename_all = "camelCase", example = json!({"threadId": "5b0525134c0319001573485e"}))]
 pub struct ThreadBody {
     #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     thread_id: String,
 }
 
 /// `{threadId, userId}` or `{threadId, userIds: [...]}`; with both, `userIds` is ignored.
-#[derive(Debug, utoipa::ToSchema)]
-#[allow(dead_code)]
-#[schema(as = CallUsersBody, example = json!({"threadId": "5b0525134c0319001573485e", "userIds": ["5b4458eb1b2b33001bf213bf", "5b4458eb1b2b33001bf213bc"]}))]
-pub struct UsersBody {
-    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
-    thread_id: String,
-    #[schema(pattern = "^[0-9a-fA-F]{24}$")]
-    user_id: Option<String>,
-    user_ids: Option<Vec<String>>,
+#[derive(Debug)]
+pub struct UsersBody;
+
+const ID_PATTERN: &str = "^[0-9a-fA-F]{24}$";
+
+impl utoipa::PartialSchema for UsersBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AllOfBuilder, AnyOfBuilder, ArrayBuilder, ObjectBuilder, Type,
+        };
+        let id = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(ID_PATTERN))
+        };
+        let body = ObjectBuilder::new()
+            .property("threadId", id())
+            .required("threadId")
+            .property(
+                "userId",
+                id().description(Some("one user; wins over `userIds`")),
+            )
+            .property(
+                "userIds",
+                ArrayBuilder::new()
+                    .items(id())
+                    .min_items(Some(1))
+                    .max_items(Some(MAX_USERS))
+                    .description(Some("several users (duplicates count once)")),
+            );
+        let one_of_them = AnyOfBuilder::new()
+            .item(ObjectBuilder::new().required("userId"))
+            .item(ObjectBuilder::new().required("userIds"));
+        AllOfBuilder::new()
+            .item(body)
+            .item(one_of_them)
+            .examples([json!({"threadId": "5b0525134c0319001573485e", "userIds": ["5b4458eb1b2b33001bf213bf", "5b4458eb1b2b33001bf213bc"]})])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for UsersBody {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "CallUsersBody".into()
+    }
 }
 
 /// Creates the thread's call (409 if one is active).
 #[utoipa::path(
     post, path = "/{teamId}/call/start", tag = "calls",
     security(("bearer" = [])),
-    params(("teamId" = String, Path, description = "24 hexadecimal digits")),
+    params(("teamId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", description = "24 hexadecimal digits")),
     request_body(content = StartBody, content_type = "application/json"),
     responses(
         (status = 200, body = Envelope<StartedView>, example = json!({"code": 200, "message": "OK", "data": {"direction": "outbound"}})),
@@ -427,7 +477,7 @@ pub async fn start(
 #[utoipa::path(
     post, path = "/{teamId}/call/end", tag = "calls",
     security(("bearer" = [])),
-    params(("teamId" = String, Path, description = "24 hexadecimal digits")),
+    params(("teamId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", description = "24 hexadecimal digits")),
     request_body(content = ThreadBody, content_type = "application/json"),
     responses(
         (status = 200, body = Envelope<EndedView>, example = json!({"code": 200, "message": "OK", "data": {"callDuration": 42, "dialogDuration": 30, "result": "answered", "direction": "outbound"}})),
@@ -530,7 +580,7 @@ async fn users_route(
 #[utoipa::path(
     post, path = "/{teamId}/call.user/invite", tag = "calls",
     security(("bearer" = [])),
-    params(("teamId" = String, Path, description = "24 hexadecimal digits")),
+    params(("teamId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", description = "24 hexadecimal digits")),
     request_body(content = UsersBody, content_type = "application/json"),
     responses(
         (status = 200, body = Envelope<InvitedView>, example = json!({"code": 200, "message": "OK", "data": {"invitedUsersCount": 1}})),
@@ -551,7 +601,7 @@ pub async fn invite(
 #[utoipa::path(
     post, path = "/{teamId}/call.user/exclude", tag = "calls",
     security(("bearer" = [])),
-    params(("teamId" = String, Path, description = "24 hexadecimal digits")),
+    params(("teamId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", description = "24 hexadecimal digits")),
     request_body(content = UsersBody, content_type = "application/json"),
     responses(
         (status = 200, body = Envelope<ExcludedView>, example = json!({"code": 200, "message": "OK", "data": {"excludedUsersCount": 1}})),
@@ -572,7 +622,7 @@ pub async fn exclude(
 #[utoipa::path(
     post, path = "/{teamId}/call/pause", tag = "calls",
     security(("bearer" = [])),
-    params(("teamId" = String, Path, description = "24 hexadecimal digits")),
+    params(("teamId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", description = "24 hexadecimal digits")),
     request_body(content = UsersBody, content_type = "application/json"),
     responses(
         (status = 200, body = Envelope<PausedView>, example = json!({"code": 200, "message": "OK", "data": {"pausedUsersCount": 1}})),
@@ -593,7 +643,7 @@ pub async fn pause(
 #[utoipa::path(
     post, path = "/{teamId}/call/unpause", tag = "calls",
     security(("bearer" = [])),
-    params(("teamId" = String, Path, description = "24 hexadecimal digits")),
+    params(("teamId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", description = "24 hexadecimal digits")),
     request_body(content = UsersBody, content_type = "application/json"),
     responses(
         (status = 200, body = Envelope<UnpausedView>, example = json!({"code": 200, "message": "OK", "data": {"unpausedUsersCount": 1}})),
@@ -706,8 +756,8 @@ fn call_view(call: &CallRecord, legs: &[LegRecord], now: DateTime<Utc>) -> CallV
     get, path = "/{teamId}/call/{threadId}", tag = "calls",
     security(("bearer" = [])),
     params(
-        ("teamId" = String, Path, description = "24 hexadecimal digits"),
-        ("threadId" = String, Path, description = "24 hexadecimal digits"),
+        ("teamId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", description = "24 hexadecimal digits"),
+        ("threadId" = String, Path, pattern = "^[0-9a-fA-F]{24}$", description = "24 hexadecimal digits"),
     ),
     responses(
         (status = 200, body = Envelope<ThreadView>),

@@ -23,6 +23,12 @@ pub enum DirectoryImportError {
     /// written.
     #[error("the directory document has invalid entries:\n  {}", .0.join("\n  "))]
     Invalid(Vec<String>),
+    /// The document is well-formed but its entries conflict: with what is stored (a user
+    /// naming a team neither in it nor stored, a GUID held by another stored doctor) or
+    /// with each other (one key given twice): every
+    /// problem, each naming its entry. Nothing was written.
+    #[error("the directory document conflicts with the stored directory:\n  {}", .0.join("\n  "))]
+    Conflict(Vec<String>),
     /// The store failed; the transaction was rolled back, so nothing was written either.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -257,7 +263,15 @@ impl Store {
         doc: DirectoryDocument,
         progress: impl Fn(DirectoryProgress) + Send + 'static,
     ) -> Result<DirectoryCounts, DirectoryImportError> {
-        let valid = doc.validate().map_err(DirectoryImportError::Invalid)?;
+        let valid = doc
+            .validate_classified()
+            .map_err(|(problems, only_duplicates)| {
+                if only_duplicates {
+                    DirectoryImportError::Conflict(problems)
+                } else {
+                    DirectoryImportError::Invalid(problems)
+                }
+            })?;
         let decided = self
             .transaction(move |tx| {
                 let stored = load_facts(tx, &valid)?;
@@ -271,7 +285,7 @@ impl Store {
                 }
             })
             .await?;
-        decided.map_err(DirectoryImportError::Invalid)
+        decided.map_err(DirectoryImportError::Conflict)
     }
 
     /// The user, if the directory has them.
@@ -560,7 +574,7 @@ mod tests {
             .await
             .unwrap_err();
         match refused {
-            DirectoryImportError::Invalid(problems) => assert_eq!(
+            DirectoryImportError::Conflict(problems) => assert_eq!(
                 problems,
                 [format!(
                     r#"users[0] "{USER}": teamId "{OTHER_TEAM}" is neither in the document nor stored"#
@@ -635,7 +649,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(&taken, DirectoryImportError::Invalid(p) if p == &[format!(r#"doctors[0] 3: guid "{GUID}" is stored doctor 2's"#)]),
+            matches!(&taken, DirectoryImportError::Conflict(p) if p == &[format!(r#"doctors[0] 3: guid "{GUID}" is stored doctor 2's"#)]),
             "{taken:?}"
         );
         assert_eq!(rows(&store).await, [0, 0, 2, 0]);

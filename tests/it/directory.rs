@@ -95,19 +95,22 @@ async fn put_admin_directory_upserts_the_document_and_a_second_put_counts_it_unc
 }
 
 #[tokio::test]
-async fn a_bad_directory_document_is_answered_400_naming_its_entries_and_writes_nothing() {
+async fn a_bad_directory_document_is_answered_400_and_a_conflicting_one_409_naming_entries_and_writing_nothing()
+ {
     let d = Daemon::start().await;
     let key = d.admin_key();
     let db = d.data_dir().join("medcall.db");
-    let cases: [(String, Vec<&str>); 4] = [
+    let cases: [(String, u16, Vec<&str>); 4] = [
         (
             fixture_text("unknown-team.json"),
+            409,
             vec![
                 r#"users[1] "5b4458eb1b2b33001bf213c2": teamId "999fff134c0319001573485e" is neither in the document nor stored"#,
             ],
         ),
         (
             fixture_text("bad-values.json"),
+            400,
             vec![
                 r#"users[0] "5b4458eb1b2b33001bf213bf": endpoint must be TECH/resource, e.g. PJSIP/1001"#,
                 r#"users[1] "5b4458eb1b2b33001bf213bf": userId is also that of users[0] "5b4458eb1b2b33001bf213bf""#,
@@ -118,6 +121,7 @@ async fn a_bad_directory_document_is_answered_400_naming_its_entries_and_writes_
         (
             r#"{"teams":[{"teamId":"333ccc134c0319001573485e","name":"Reception","colour":"red"}]}"#
                 .to_string(),
+            400,
             vec![
                 "The directory document is malformed: teams[0].colour: unknown field `colour`, expected `teamId` or `name` at line 1 column 74.",
             ],
@@ -125,14 +129,15 @@ async fn a_bad_directory_document_is_answered_400_naming_its_entries_and_writes_
         (
             r#"{"doctors":[{"id":"17","guid":"f05d7650-a2a0-49dc-99f1-bb57829bc46a","fullName":"P"}]}"#
                 .to_string(),
+            400,
             vec![
                 "The directory document is malformed: doctors[0].id: invalid type: string \"17\", expected i64 at line 1 column 22.",
             ],
         ),
     ];
-    for (doc, messages) in cases {
+    for (doc, expected, messages) in cases {
         let (status, body) = put_directory(&d, &key, doc.clone()).await;
-        assert_eq!(status, 400, "{doc}: {body}");
+        assert_eq!(status, expected, "{doc}: {body}");
         assert_eq!(
             body,
             json!({"success": false, "messages": messages}),
@@ -214,13 +219,13 @@ async fn the_openapi_document_describes_put_admin_directory_with_an_example_that
         .await
         .unwrap();
     let put = &doc["paths"]["/admin/directory"]["put"];
-    assert_eq!(put["security"], json!([{"bearer": []}]), "{put}");
+    assert_eq!(put["security"], json!([{"bearer": ["admin"]}]), "{put}");
     let body = &put["requestBody"]["content"]["application/json"];
     assert_eq!(
         body["schema"]["$ref"], "#/components/schemas/DirectoryDocument",
         "{body}"
     );
-    for status in ["200", "400", "413"] {
+    for status in ["200", "400", "409", "413"] {
         assert!(put["responses"][status].is_object(), "{status}: {put}");
     }
     let schemas = &doc["components"]["schemas"];
