@@ -592,3 +592,67 @@ async fn legs_originated_one_by_one_into_a_conference_with_one_call_key_are_one_
     }
     drop(cleanup);
 }
+
+#[tokio::test]
+async fn a_channel_tagged_with_a_call_key_after_it_began_moves_to_that_call_and_its_own_call_ends()
+{
+    let d = Daemon::start().await;
+    let key = d.admin_key();
+    wait_connected(&d, &key).await;
+    let rig = Rig::from_env();
+    let mut ami = RawAmi::connect(&rig).await;
+    ami.login(&rig.username, &rig.secret).await;
+    let uid = originate_for(&mut ami, "silent", "late-key", 10_000, 30).await;
+    let other = format!("{uid}-2");
+    let _cleanup = HangupOnDrop(vec![uid.clone()]);
+    let first = call_with_leg(&d, &key, &uid, Duration::from_secs(10), |c| {
+        leg(c, &uid)["answeredAt"].is_string()
+    })
+    .await;
+    assert_eq!(
+        first["linkedid"],
+        uid.as_str(),
+        "untagged: its Linkedid's call"
+    );
+    // Tagged as the FastAGI route tags the inbound caller; its next event shows it.
+    let call_key = format!("late-key-{}", std::process::id());
+    ami.send(&[
+        ("Action", "Setvar"),
+        ("Channel", &uid),
+        ("Variable", "MEDCALL_CALL_KEY"),
+        ("Value", &call_key),
+    ])
+    .await;
+    ami.send(&[("Action", "Hangup"), ("Channel", &uid)]).await;
+    let moved = call_with_leg(&d, &key, &uid, Duration::from_secs(10), |c| {
+        c["linkedid"] == call_key.as_str() && c["active"] == false
+    })
+    .await;
+    assert_ne!(moved["id"], first["id"]);
+    assert_eq!(leg(&moved, &uid)["endReason"], "hangup", "{moved:#}");
+    assert_eq!(moved["legs"].as_array().unwrap().len(), 1, "{moved:#}");
+    // The old call keeps the other half and what was written before the move.
+    let old = call_with_leg(&d, &key, &other, Duration::from_secs(10), |c| {
+        c["active"] == false
+    })
+    .await;
+    assert_eq!(old["id"], first["id"]);
+    let kinds: Vec<(&str, &str)> = old["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["uniqueid"] == uid.as_str())
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap(),
+                e["detail"]["to"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(kinds.first(), Some(&("Newchannel", "")), "{old:#}");
+    assert_eq!(
+        kinds.last(),
+        Some(&("LegMovedOut", call_key.as_str())),
+        "{old:#}"
+    );
+}
