@@ -92,11 +92,19 @@ pub struct CallTracker {
     /// Asterisk sends `OriginateResponse` outside the stasis message bus, so it can
     /// overtake the events of the channel it names.
     early_reasons: Map<String, (Option<i64>, DateTime<Utc>)>,
+    /// Legs moved to a call key's call (uniqueid → key, and when moved or ended): their
+    /// CDR names the channel's own `Linkedid` and comes after the `Hangup`, when the leg
+    /// is forgotten, so it is filed by this instead. Empty unless legs moved.
+    moved: Map<String, (String, DateTime<Utc>)>,
     pending: Pending,
 }
 
 /// Most early originate reasons kept; past it, those older than a minute are forgotten.
 const MAX_EARLY_REASONS: usize = 1024;
+
+/// Most moved legs remembered for their CDR; past it, those ended over a minute ago are
+/// forgotten (a CDR follows its channel's hangup within moments).
+const MAX_MOVED: usize = 1024;
 
 impl CallTracker {
     /// A tracker that starts from what the store says is live (after a daemon restart).
@@ -134,6 +142,7 @@ impl CallTracker {
                 .map(|c| (c.name.clone(), c))
                 .collect(),
             early_reasons: Map::default(),
+            moved: Map::default(),
             pending: Pending::default(),
         }
     }
@@ -371,6 +380,31 @@ impl CallTracker {
         into.string("from", &from);
         self.event(key, Some(uniqueid), at, "LegMovedIn", into.finish());
         self.leg_gone(&from, uniqueid, at);
+        self.remember_moved(uniqueid, key, at);
+    }
+
+    /// Notes that `uniqueid` now belongs to the call `key`, for its CDR; when the table
+    /// is full, legs ended over a minute before `at` make room.
+    fn remember_moved(&mut self, uniqueid: &str, key: &str, at: DateTime<Utc>) {
+        if self.moved.len() >= MAX_MOVED {
+            let horizon = at
+                .checked_sub_signed(chrono::TimeDelta::seconds(60))
+                .unwrap_or(at);
+            let legs = &self.legs;
+            self.moved
+                .retain(|uid, (_, seen)| legs.contains_key(uid) || *seen > horizon);
+        }
+        if self.moved.len() < MAX_MOVED {
+            self.moved
+                .insert(uniqueid.to_string(), (key.to_string(), at));
+        }
+    }
+
+    /// Marks a moved leg's end, from which its CDR has a minute to come.
+    fn moved_leg_ended(&mut self, uniqueid: &str, at: DateTime<Utc>) {
+        if let Some((_, seen)) = self.moved.get_mut(uniqueid) {
+            *seen = at;
+        }
     }
 
     /// `Newstate` and the other updates of a live leg; `timeline` names the timeline
@@ -412,6 +446,9 @@ impl CallTracker {
         let detail = detail(ev, &["Channel", "Cause", "Cause-txt"]);
         self.event(&linkedid, Some(&uniqueid), at, "Hangup", detail);
         self.leg_gone(&linkedid, &uniqueid, at);
+        if !self.moved.is_empty() {
+            self.moved_leg_ended(&uniqueid, at);
+        }
     }
 
     /// Closes the call when its last live leg is gone.
@@ -572,10 +609,18 @@ impl CallTracker {
             .field("UniqueID")
             .map(Cow::into_owned)
             .unwrap_or_default();
+        // Asked only when legs moved: an empty table is not even hashed into.
+        let moved = || {
+            if self.moved.is_empty() {
+                return None;
+            }
+            self.moved.get(&uniqueid).map(|(key, _)| key.clone())
+        };
         let linkedid = self
             .legs
             .get(&uniqueid)
             .map(|l| l.linkedid.clone())
+            .or_else(moved)
             .or_else(|| ev.field("LinkedID").map(Cow::into_owned));
         let raw = detail(
             ev,
@@ -753,6 +798,7 @@ impl CallTracker {
                 self.ended(leg);
                 self.event(&linkedid, Some(uid), at, "LegLostInGap", "{}".into());
                 self.leg_gone(&linkedid, uid, at);
+                self.moved_leg_ended(uid, at);
             }
         }
         let mut adopted = 0usize;
@@ -1857,6 +1903,80 @@ mod tests {
         assert!(
             out.iter().any(
                 |c| matches!(c, CallChange::Gap(g) if g.legs_adopted == 3 && g.legs_closed == 0)
+            )
+        );
+    }
+
+    fn cdr(uid: &str, linked: &str) -> Ev {
+        Ev::from_pairs(&[
+            ("Event", "Cdr"),
+            ("UniqueID", uid),
+            ("LinkedID", linked),
+            ("Disposition", "ANSWERED"),
+        ])
+    }
+
+    fn cdr_call(changes: &[CallChange]) -> Option<&str> {
+        changes.iter().find_map(|c| match c {
+            CallChange::Cdr(r) => r.linkedid.as_deref(),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_cdr_of_a_moved_leg_after_its_hangup_is_filed_with_the_call_it_moved_to() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        tr.track(&newchannel("110.0", "110.0", "PJSIP/trunk-1", "Up"), t(0));
+        tr.track(&newchannel("111.0", "111.0", "PJSIP/trunk-2", "Up"), t(0));
+        tr.track(&channel_event("Newstate", "110.0", &[KEY]), t(1));
+        for uid in ["110.0", "111.0"] {
+            tr.track(&Ev::parse(&format!("Event: Hangup\nUniqueid: {uid}")), t(2));
+        }
+        tr.take_changes();
+        // Each CDR names the channel's own Linkedid.
+        let filed: Vec<Option<String>> = ["110.0", "111.0"]
+            .iter()
+            .map(|u| cdr_call(&tr.apply(&cdr(u, u), t(3))).map(str::to_string))
+            .collect();
+        assert_eq!(filed, [Some(K.to_string()), Some("111.0".to_string())]);
+    }
+
+    #[test]
+    fn moved_legs_remembered_for_their_cdr_make_room_by_forgetting_those_ended_a_minute_ago() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        let tagged = |uid: &str| channel_event("Newstate", uid, &["MEDCALL_CALL_KEY=k"]);
+        // A full table: one leg still live, the others ended at t(0) (or, one, at t(1)).
+        for i in 0..MAX_MOVED {
+            let uid = format!("old.{i}");
+            tr.track(&newchannel(&uid, &uid, "PJSIP/trunk-1", "Up"), t(0));
+            tr.track(&tagged(&uid), t(0));
+            let end = if i == 1 { t(1) } else { t(0) };
+            if i > 0 {
+                tr.track(&Ev::parse(&format!("Event: Hangup\nUniqueid: {uid}")), end);
+            }
+        }
+        tr.track(&newchannel("new.0", "new.0", "PJSIP/trunk-2", "Up"), t(60));
+        tr.track(&tagged("new.0"), t(60));
+        tr.track(&Ev::parse("Event: Hangup\nUniqueid: new.0"), t(61));
+        tr.track(&Ev::parse("Event: Hangup\nUniqueid: old.0"), t(62));
+        tr.take_changes();
+        let filed = |uid: &str, tr: &mut CallTracker| {
+            cdr_call(&tr.apply(&cdr(uid, uid), t(62))).map(str::to_string)
+        };
+        // Room was made at t(60): legs ended at t(0) forgotten, the live one and the one
+        // ended within the minute kept.
+        assert_eq!(
+            (
+                filed("new.0", &mut tr),
+                filed("old.0", &mut tr),
+                filed("old.1", &mut tr),
+                filed("old.2", &mut tr)
+            ),
+            (
+                Some("k".to_string()),
+                Some("k".to_string()),
+                Some("k".to_string()),
+                Some("old.2".to_string())
             )
         );
     }

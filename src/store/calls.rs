@@ -648,13 +648,11 @@ impl Sql {
                 "INSERT INTO call_events (pbx, call_id, uniqueid, at, kind, detail)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
             }
-            // The CDR's leg decides its call when the leg is known: a leg that moved to
-            // its call key's call keeps its `Linkedid` in the CDR.
             Sql::Cdr => {
                 "INSERT INTO call_detail_records (source, call_id, pbx, uniqueid, received_at, phone, extension,
                     disposition, duration, billable_seconds, call_at, raw)
                  VALUES ('ami',
-                    coalesce((SELECT call_id FROM legs WHERE pbx = :pbx AND uniqueid = :uniqueid), :call_id),
+                    coalesce(:call_id, (SELECT call_id FROM legs WHERE pbx = :pbx AND uniqueid = :uniqueid)),
                     :pbx, :uniqueid, :received_at, :phone, :extension, :disposition, :duration,
                     :billable_seconds, :call_at, :raw)"
             }
