@@ -6,10 +6,12 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-/// A call: every leg sharing one `Linkedid` on one PBX.
+/// A call: every leg sharing one `Linkedid` on one PBX, or, for a conversation call,
+/// every leg carrying one `MEDCALL_CALL_KEY`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CallRecord {
     pub pbx: String,
+    /// The grouping key: the legs' `Linkedid`, or their call key.
     pub linkedid: String,
     pub started_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
@@ -20,6 +22,7 @@ pub struct CallRecord {
 pub struct LegRecord {
     pub pbx: String,
     pub uniqueid: String,
+    /// Its call's grouping key (not always the channel's own `Linkedid`).
     pub linkedid: String,
     pub channel: String,
     pub caller_num: Option<String>,

@@ -38,6 +38,20 @@ pub const END_HANGUP: &str = "hangup";
 /// The leg vanished while the daemon was not connected (reconciliation).
 pub const END_PBX_GAP: &str = "pbx-gap";
 
+/// The channel variable naming the conversation call a channel belongs to: every
+/// channel carrying it (non-empty) is a leg of the call grouped by its value, whatever
+/// its `Linkedid` (each originated leg of a conference has its own).
+pub const CALL_KEY_VARIABLE: &str = "MEDCALL_CALL_KEY";
+
+/// The call key among an event's `ChanVariable` values (`NAME=value`), if set and not
+/// empty. A scan of the few values already read, so an event without it costs nothing
+/// more.
+fn call_key<'v>(vars: &'v [Cow<'_, str>]) -> Option<&'v str> {
+    vars.iter()
+        .find_map(|v| v.strip_prefix(CALL_KEY_VARIABLE)?.strip_prefix('='))
+        .filter(|k| !k.is_empty())
+}
+
 /// Channels that are Asterisk's helpers rather than call participants.
 fn is_helper_channel(channel: &str) -> bool {
     channel.starts_with("CBAnn/") || channel.starts_with("CBRec/")
@@ -78,11 +92,19 @@ pub struct CallTracker {
     /// Asterisk sends `OriginateResponse` outside the stasis message bus, so it can
     /// overtake the events of the channel it names.
     early_reasons: Map<String, (Option<i64>, DateTime<Utc>)>,
+    /// Legs moved to a call key's call (uniqueid → key, and when moved or ended): their
+    /// CDR names the channel's own `Linkedid` and comes after the `Hangup`, when the leg
+    /// is forgotten, so it is filed by this instead. Empty unless legs moved.
+    moved: Map<String, (String, DateTime<Utc>)>,
     pending: Pending,
 }
 
 /// Most early originate reasons kept; past it, those older than a minute are forgotten.
 const MAX_EARLY_REASONS: usize = 1024;
+
+/// Most moved legs remembered for their CDR; past it, those ended over a minute ago are
+/// forgotten (a CDR follows its channel's hangup within moments).
+const MAX_MOVED: usize = 1024;
 
 impl CallTracker {
     /// A tracker that starts from what the store says is live (after a daemon restart).
@@ -120,6 +142,7 @@ impl CallTracker {
                 .map(|c| (c.name.clone(), c))
                 .collect(),
             early_reasons: Map::default(),
+            moved: Map::default(),
             pending: Pending::default(),
         }
     }
@@ -200,8 +223,20 @@ impl CallTracker {
             return;
         };
         let at = event_time(ev).unwrap_or(at);
+        // Read once for the call key and for the leg's variables below. A channel tagged
+        // after it was placed (the inbound caller, by the FastAGI route) moves before its
+        // event is handled, so the event that shows the key is the first in its new call.
+        let vars = ev.fields("ChanVariable");
+        let key = call_key(&vars);
+        if let Some(key) = key {
+            if name != "Newchannel" {
+                if let Some(uid) = ev.field("Uniqueid") {
+                    self.move_leg(&uid, key, at);
+                }
+            }
+        }
         match name.as_ref() {
-            "Newchannel" => self.on_newchannel(ev, at),
+            "Newchannel" => self.on_newchannel(ev, key, at),
             "Newstate" => self.on_update(ev, Some("Newstate"), at),
             "NewCallerid" | "NewConnectedLine" | "NewAccountCode" => self.on_update(ev, None, at),
             "Hangup" => self.on_hangup(ev, at),
@@ -226,7 +261,7 @@ impl CallTracker {
             "Cdr" => self.on_cdr(ev, at),
             _ => {}
         }
-        self.absorb_variables(ev);
+        self.absorb_variables(ev, &vars);
     }
 
     /// Notes that the live leg `uniqueid` changed.
@@ -242,14 +277,17 @@ impl CallTracker {
         self.pending.ended_legs.push(leg);
     }
 
-    fn on_newchannel(&mut self, ev: &impl EventFields, at: DateTime<Utc>) {
+    /// A new leg, in the call of its call `key` if it carries one, else of its `Linkedid`.
+    fn on_newchannel(&mut self, ev: &impl EventFields, key: Option<&str>, at: DateTime<Utc>) {
         let (Some(uniqueid), Some(channel)) = (ev.field("Uniqueid"), ev.field("Channel")) else {
             return;
         };
         let uniqueid = uniqueid.into_owned();
-        let linkedid = match ev.field("Linkedid") {
-            Some(l) => l.into_owned(),
-            None => uniqueid.clone(),
+        // The call's grouping key, kept in the record's `linkedid` (see ARCHITECTURE.md).
+        let linkedid = match (key, ev.field("Linkedid")) {
+            (Some(k), _) => k.to_string(),
+            (None, Some(l)) => l.into_owned(),
+            (None, None) => uniqueid.clone(),
         };
         self.open_call(&linkedid, at);
         let mut leg = LegRecord {
@@ -305,6 +343,70 @@ impl CallTracker {
         );
     }
 
+    /// Moves the live leg `uniqueid` into the call grouped by `key`, if it is not there
+    /// yet: the inbound caller, placed in its `Linkedid` call at its `Newchannel`, is
+    /// tagged with the conversation's key later. The call it leaves is closed when it has
+    /// no other live leg (never removed: the timeline entries written to it stay there,
+    /// and it ends with a `LegMovedOut` entry naming the key); the call it joins starts
+    /// no later than the leg did.
+    fn move_leg(&mut self, uniqueid: &str, key: &str, at: DateTime<Utc>) {
+        let Some(leg) = self.legs.get_mut(uniqueid) else {
+            return;
+        };
+        if leg.linkedid == key {
+            return;
+        }
+        let from = std::mem::replace(&mut leg.linkedid, key.to_string());
+        let began = leg.created_at.unwrap_or(at).min(at);
+        self.touch(uniqueid);
+        match self.calls.get_mut(key) {
+            Some(call) => {
+                if began < call.record.started_at {
+                    call.record.started_at = began;
+                    self.pending
+                        .head
+                        .push(CallChange::Call(call.record.clone()));
+                }
+            }
+            None => self.open_call(key, began),
+        }
+        if let Some(call) = self.calls.get_mut(key) {
+            call.live_legs.insert(uniqueid.to_string());
+        }
+        let mut out = JsonObject::new();
+        out.string("to", key);
+        self.event(&from, Some(uniqueid), at, "LegMovedOut", out.finish());
+        let mut into = JsonObject::new();
+        into.string("from", &from);
+        self.event(key, Some(uniqueid), at, "LegMovedIn", into.finish());
+        self.leg_gone(&from, uniqueid, at);
+        self.remember_moved(uniqueid, key, at);
+    }
+
+    /// Notes that `uniqueid` now belongs to the call `key`, for its CDR; when the table
+    /// is full, legs ended over a minute before `at` make room.
+    fn remember_moved(&mut self, uniqueid: &str, key: &str, at: DateTime<Utc>) {
+        if self.moved.len() >= MAX_MOVED {
+            let horizon = at
+                .checked_sub_signed(chrono::TimeDelta::seconds(60))
+                .unwrap_or(at);
+            let legs = &self.legs;
+            self.moved
+                .retain(|uid, (_, seen)| legs.contains_key(uid) || *seen > horizon);
+        }
+        if self.moved.len() < MAX_MOVED {
+            self.moved
+                .insert(uniqueid.to_string(), (key.to_string(), at));
+        }
+    }
+
+    /// Marks a moved leg's end, from which its CDR has a minute to come.
+    fn moved_leg_ended(&mut self, uniqueid: &str, at: DateTime<Utc>) {
+        if let Some((_, seen)) = self.moved.get_mut(uniqueid) {
+            *seen = at;
+        }
+    }
+
     /// `Newstate` and the other updates of a live leg; `timeline` names the timeline
     /// entry to write, if any.
     fn on_update(&mut self, ev: &impl EventFields, timeline: Option<&str>, at: DateTime<Utc>) {
@@ -344,6 +446,9 @@ impl CallTracker {
         let detail = detail(ev, &["Channel", "Cause", "Cause-txt"]);
         self.event(&linkedid, Some(&uniqueid), at, "Hangup", detail);
         self.leg_gone(&linkedid, &uniqueid, at);
+        if !self.moved.is_empty() {
+            self.moved_leg_ended(&uniqueid, at);
+        }
     }
 
     /// Closes the call when its last live leg is gone.
@@ -504,10 +609,18 @@ impl CallTracker {
             .field("UniqueID")
             .map(Cow::into_owned)
             .unwrap_or_default();
+        // Asked only when legs moved: an empty table is not even hashed into.
+        let moved = || {
+            if self.moved.is_empty() {
+                return None;
+            }
+            self.moved.get(&uniqueid).map(|(key, _)| key.clone())
+        };
         let linkedid = self
             .legs
             .get(&uniqueid)
             .map(|l| l.linkedid.clone())
+            .or_else(moved)
             .or_else(|| ev.field("LinkedID").map(Cow::into_owned));
         let raw = detail(
             ev,
@@ -578,10 +691,10 @@ impl CallTracker {
         }
     }
 
-    /// `ChanVariable: NAME=value` headers update the leg's variables.
-    fn absorb_variables(&mut self, ev: &impl EventFields) {
-        // Most events carry none: asked first, so the leg is looked up only when needed.
-        let vars = ev.fields("ChanVariable");
+    /// `ChanVariable: NAME=value` headers (`vars`, read once per event) update the
+    /// leg's variables.
+    fn absorb_variables(&mut self, ev: &impl EventFields, vars: &[Cow<'_, str>]) {
+        // Most events carry none: so the leg is looked up only when needed.
         if vars.is_empty() {
             return;
         }
@@ -593,7 +706,7 @@ impl CallTracker {
             return;
         };
         let mut changed = false;
-        for v in &vars {
+        for v in vars {
             let (k, val) = v.split_once('=').unwrap_or((v.as_ref(), ""));
             if k.is_empty() {
                 continue;
@@ -685,18 +798,28 @@ impl CallTracker {
                 self.ended(leg);
                 self.event(&linkedid, Some(uid), at, "LegLostInGap", "{}".into());
                 self.leg_gone(&linkedid, uid, at);
+                self.moved_leg_ended(uid, at);
             }
         }
         let mut adopted = 0usize;
         for snap in channels {
+            let key = snap
+                .variables
+                .get(CALL_KEY_VARIABLE)
+                .map(String::as_str)
+                .filter(|k| !k.is_empty());
             if self.legs.contains_key(&snap.uniqueid) {
+                // Tagged while the daemon was away: it moves as it would have live.
+                if let Some(key) = key {
+                    self.move_leg(&snap.uniqueid, key, at);
+                }
                 continue;
             }
             adopted += 1;
-            let linkedid = if snap.linkedid.is_empty() {
-                snap.uniqueid.clone()
-            } else {
-                snap.linkedid.clone()
+            let linkedid = match key {
+                Some(k) => k.to_string(),
+                None if snap.linkedid.is_empty() => snap.uniqueid.clone(),
+                None => snap.linkedid.clone(),
             };
             let started = snap.started_at.unwrap_or(at);
             if !self.calls.contains_key(&linkedid) {
@@ -1531,6 +1654,330 @@ mod tests {
             legs_of(&out, "12.0")[0].originate_reason,
             Some(8),
             "{out:?}"
+        );
+    }
+
+    /// A `Newchannel` carrying channel variables (`NAME=value`), as `channelvars` makes
+    /// Asterisk report them.
+    fn newchannel_with(uid: &str, linked: &str, channel: &str, vars: &[&str]) -> Ev {
+        let mut text = format!(
+            "Event: Newchannel\nChannel: {channel}\nChannelStateDesc: Down\nUniqueid: {uid}\nLinkedid: {linked}"
+        );
+        for v in vars {
+            text.push_str("\nChanVariable: ");
+            text.push_str(v);
+        }
+        Ev::parse(&text)
+    }
+
+    /// An event of `uid` named `event` carrying `vars`.
+    fn channel_event(event: &str, uid: &str, vars: &[&str]) -> Ev {
+        let mut text = format!("Event: {event}\nUniqueid: {uid}\nChannelStateDesc: Up");
+        for v in vars {
+            text.push_str("\nChanVariable: ");
+            text.push_str(v);
+        }
+        Ev::parse(&text)
+    }
+
+    /// `(linkedid, ended)` of every call change, in order.
+    fn call_states(changes: &[CallChange]) -> Vec<(String, bool)> {
+        calls(changes)
+            .into_iter()
+            .map(|c| (c.linkedid.clone(), c.ended_at.is_some()))
+            .collect()
+    }
+
+    /// `(kind, uniqueid)` of the timeline entries written to the call `linkedid`.
+    fn timeline_of(changes: &[CallChange], linkedid: &str) -> Vec<(String, String)> {
+        let only: Vec<CallChange> = changes
+            .iter()
+            .filter(|c| matches!(c, CallChange::Timeline(t) if t.linkedid == linkedid))
+            .cloned()
+            .collect();
+        timeline_steps(&only)
+    }
+
+    const KEY: &str = "MEDCALL_CALL_KEY=5b0525134c0319001573485e-lq3x9k2a";
+    const K: &str = "5b0525134c0319001573485e-lq3x9k2a";
+
+    #[test]
+    fn legs_originated_with_the_same_call_key_are_one_call_whatever_their_linkedids() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        // Two originated legs, each a pair of Local halves with its own Linkedid.
+        let legs_in = [
+            ("50.0", "50.0", "Local/silent@fake-phones-1;1"),
+            ("50.1", "50.0", "Local/silent@fake-phones-1;2"),
+            ("51.0", "51.0", "Local/silent@fake-phones-2;1"),
+            ("51.1", "51.0", "Local/silent@fake-phones-2;2"),
+        ];
+        for (uid, linked, channel) in legs_in {
+            let vars = ["MEDCALL_CALL_ID=", "MEDCALL_ROLE=user", KEY];
+            tr.track(&newchannel_with(uid, linked, channel, &vars), t(0));
+        }
+        let out = tr.take_changes();
+        assert_eq!(call_states(&out), [(K.to_string(), false)]);
+        assert!(legs(&out).iter().all(|l| l.linkedid == K), "{out:?}");
+        assert_eq!(legs(&out).len(), 4);
+        assert_eq!((tr.live_call_count(), tr.live_leg_count()), (1, 4));
+        // Live while any leg is; ended with the last, whichever Linkedid it had.
+        let hangups: [(&str, &[(&str, bool)]); 4] = [
+            ("50.1", &[]),
+            ("50.0", &[]),
+            ("51.0", &[]),
+            ("51.1", &[(K, true)]),
+        ];
+        for (i, (uid, expected)) in hangups.into_iter().enumerate() {
+            let hangup = Ev::parse(&format!(
+                "Event: Hangup\nUniqueid: {uid}\nChanVariable: {KEY}"
+            ));
+            let out = tr.apply(&hangup, t(10 + i as i64));
+            let expected: Vec<(String, bool)> =
+                expected.iter().map(|(l, e)| (l.to_string(), *e)).collect();
+            assert_eq!(call_states(&out), expected, "after the hangup of {uid}");
+            assert_eq!(legs_of(&out, uid)[0].linkedid, K);
+        }
+        assert_eq!((tr.live_call_count(), tr.live_leg_count()), (0, 0));
+    }
+
+    #[test]
+    fn an_empty_or_unrelated_channel_variable_is_no_call_key() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        let cases: [(&str, &[&str], &str); 4] = [
+            ("60.0", &["MEDCALL_CALL_KEY="], "60.0"),
+            (
+                "61.0",
+                &["MEDCALL_CALL_KEYS=x", "MEDCALL_CALL_ID=7"],
+                "61.0",
+            ),
+            ("62.0", &["MEDCALL_CALL_KEY"], "62.0"),
+            (
+                "63.0",
+                &["MEDCALL_CALL_ID=7", "MEDCALL_CALL_KEY=k-1"],
+                "k-1",
+            ),
+        ];
+        for (uid, vars, call) in cases {
+            let out = tr.apply(&newchannel_with(uid, uid, "Local/a@b-1;1", vars), t(0));
+            assert_eq!(legs_of(&out, uid)[0].linkedid, call, "{vars:?}");
+            assert_eq!(call_states(&out), [(call.to_string(), false)], "{vars:?}");
+        }
+    }
+
+    #[test]
+    fn an_inbound_caller_tagged_later_moves_to_the_keyed_call_and_its_own_call_closes() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        // A conference leg of the key is live already.
+        tr.track(
+            &newchannel_with("70.0", "70.0", "Local/silent@fake-phones-1;1", &[KEY]),
+            t(5),
+        );
+        // The caller arrives from the trunk, untagged: a call of its own Linkedid.
+        tr.track(
+            &newchannel_with(
+                "80.0",
+                "80.0",
+                "PJSIP/trunk-00000001",
+                &["MEDCALL_CALL_KEY="],
+            ),
+            t(1),
+        );
+        tr.track(
+            &channel_event("Newstate", "80.0", &["MEDCALL_CALL_KEY="]),
+            t(6),
+        );
+        let before = tr.take_changes();
+        assert_eq!(
+            call_states(&before),
+            [(K.to_string(), false), ("80.0".to_string(), false)]
+        );
+        // The FastAGI route sets the key: the next event of the caller shows it.
+        tr.track(&channel_event("Newstate", "80.0", &[KEY]), t(7));
+        tr.track(&channel_event("Newstate", "80.0", &[KEY]), t(8));
+        let moved = tr.take_changes();
+        // Its own call closes (it had no other leg); the keyed call now starts when the
+        // caller did.
+        let calls_now = calls(&moved);
+        assert_eq!(
+            calls_now
+                .iter()
+                .map(|c| (c.linkedid.as_str(), c.started_at, c.ended_at))
+                .collect::<Vec<_>>(),
+            [(K, t(1), None), ("80.0", t(1), Some(t(7)))]
+        );
+        assert_eq!(legs_of(&moved, "80.0")[0].linkedid, K);
+        // What was written stays in the old call; the move is told in both, and what
+        // follows goes to the new one.
+        let step = |k: &str, u: &str| (k.to_string(), u.to_string());
+        assert_eq!(
+            timeline_of(&before, "80.0"),
+            [step("Newchannel", "80.0"), step("Newstate", "80.0")]
+        );
+        assert_eq!(timeline_of(&moved, "80.0"), [step("LegMovedOut", "80.0")]);
+        assert_eq!(
+            timeline_of(&moved, K),
+            [
+                step("LegMovedIn", "80.0"),
+                step("Newstate", "80.0"),
+                step("Newstate", "80.0")
+            ]
+        );
+        assert_eq!((tr.live_call_count(), tr.live_leg_count()), (1, 2));
+        // The keyed call ends with its last leg, the moved caller included.
+        tr.track(&Ev::parse("Event: Hangup\nUniqueid: 70.0"), t(9));
+        assert!(calls(&tr.take_changes()).is_empty());
+        let out = tr.apply(&Ev::parse("Event: Hangup\nUniqueid: 80.0"), t(10));
+        assert_eq!(call_states(&out), [(K.to_string(), true)]);
+    }
+
+    #[test]
+    fn a_tagged_caller_leaves_its_linkedid_call_open_while_that_call_has_other_legs() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        tr.track(&newchannel("90.0", "90.0", "PJSIP/trunk-1", "Ring"), t(0));
+        tr.track(&newchannel("90.1", "90.0", "Local/ivr@x-1;1", "Ring"), t(0));
+        tr.take_changes();
+        // Tagged first on its Hangup: it still ends as a leg of the keyed call.
+        let out = tr.apply(
+            &Ev::parse(&format!(
+                "Event: Hangup\nUniqueid: 90.0\nChanVariable: {KEY}"
+            )),
+            t(3),
+        );
+        // The keyed call opened and ended in one batch is written once, ended; the
+        // Linkedid call keeps its other leg and is not written at all.
+        assert_eq!(call_states(&out), [(K.to_string(), true)]);
+        assert_eq!(legs_of(&out, "90.0")[0].linkedid, K);
+        assert_eq!(
+            legs_of(&out, "90.0")[0].end_reason.as_deref(),
+            Some("hangup")
+        );
+        assert_eq!((tr.live_call_count(), tr.live_leg_count()), (1, 1));
+        let out = tr.apply(&Ev::parse("Event: Hangup\nUniqueid: 90.1"), t(4));
+        assert_eq!(call_states(&out), [("90.0".to_string(), true)]);
+    }
+
+    #[test]
+    fn reconciliation_groups_adopted_legs_by_call_key_and_moves_a_leg_tagged_while_away() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        tr.apply(&newchannel("100.0", "100.0", "PJSIP/trunk-1", "Up"), t(0));
+        let snap = |uid: &str, linked: &str, key: Option<&str>| LegSnapshot {
+            uniqueid: uid.into(),
+            linkedid: linked.into(),
+            channel: format!("Local/silent@fake-phones-{uid};1"),
+            variables: key
+                .map(|k| [(CALL_KEY_VARIABLE.to_string(), k.to_string())].into())
+                .unwrap_or_default(),
+            started_at: Some(t(2)),
+            ..Default::default()
+        };
+        let out = tr.reconcile(
+            &[
+                snap("100.0", "100.0", Some(K)),
+                snap("101.0", "101.0", Some(K)),
+                snap("102.0", "102.0", Some(K)),
+                snap("103.0", "103.0", Some("")),
+            ],
+            &[],
+            None,
+            t(20),
+        );
+        let grouped: Vec<(&str, &str)> = ["100.0", "101.0", "102.0", "103.0"]
+            .iter()
+            .map(|u| (*u, legs_of(&out, u)[0].linkedid.as_str()))
+            .collect();
+        assert_eq!(
+            grouped,
+            [("100.0", K), ("101.0", K), ("102.0", K), ("103.0", "103.0")]
+        );
+        let mut states = call_states(&out);
+        states.sort();
+        assert_eq!(
+            states,
+            [
+                ("100.0".to_string(), true),
+                ("103.0".to_string(), false),
+                (K.to_string(), false)
+            ]
+        );
+        assert_eq!((tr.live_call_count(), tr.live_leg_count()), (2, 4));
+        assert!(
+            out.iter().any(
+                |c| matches!(c, CallChange::Gap(g) if g.legs_adopted == 3 && g.legs_closed == 0)
+            )
+        );
+    }
+
+    fn cdr(uid: &str, linked: &str) -> Ev {
+        Ev::from_pairs(&[
+            ("Event", "Cdr"),
+            ("UniqueID", uid),
+            ("LinkedID", linked),
+            ("Disposition", "ANSWERED"),
+        ])
+    }
+
+    fn cdr_call(changes: &[CallChange]) -> Option<&str> {
+        changes.iter().find_map(|c| match c {
+            CallChange::Cdr(r) => r.linkedid.as_deref(),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn the_cdr_of_a_moved_leg_after_its_hangup_is_filed_with_the_call_it_moved_to() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        tr.track(&newchannel("110.0", "110.0", "PJSIP/trunk-1", "Up"), t(0));
+        tr.track(&newchannel("111.0", "111.0", "PJSIP/trunk-2", "Up"), t(0));
+        tr.track(&channel_event("Newstate", "110.0", &[KEY]), t(1));
+        for uid in ["110.0", "111.0"] {
+            tr.track(&Ev::parse(&format!("Event: Hangup\nUniqueid: {uid}")), t(2));
+        }
+        tr.take_changes();
+        // Each CDR names the channel's own Linkedid.
+        let filed: Vec<Option<String>> = ["110.0", "111.0"]
+            .iter()
+            .map(|u| cdr_call(&tr.apply(&cdr(u, u), t(3))).map(str::to_string))
+            .collect();
+        assert_eq!(filed, [Some(K.to_string()), Some("111.0".to_string())]);
+    }
+
+    #[test]
+    fn moved_legs_remembered_for_their_cdr_make_room_by_forgetting_those_ended_a_minute_ago() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        let tagged = |uid: &str| channel_event("Newstate", uid, &["MEDCALL_CALL_KEY=k"]);
+        // A full table: one leg still live, the others ended at t(0) (or, one, at t(1)).
+        for i in 0..MAX_MOVED {
+            let uid = format!("old.{i}");
+            tr.track(&newchannel(&uid, &uid, "PJSIP/trunk-1", "Up"), t(0));
+            tr.track(&tagged(&uid), t(0));
+            let end = if i == 1 { t(1) } else { t(0) };
+            if i > 0 {
+                tr.track(&Ev::parse(&format!("Event: Hangup\nUniqueid: {uid}")), end);
+            }
+        }
+        tr.track(&newchannel("new.0", "new.0", "PJSIP/trunk-2", "Up"), t(60));
+        tr.track(&tagged("new.0"), t(60));
+        tr.track(&Ev::parse("Event: Hangup\nUniqueid: new.0"), t(61));
+        tr.track(&Ev::parse("Event: Hangup\nUniqueid: old.0"), t(62));
+        tr.take_changes();
+        let filed = |uid: &str, tr: &mut CallTracker| {
+            cdr_call(&tr.apply(&cdr(uid, uid), t(62))).map(str::to_string)
+        };
+        // Room was made at t(60): legs ended at t(0) forgotten, the live one and the one
+        // ended within the minute kept.
+        assert_eq!(
+            (
+                filed("new.0", &mut tr),
+                filed("old.0", &mut tr),
+                filed("old.1", &mut tr),
+                filed("old.2", &mut tr)
+            ),
+            (
+                Some("k".to_string()),
+                Some("k".to_string()),
+                Some("k".to_string()),
+                Some("old.2".to_string())
+            )
         );
     }
 }

@@ -14,12 +14,14 @@ use crate::store::{CallFilter, CallRow, LegRow};
 const DEFAULT_LIMIT: u32 = 50;
 const MAX_LIMIT: u32 = 1000;
 
-/// One call: the legs sharing a `Linkedid` on one PBX.
+/// One call: the legs sharing a `Linkedid` on one PBX, or, for a conversation call,
+/// the legs sharing one `MEDCALL_CALL_KEY` channel variable.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CallView {
     id: i64,
     pbx: String,
+    /// What groups the legs: their `Linkedid`, or the conversation call's key.
     linkedid: String,
     started_at: DateTime<Utc>,
     ended_at: Option<DateTime<Utc>>,

@@ -609,6 +609,8 @@ impl Sql {
                 "UPDATE calls SET ended_at = ?4, started_at = min(started_at, ?3)
                  WHERE pbx = ?1 AND linkedid = ?2"
             }
+            // `call_id` is updated too: a leg tagged with a call key after it was placed
+            // moves to that call (`calls::tracker`).
             Sql::LegUpsert => {
                 "INSERT INTO legs (pbx, call_id, uniqueid, channel, caller_num, caller_name, connected_num,
                     connected_name, state, account_code, context, exten, bridge_id, conference, variables,
@@ -617,7 +619,7 @@ impl Sql {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,
                     ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)
                  ON CONFLICT (pbx, uniqueid) DO UPDATE SET
-                    channel = excluded.channel, caller_num = excluded.caller_num,
+                    call_id = excluded.call_id, channel = excluded.channel, caller_num = excluded.caller_num,
                     caller_name = excluded.caller_name, connected_num = excluded.connected_num,
                     connected_name = excluded.connected_name, state = excluded.state,
                     account_code = excluded.account_code, context = excluded.context, exten = excluded.exten,
@@ -1126,6 +1128,82 @@ mod tests {
         let detail = store.call_detail(ended.id).await.unwrap().unwrap();
         assert_eq!(detail.cdrs.len(), 1, "the late Cdr is filed with its call");
         assert!(store.call_detail(9999).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_leg_tagged_with_a_call_key_moves_to_that_call_with_its_cdr_and_its_old_call_ends_empty()
+     {
+        let (_dir, store) = fresh_store();
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        let key = "MEDCALL_CALL_KEY=conv-1";
+        let batches: Vec<Vec<(&'static str, &str)>> = vec![
+            vec![
+                ("Event", "Newchannel"),
+                ("Channel", "PJSIP/trunk-1"),
+                ("Uniqueid", "5.0"),
+                ("Linkedid", "5.0"),
+                ("ChanVariable", "MEDCALL_CALL_KEY="),
+            ],
+            vec![
+                ("Event", "Newchannel"),
+                ("Channel", "Local/silent@fake-phones-1;1"),
+                ("Uniqueid", "6.0"),
+                ("Linkedid", "6.0"),
+                ("ChanVariable", key),
+            ],
+            vec![
+                ("Event", "Newstate"),
+                ("Uniqueid", "5.0"),
+                ("ChannelStateDesc", "Up"),
+                ("ChanVariable", key),
+            ],
+            vec![("Event", "Hangup"), ("Uniqueid", "5.0")],
+            // Its CDR names its own Linkedid, after the tracker forgot the leg.
+            vec![
+                ("Event", "Cdr"),
+                ("UniqueID", "5.0"),
+                ("LinkedID", "5.0"),
+                ("Disposition", "ANSWERED"),
+            ],
+        ];
+        // One batch each, so the move rewrites a leg row already stored.
+        for (i, batch) in batches.iter().enumerate() {
+            let changes = tr.apply(&ev(batch), at(i as i64));
+            store.apply_call_changes(changes).await.unwrap();
+        }
+        let (rows, _) = store
+            .list_calls(CallFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let row = |linkedid: &str| rows.iter().find(|r| r.record.linkedid == linkedid).unwrap();
+        let (keyed, own) = (row("conv-1"), row("5.0"));
+        assert_eq!((keyed.leg_count, keyed.record.ended_at), (2, None));
+        assert_eq!((own.leg_count, own.record.ended_at), (0, Some(at(2))));
+        assert_eq!(
+            keyed.record.started_at,
+            at(0),
+            "the call starts with its first leg"
+        );
+        let detail = store.call_detail(keyed.id).await.unwrap().unwrap();
+        assert_eq!(detail.cdrs.len(), 1, "the CDR follows its leg");
+        let kinds: Vec<&str> = detail.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["Newchannel", "LegMovedIn", "Newstate", "Hangup"]);
+        let old = store.call_detail(own.id).await.unwrap().unwrap();
+        let kinds: Vec<&str> = old.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["Newchannel", "LegMovedOut"]);
+        assert!(old.legs.is_empty() && old.cdrs.is_empty());
+        let live = store.live_call_state("rig").await.unwrap();
+        assert_eq!(live.legs.len(), 1);
+        assert_eq!(
+            (
+                live.legs[0].uniqueid.as_str(),
+                live.legs[0].linkedid.as_str()
+            ),
+            ("6.0", "conv-1")
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! originate results; Cdr stored; reconciliation after a daemon restart (adoption) and
 //! after an Asterisk restart in the middle of live calls (legs closed as `pbx-gap`).
 //! One fake PBX, for what the rig cannot do on demand: refuse `CoreShowChannels`.
+//! Legs of a conversation call, originated one by one into a ConfBridge, are one call by
+//! their `MEDCALL_CALL_KEY`.
 
 use std::time::{Duration, Instant};
 
@@ -402,8 +404,8 @@ async fn a_reconciliation_the_pbx_cannot_answer_yet_is_retried_every_second_unti
 
 #[tokio::test]
 async fn a_channel_variable_the_manager_reports_is_kept_on_its_leg() {
-    // `channelvars = MEDCALL_CALL_ID` (asterisk-conf/manager.conf): every event of a
-    // channel carrying it reports it as `ChanVariable`.
+    // `channelvars = MEDCALL_CALL_ID,…` (asterisk-conf/manager.conf): every event of a
+    // channel reports each listed variable as `ChanVariable`, an unset one as empty.
     let d = Daemon::start().await;
     let key = d.admin_key();
     wait_connected(&d, &key).await;
@@ -430,7 +432,227 @@ async fn a_channel_variable_the_manager_reports_is_kept_on_its_leg() {
     .await;
     assert_eq!(
         leg(&call, &uid)["variables"],
-        serde_json::json!({"MEDCALL_CALL_ID": "4711"}),
+        serde_json::json!({
+            "MEDCALL_CALL_ID": "4711",
+            "MEDCALL_CALL_KEY": "",
+            "MEDCALL_ROLE": "",
+            "MEDCALL_THREAD_ID": "",
+            "MEDCALL_USER_ID": "",
+        }),
         "{call:#}"
+    );
+}
+
+/// Hangs up channels by uniqueid when dropped, so a failing test leaves no call on the
+/// shared rig. Synchronous (a plain socket): it runs during a panic too.
+struct HangupOnDrop(Vec<String>);
+
+impl Drop for HangupOnDrop {
+    fn drop(&mut self) {
+        use std::io::{Read, Write};
+        let rig = Rig::from_env();
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", rig.ami_port)) else {
+            return;
+        };
+        let mut text = format!(
+            "Action: Login\r\nUsername: {}\r\nSecret: {}\r\n\r\n",
+            rig.username, rig.secret
+        );
+        for uid in &self.0 {
+            text.push_str(&format!("Action: Hangup\r\nChannel: {uid}\r\n\r\n"));
+        }
+        text.push_str("Action: Logoff\r\n\r\n");
+        let _ = s.write_all(text.as_bytes());
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let _ = s.read_to_end(&mut Vec::new());
+    }
+}
+
+/// The active calls `/api/calls?active=true` lists holding any of `uids`, with their
+/// detail, once `done` says so (bounded).
+async fn active_calls_holding(
+    d: &Daemon,
+    key: &str,
+    uids: &[String],
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let list: Value = d.get_json("/api/calls?active=true&limit=200", key).await;
+        let mut holding = Vec::new();
+        for c in list["items"].as_array().unwrap() {
+            let detail: Value = d.get_json(&format!("/api/calls/{}", c["id"]), key).await;
+            let mine = detail["legs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| uids.iter().any(|u| l["uniqueid"] == u.as_str()));
+            if mine {
+                holding.push(serde_json::json!({"listed": c, "detail": detail}));
+            }
+        }
+        if done(&holding) {
+            return holding;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "active calls never matched; last seen: {holding:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn legs_originated_one_by_one_into_a_conference_with_one_call_key_are_one_call() {
+    let d = Daemon::start().await;
+    let key = d.admin_key();
+    wait_connected(&d, &key).await;
+    let rig = Rig::from_env();
+    let mut ami = RawAmi::connect(&rig).await;
+    ami.login(&rig.username, &rig.secret).await;
+    let pid = std::process::id();
+    let conf = format!("itkey{pid}");
+    let call_key = format!("5b0525134c0319001573485e-it{pid}");
+    // Each leg its own Originate, so each pair of Local halves has its own Linkedid.
+    let mut uids = Vec::new();
+    let mut cleanup = HangupOnDrop(Vec::new());
+    for who in ["a", "b"] {
+        let uid = format!("{conf}-{who}");
+        let other = format!("{uid}-2");
+        cleanup.0.push(uid.clone());
+        ami.send(&[
+            ("Action", "Originate"),
+            ("Channel", "Local/silent@fake-phones/n"),
+            ("Context", "medcall-conference"),
+            ("Exten", &conf),
+            ("Priority", "1"),
+            ("Async", "true"),
+            ("Timeout", "10000"),
+            ("ChannelId", &uid),
+            ("OtherChannelId", &other),
+            ("Account", &conf),
+            ("Variable", &format!("MEDCALL_CALL_KEY={call_key}")),
+            ("ActionID", &uid),
+        ])
+        .await;
+        uids.push(uid);
+        uids.push(other);
+    }
+    // Asterisk's own view: two Linkedids among the four channels.
+    let mut linkedids = std::collections::BTreeSet::new();
+    while linkedids.len() < 2 {
+        let m = ami
+            .wait_for(Duration::from_secs(10), |m| {
+                field(m, "Event") == Some("Newchannel")
+                    && field(m, "Uniqueid").is_some_and(|u| uids.iter().any(|x| x == u))
+            })
+            .await
+            .expect("the legs' channels appear");
+        linkedids.insert(field(&m, "Linkedid").unwrap_or_default().to_string());
+    }
+
+    // One call, with all four channels, and both conference halves seen joining.
+    let calls = active_calls_holding(&d, &key, &uids, |calls| {
+        let joined = |c: &Value| {
+            c["detail"]["legs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|l| l["conference"] == conf.as_str())
+                .count()
+        };
+        calls.len() == 1 && calls[0]["listed"]["legCount"] == 4 && joined(&calls[0]) == 2
+    })
+    .await;
+    let call = &calls[0]["detail"];
+    assert_eq!(call["linkedid"], call_key.as_str(), "{call:#}");
+    assert_eq!(calls[0]["listed"]["active"], true);
+    let mut legs: Vec<&str> = call["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["uniqueid"].as_str().unwrap())
+        .collect();
+    legs.sort_unstable();
+    let mut expected: Vec<&str> = uids.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(legs, expected, "all four channels are its legs: {call:#}");
+
+    for uid in [&uids[0], &uids[2]] {
+        ami.send(&[("Action", "Hangup"), ("Channel", uid)]).await;
+    }
+    let ended = call_with_leg(&d, &key, &uids[0], Duration::from_secs(15), |c| {
+        c["active"] == false
+    })
+    .await;
+    assert_eq!(ended["id"], call["id"]);
+    assert!(ended["endedAt"].is_string());
+    for l in ended["legs"].as_array().unwrap() {
+        assert!(l["endedAt"].is_string(), "every leg ended: {ended:#}");
+    }
+    drop(cleanup);
+}
+
+#[tokio::test]
+async fn a_channel_tagged_with_a_call_key_after_it_began_moves_to_that_call_and_its_own_call_ends()
+{
+    let d = Daemon::start().await;
+    let key = d.admin_key();
+    wait_connected(&d, &key).await;
+    let rig = Rig::from_env();
+    let mut ami = RawAmi::connect(&rig).await;
+    ami.login(&rig.username, &rig.secret).await;
+    let uid = originate_for(&mut ami, "silent", "late-key", 10_000, 30).await;
+    let other = format!("{uid}-2");
+    let _cleanup = HangupOnDrop(vec![uid.clone()]);
+    let first = call_with_leg(&d, &key, &uid, Duration::from_secs(10), |c| {
+        leg(c, &uid)["answeredAt"].is_string()
+    })
+    .await;
+    assert_eq!(
+        first["linkedid"],
+        uid.as_str(),
+        "untagged: its Linkedid's call"
+    );
+    // Tagged as the FastAGI route tags the inbound caller; its next event shows it.
+    let call_key = format!("late-key-{}", std::process::id());
+    ami.send(&[
+        ("Action", "Setvar"),
+        ("Channel", &uid),
+        ("Variable", "MEDCALL_CALL_KEY"),
+        ("Value", &call_key),
+    ])
+    .await;
+    ami.send(&[("Action", "Hangup"), ("Channel", &uid)]).await;
+    let moved = call_with_leg(&d, &key, &uid, Duration::from_secs(10), |c| {
+        c["linkedid"] == call_key.as_str() && c["active"] == false
+    })
+    .await;
+    assert_ne!(moved["id"], first["id"]);
+    assert_eq!(leg(&moved, &uid)["endReason"], "hangup", "{moved:#}");
+    assert_eq!(moved["legs"].as_array().unwrap().len(), 1, "{moved:#}");
+    // The old call keeps the other half and what was written before the move.
+    let old = call_with_leg(&d, &key, &other, Duration::from_secs(10), |c| {
+        c["active"] == false
+    })
+    .await;
+    assert_eq!(old["id"], first["id"]);
+    let kinds: Vec<(&str, &str)> = old["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["uniqueid"] == uid.as_str())
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap(),
+                e["detail"]["to"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(kinds.first(), Some(&("Newchannel", "")), "{old:#}");
+    assert_eq!(
+        kinds.last(),
+        Some(&("LegMovedOut", call_key.as_str())),
+        "{old:#}"
     );
 }
