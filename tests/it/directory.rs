@@ -131,7 +131,7 @@ async fn a_bad_directory_document_is_answered_400_and_a_conflicting_one_409_nami
                 .to_string(),
             400,
             vec![
-                "The directory document is malformed: doctors[0].id: invalid type: string \"17\", expected i64 at line 1 column 22.",
+                "The directory document is malformed: doctors[0].id: invalid type: string \"17\", expected an integer at line 1 column 22.",
             ],
         ),
     ];
