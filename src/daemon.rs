@@ -135,7 +135,7 @@ async fn serve(
         ));
     }
     if let Some((_, inbox)) = conference {
-        let pbx = inbox.pbx().clone();
+        let pbx = inbox.pbx().to_string();
         match app.pbxs.iter().find(|p| p.name().as_str() == pbx) {
             Some(pbx) => conference::control::spawn(
                 inbox,

@@ -25,7 +25,7 @@ use super::engine::{
 use super::observe::{self, Dialplan};
 use crate::ami::{Action, AmiClient, AmiError, AmiEvent, EventStream};
 use crate::directory::{Endpoint, ThreadId, UserId};
-use crate::store::{CallWithLegs, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// The control task's knobs (mapped from `[calls]` by the daemon).
 #[derive(Debug, Clone)]
@@ -160,7 +160,7 @@ pub fn channel(settings: ControlSettings, store: Store) -> (ConferenceHandle, Co
 
 impl ControlInbox {
     /// The PBX whose client the task must be started with.
-    pub fn pbx(&self) -> &String {
+    pub fn pbx(&self) -> &str {
         &self.settings.pbx
     }
 }
@@ -515,9 +515,6 @@ fn uptime_seconds(lines: &[String]) -> Option<i64> {
             .and_then(|n| n.trim().parse().ok())
     })
 }
-
-/// The calls a store read returns, for the HTTP views.
-pub type ThreadCalls = Vec<CallWithLegs>;
 
 #[cfg(test)]
 mod tests {
