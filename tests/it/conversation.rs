@@ -1069,3 +1069,43 @@ async fn an_asterisk_restart_mid_call_closes_its_legs_and_ends_the_call_failed()
     .await;
     c.ok("call/end", json!({"threadId": thread})).await;
 }
+
+#[tokio::test]
+async fn a_user_who_answers_then_hangs_up_has_left_and_the_call_stays_open() {
+    let c = Conv::start().await;
+    let thread = id("");
+    c.ok("call/start", json!({"threadId": thread})).await;
+    let (leaver, stayer) = (id("e0"), id("a0"));
+    c.ok(
+        "call.user/invite",
+        json!({"threadId": thread, "userIds": [leaver, stayer]}),
+    )
+    .await;
+    c.wait_call(&thread, Duration::from_secs(10), |call| {
+        state_of(call, &leaver) == "joined" && state_of(call, &stayer) == "joined"
+    })
+    .await;
+    // The `e0` phone hangs up by itself three seconds after answering.
+    let call = c
+        .wait_call(&thread, Duration::from_secs(10), |call| {
+            state_of(call, &leaver) == "left" && participant(call, &leaver)["endedAt"].is_string()
+        })
+        .await;
+    assert_eq!(
+        participant(&call, &leaver)["endReason"],
+        "hangup",
+        "{call:#}"
+    );
+    assert_eq!(state_of(&call, &stayer), "joined");
+    assert_eq!(call["state"], "active", "{call:#}");
+    // Invited again, the user who left is dialled again.
+    let data = c
+        .ok(
+            "call.user/invite",
+            json!({"threadId": thread, "userId": leaver}),
+        )
+        .await;
+    assert_eq!(data, json!({"invitedUsersCount": 1}));
+    let ended = c.ok("call/end", json!({"threadId": thread})).await;
+    assert!(ended["dialogDuration"].as_i64().unwrap() >= 2, "{ended}");
+}
