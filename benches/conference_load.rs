@@ -25,12 +25,13 @@
 //!    the call ended and every participant no longer live.
 //!
 //! After every phase the same stuck-leg check runs; any failure (a refused or miscounted
-//! operation, a join or action never seen, a stuck leg) fails the run, after the tool
-//! hangs up whatever of its threads is left on the rig.
+//! operation, a join or action never seen, a stuck leg, an ERROR in the daemon's log)
+//! fails the run, after the tool hangs up whatever of its threads is left on the rig.
 //!
 //! ```text
 //! cargo bench --bench conference_load            # the full run (needs the rig: scripts/asterisk-rig up + env)
 //! CONF_LOAD_THREADS=50 CONF_LOAD_BIG=100 CONF_LOAD_STEADY_OPS=1200 CONF_LOAD_RATE=100 cargo bench --bench conference_load
+//! CONF_LOAD_DB_DIR=/dev/shm cargo bench --bench conference_load   # the database on tmpfs: no fsync cost
 //! ```
 //!
 //! Under `cargo test --benches` (no `--bench`): the same three phases with 2 threads × 2
@@ -117,7 +118,12 @@ fn main() {
     let rig = Rig::from_env();
     let proxy = Proxy::start(rig.ami_port);
     let joins = Joins::start(&rig);
-    let data = tempfile::tempdir().unwrap();
+    // `CONF_LOAD_DB_DIR`: where the daemon's database goes (default the system's temp
+    // directory; a tmpfs there takes the fsyncs out of the figures).
+    let data = match std::env::var("CONF_LOAD_DB_DIR") {
+        Ok(dir) => tempfile::tempdir_in(dir).unwrap(),
+        Err(_) => tempfile::tempdir().unwrap(),
+    };
     let http_port = free_port();
     let mut daemon = start_daemon(&rig, proxy.port, http_port, data.path());
     let asterisk = asterisk_pid();
@@ -158,6 +164,16 @@ fn main() {
     });
     let _ = daemon.kill();
     let _ = daemon.wait();
+    // Whatever the daemon logged at `warn` or above is shown; an error fails the run (a
+    // lost batch of call records does not show in any answer the tool checks).
+    let log = std::fs::read_to_string(data.path().join("stderr.log")).unwrap_or_default();
+    let mut failures = failures;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        eprintln!("conference_load: daemon: {line}");
+        if line.contains("ERROR") {
+            failures.push(format!("the daemon logged an error: {line}"));
+        }
+    }
     if !failures.is_empty() {
         for f in failures.iter().take(40) {
             eprintln!("conference_load: FAILED: {f}");
@@ -1177,10 +1193,12 @@ fn record_frame(frame: &str, at: Instant, seen: &Mutex<HashMap<String, Vec<Seen>
 
 // ---- the tool's own AMI session: joins and leaves, timestamped as they arrive ----
 
+/// (conference, user) → (when, true for a join / false for a leave).
+type JoinLog = HashMap<(String, String), Vec<(Instant, bool)>>;
+
 #[derive(Clone)]
 struct Joins {
-    /// (conference, user) → (when, true for a join / false for a leave).
-    seen: Arc<Mutex<HashMap<(String, String), Vec<(Instant, bool)>>>>,
+    seen: Arc<Mutex<JoinLog>>,
     notify: Arc<Notify>,
 }
 
@@ -1317,7 +1335,7 @@ fn start_daemon(rig: &Rig, ami_port: u16, http_port: u16, data: &std::path::Path
         // Generous: under load a fake phone must never be taken for "no answer".
         .env("MEDCALL__CALLS__RING_TIMEOUT_MS", "60000")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(std::fs::File::create(data.join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
     if pinned {
