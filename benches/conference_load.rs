@@ -485,6 +485,11 @@ async fn cycle_all(ctx: &Ctx, threads: &[ThreadPlan], pause_all: bool) -> Figure
             let mut f = Figures::default();
             if let Err(e) = cycle(&http, &proxy, &joins, &t, pause_all, &mut f).await {
                 f.failures.push(format!("thread {}: {e}", t.thread));
+                // Still ended (if it got that far), so the stuck-leg check judges the
+                // daemon's end, not this tool giving up on the thread.
+                let _ = http
+                    .ok("call/end", json!({"threadId": t.thread}), &mut f)
+                    .await;
             }
             f
         }));
@@ -726,9 +731,17 @@ async fn steady(ctx: &Ctx, plan: &Plan, threads: &[ThreadPlan], run: &mut Run) {
         return;
     }
 
+    // The standing cost of these joined legs with no operation (Asterisk mixes every
+    // conference every 20 ms whatever medcall does): subtracted below.
+    let idle_for = Duration::from_secs(if plan.smoke { 1 } else { 3 });
+    let idle_before = ctx.cpu();
+    tokio::time::sleep(idle_for).await;
+    let idle = ctx.cpu().since(&idle_before, idle_for);
+
     // The window: operation i at start + i/rate, on leg i mod legs; pause on even
     // passes over the legs, unpause on odd ones. No GET inside the window.
     let gap = Duration::from_secs_f64(1.0 / plan.rate);
+    let events_before = ctx.http.events_received().await;
     let before = ctx.cpu();
     let started = Instant::now();
     let mut handles = Vec::new();
@@ -777,6 +790,11 @@ async fn steady(ctx: &Ctx, plan: &Plan, threads: &[ThreadPlan], run: &mut Run) {
         window.merge(h.await.unwrap());
     }
     let cost = ctx.cpu().since(&before, started.elapsed());
+    let events = ctx
+        .http
+        .events_received()
+        .await
+        .saturating_sub(events_before);
     println!(
         "\nconference_load: phase 2, {} operations (pause/unpause alternating over {} joined users of {} threads) offered at {:.0}/s over {:.2} s, {}",
         plan.steady_ops,
@@ -805,6 +823,28 @@ async fn steady(ctx: &Ctx, plan: &Plan, threads: &[ThreadPlan], run: &mut Run) {
         );
     }
     println!("  {}", cost.line(window.posts, "operations"));
+    let marginal = |busy: f64, idle: f64| {
+        (busy - idle * cost.wall.as_secs_f64() / idle_for.as_secs_f64()) * 1e6
+            / window.posts.max(1) as f64
+    };
+    println!(
+        "  idle, the same legs joined and no operation, over {:.0} s: daemon {:.0} % of a core, Asterisk {}; so per operation beyond idle: daemon {:.0} µs, Asterisk {}",
+        idle_for.as_secs_f64(),
+        100.0 * idle.daemon_s / idle_for.as_secs_f64(),
+        idle.asterisk_s.map_or("n/a".into(), |a| format!(
+            "{:.0} % of a core",
+            100.0 * a / idle_for.as_secs_f64()
+        )),
+        marginal(cost.daemon_s, idle.daemon_s),
+        match (cost.asterisk_s, idle.asterisk_s) {
+            (Some(b), Some(i)) => format!("{:.0} µs", marginal(b, i)),
+            _ => "n/a".into(),
+        }
+    );
+    println!(
+        "  AMI events the daemon received in the window: {events} ({:.1} per operation)",
+        events as f64 / window.posts.max(1) as f64
+    );
     if !window.failures.is_empty() {
         println!("  {} failures", window.failures.len());
     }
@@ -922,9 +962,24 @@ async fn check_nothing_left(
 /// Hangs up whatever channel of the run is left on the rig (after a failed run: the
 /// fake phones would otherwise wait an hour).
 async fn sweep(ami: &mut RawAmi, threads: &[String], users: &[String]) {
-    for c in channels_of(ami, threads, users).await {
+    for (i, c) in channels_of(ami, threads, users).await.iter().enumerate() {
         let name = c.split(' ').next().unwrap_or_default().to_string();
-        ami.send(&[("Action", "Hangup"), ("Channel", &name)]).await;
+        let id = format!("sweep-{i}");
+        ami.send(&[("Action", "Hangup"), ("Channel", &name), ("ActionID", &id)])
+            .await;
+        // Awaited: the session closes right after, and Asterisk drops what it has not read.
+        let _ = ami
+            .wait_for(Duration::from_secs(5), |m| {
+                field(m, "ActionID") == Some(id.as_str())
+            })
+            .await;
+    }
+    let left = channels_of(ami, threads, users).await;
+    if !left.is_empty() {
+        eprintln!(
+            "conference_load: the sweep left {} channels: {left:?}",
+            left.len()
+        );
     }
 }
 
@@ -985,6 +1040,14 @@ impl Http {
             self.key
         );
         self.exchange(req.as_bytes()).await
+    }
+
+    /// The daemon's count of AMI events received (`/api/pbx`).
+    async fn events_received(&self) -> u64 {
+        match self.get_root("/api/pbx").await {
+            Ok(r) => r.body[0]["eventsReceived"].as_u64().unwrap_or(0),
+            Err(_) => 0,
+        }
     }
 
     async fn exchange(&self, req: &[u8]) -> Result<Reply, String> {
