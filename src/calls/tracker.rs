@@ -670,11 +670,21 @@ impl CallTracker {
         mut extra: JsonObject,
     ) {
         let uid = ev.field("Uniqueid").map(Cow::into_owned);
+        // A channel not seen yet falls back to its `Linkedid` only when that names a call
+        // the tracker holds. Under load Asterisk can report a leg's ConfbridgeJoin (or
+        // MusicOnHoldStart) before its Newchannel, with a Linkedid that is no call yet: a
+        // timeline row there would have no call row, and failing it would lose the whole
+        // batch. Such an entry is kept unlinked by uniqueid, like an early
+        // OriginateResponse, and is read with the leg's call once the leg is known.
         let linkedid = uid
             .as_ref()
             .and_then(|u| self.legs.get(u))
             .map(|l| l.linkedid.clone())
-            .or_else(|| ev.field("Linkedid").map(Cow::into_owned));
+            .or_else(|| {
+                ev.field("Linkedid")
+                    .filter(|l| self.calls.contains_key(l.as_ref()))
+                    .map(Cow::into_owned)
+            });
         if let Some(ch) = ev.field("Channel") {
             extra.string("Channel", &ch);
         }

@@ -1130,6 +1130,67 @@ mod tests {
         assert!(store.call_detail(9999).await.unwrap().is_none());
     }
 
+    /// Seen on the rig with 100 conferences filling at once: a leg's ConfbridgeJoin came
+    /// before its Newchannel, its Linkedid naming no call yet. The batch holding it must
+    /// still be written whole (it used to fail on `call_timeline.call_id`, losing the
+    /// other calls' changes with it), and the entry must show in the leg's call.
+    #[tokio::test]
+    async fn a_conference_join_before_its_channel_is_known_loses_nothing_and_shows_in_its_call() {
+        let (_dir, store) = fresh_store();
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        let mut batch = Vec::new();
+        batch.extend(tr.apply(
+            &ev(&[
+                ("Event", "Newchannel"),
+                ("Channel", "Local/other@b-1;1"),
+                ("Uniqueid", "8.0"),
+                ("Linkedid", "8.0"),
+            ]),
+            t0,
+        ));
+        batch.extend(tr.apply(
+            &ev(&[
+                ("Event", "ConfbridgeJoin"),
+                ("Conference", "room-1"),
+                ("Channel", "Local/a0@users-1;1"),
+                ("Uniqueid", "9.0"),
+                ("Linkedid", "9.0"),
+            ]),
+            t0,
+        ));
+        store.apply_call_changes(batch).await.unwrap();
+        let late = tr.apply(
+            &ev(&[
+                ("Event", "Newchannel"),
+                ("Channel", "Local/a0@users-1;1"),
+                ("Uniqueid", "9.0"),
+                ("Linkedid", "9.0"),
+            ]),
+            t0,
+        );
+        store.apply_call_changes(late).await.unwrap();
+
+        let (rows, total) = store
+            .list_calls(CallFilter {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(total, 2, "the other call of the batch was written too");
+        let call = rows.iter().find(|r| r.record.linkedid == "9.0").unwrap();
+        let detail = store.call_detail(call.id).await.unwrap().unwrap();
+        assert!(
+            detail
+                .events
+                .iter()
+                .any(|e| e.kind == "ConfbridgeJoin" && e.uniqueid.as_deref() == Some("9.0")),
+            "{:?}",
+            detail.events
+        );
+    }
+
     #[tokio::test]
     async fn a_leg_tagged_with_a_call_key_moves_to_that_call_with_its_cdr_and_its_old_call_ends_empty()
      {
