@@ -76,7 +76,11 @@
 //! - **Pause.** A hold marks the leg as pausing at once; a ConfbridgeLeave or a
 //!   MusicOnHoldStart then makes it `paused`. A refused (or unreachable) hold puts the
 //!   leg back to `joined` unless it already left the conference. A paused leg stays
-//!   paused until its ConfbridgeJoin after unpause.
+//!   paused until its ConfbridgeJoin after unpause. An unpause within two seconds of
+//!   the hold, before the leg's MusicOnHoldStart, waits for it (or for those two
+//!   seconds) before it redirects: Asterisk refuses a Redirect of a channel whose hold
+//!   Redirect is still under way ("channel not up"), and under load that took up to
+//!   350 ms. The answer waits too; a leg that goes meanwhile is not counted.
 //! - **End.** Exclude, pause, unpause, invite and admit on an ending call are refused
 //!   `Ending`; a second `call/end` waits with the first. `KickAll` and `SweepAccount`
 //!   are always sent, and their outcome decides nothing. With the PBX unreachable the
@@ -768,6 +772,33 @@ impl Pending {
         step.sends.push((id, request));
     }
 
+    /// Counts a request of `op` that will be sent later ([`Pending::send_reserved`]) or
+    /// never ([`Pending::release`]): the answer waits for it.
+    fn reserve(&mut self, op: OpId) {
+        if let Some(o) = self.ops.get_mut(&op) {
+            o.waiting = o.waiting.saturating_add(1);
+            o.sent = o.sent.saturating_add(1);
+        }
+    }
+
+    /// Sends a request [`Pending::reserve`] counted.
+    fn send_reserved(&mut self, step: &mut Step, ctx: ReqCtx, request: Request) {
+        self.next = self.next.wrapping_add(1);
+        let id = RequestId(self.next);
+        self.requests.insert(id, ctx);
+        step.sends.push((id, request));
+    }
+
+    /// A reserved request that will not be sent (its leg went, or its call ends): the
+    /// operation no longer waits for it, and it counts for no user.
+    fn release(&mut self, op: OpId, step: &mut Step) {
+        if let Some(o) = self.ops.get_mut(&op) {
+            o.waiting = o.waiting.saturating_sub(1);
+            o.sent = o.sent.saturating_sub(1);
+        }
+        self.finish(op, step);
+    }
+
     /// Answers `op` if none of its requests is still in flight.
     fn finish(&mut self, op: OpId, step: &mut Step) {
         if self.ops.get(&op).is_some_and(|o| o.waiting == 0) {
@@ -942,8 +973,12 @@ impl Engine {
             Command::Exclude { thread, users } => {
                 self.exclude(&mut step, op, &thread, &users);
             }
-            Command::Pause { thread, users } => self.pause(&mut step, op, &thread, &users),
-            Command::Unpause { thread, users } => self.unpause(&mut step, op, &thread, &users),
+            Command::Pause { thread, users } => {
+                self.pause(&mut step, op, &thread, &users, now);
+            }
+            Command::Unpause { thread, users } => {
+                self.unpause(&mut step, op, &thread, &users, now);
+            }
             Command::End { thread } => self.end(&mut step, op, &thread, now),
             Command::AdmitCaller {
                 thread,
@@ -1034,7 +1069,14 @@ impl Engine {
         pending.finish(op, step);
     }
 
-    fn pause(&mut self, step: &mut Step, op: OpId, thread: &ThreadId, users: &[UserId]) {
+    fn pause(
+        &mut self,
+        step: &mut Step,
+        op: OpId,
+        thread: &ThreadId,
+        users: &[UserId],
+        now: DateTime<Utc>,
+    ) {
         let Engine { rooms, pending, .. } = self;
         let Some(room) = active_room(rooms, step, thread, op) else {
             return;
@@ -1045,6 +1087,7 @@ impl Engine {
             let theirs = leg.rec.user.as_ref().is_some_and(|u| users.contains(u));
             if theirs && leg.rec.state == LegState::Joined && !leg.pausing {
                 leg.pausing = true;
+                leg.hold_sent_at = Some(now);
                 let ctx = ReqCtx {
                     op: Some(op),
                     thread: thread.clone(),
@@ -1062,7 +1105,14 @@ impl Engine {
         pending.finish(op, step);
     }
 
-    fn unpause(&mut self, step: &mut Step, op: OpId, thread: &ThreadId, users: &[UserId]) {
+    fn unpause(
+        &mut self,
+        step: &mut Step,
+        op: OpId,
+        thread: &ThreadId,
+        users: &[UserId],
+        now: DateTime<Utc>,
+    ) {
         let Engine { rooms, pending, .. } = self;
         let Some(room) = active_room(rooms, step, thread, op) else {
             return;
@@ -1071,24 +1121,48 @@ impl Engine {
         let users: HashSet<&UserId> = users.iter().collect();
         for leg in room.legs.values_mut() {
             let theirs = leg.rec.user.as_ref().is_some_and(|u| users.contains(u));
-            if theirs && leg.rec.state == LegState::Paused {
-                let ctx = ReqCtx {
-                    op: Some(op),
-                    thread: thread.clone(),
-                    call_ms: room.call.key.started_ms,
-                    leg: leg.rec.number,
-                    user: leg.rec.user.clone(),
-                    kind: ReqKind::Rejoin,
-                };
-                let request = Request::Rejoin {
-                    uniqueid: leg.rec.uniqueid.clone(),
-                    thread: thread.clone(),
-                    role: leg.rec.role,
-                };
-                pending.send(step, ctx, request);
+            if theirs && leg.rec.state == LegState::Paused && leg.rejoin_after_hold.is_none() {
+                pending.reserve(op);
+                match leg.hold_sent_at {
+                    Some(sent) if !leg.on_hold && now - sent < REJOIN_WAIT => {
+                        // The hold's Redirect may still be under way: a second Redirect
+                        // now would be refused. It goes once the leg is on music.
+                        leg.rejoin_after_hold = Some((op, sent));
+                        step.touch(thread);
+                    }
+                    _ => send_rejoin(pending, step, &room.call.key, leg, op),
+                }
             }
         }
         pending.finish(op, step);
+    }
+
+    /// Unpauses waiting for their leg to reach the hold: sent once it is on music (or
+    /// [`REJOIN_WAIT`] after its hold was sent, whatever the events said); dropped,
+    /// uncounted, when the leg went or its call ends.
+    fn settle_rejoins(&mut self, step: &mut Step, now: DateTime<Utc>) {
+        let Engine { rooms, pending, .. } = self;
+        let touched: Vec<ThreadId> = step.touched.iter().cloned().collect();
+        for thread in touched {
+            let Some(room) = rooms.get_mut(&thread) else {
+                continue;
+            };
+            let active = room.call.phase == CallPhase::Active;
+            for leg in room.legs.values_mut() {
+                let Some((op, since)) = leg.rejoin_after_hold else {
+                    continue;
+                };
+                // A leg whose channel is gone ends here, as `flush` would end it next.
+                leg.settle(now);
+                if !active || !leg.is_live() || leg.rec.state != LegState::Paused {
+                    leg.rejoin_after_hold = None;
+                    pending.release(op, step);
+                } else if leg.on_hold || now - since >= REJOIN_WAIT {
+                    leg.rejoin_after_hold = None;
+                    send_rejoin(pending, step, &room.call.key, leg, op);
+                }
+            }
+        }
     }
 
     fn end(&mut self, step: &mut Step, op: OpId, thread: &ThreadId, now: DateTime<Utc>) {
@@ -1298,6 +1372,7 @@ impl Engine {
                 leg.rec.answered_at.get_or_insert(now);
                 leg.pausing = false;
                 leg.in_bridge = true;
+                leg.on_hold = false;
                 if leg.api.is_some() {
                     // It raced the end or its exclude (`call/end` marks every live
                     // leg, and no leg starts while a call ends): out it goes.
@@ -1321,12 +1396,14 @@ impl Engine {
                 }
             }
             Observation::MusicOnHoldStart { .. } => {
-                if leg.is_live() && leg.pausing {
+                if leg.is_live() && (leg.pausing || leg.rec.state == LegState::Paused) {
                     leg.rec.state = LegState::Paused;
                     leg.in_bridge = false;
+                    leg.on_hold = true;
                 }
             }
-            Observation::MusicOnHoldStop { .. } | Observation::Reconciled { .. } => {}
+            Observation::MusicOnHoldStop { .. } => leg.on_hold = false,
+            Observation::Reconciled { .. } => {}
             Observation::Hangup { cause, .. } => {
                 let half = leg.half_mut(main);
                 half.seen = true;
@@ -1418,6 +1495,7 @@ impl Engine {
                     leg.rec.answered_at.get_or_insert(now);
                     leg.pausing = true;
                     leg.in_bridge = false;
+                    leg.on_hold = true;
                 }
                 if ending {
                     // The end's hangups may have been lost with the old connection.
@@ -1486,7 +1564,7 @@ impl Engine {
         let deadline = millis(self.settings.end_deadline);
         let overdue = |since: DateTime<Utc>| (now - since).num_milliseconds() >= deadline;
         for (thread, room) in &mut self.rooms {
-            let mut touched = false;
+            let mut touched = room.legs.values().any(|l| l.rejoin_after_hold.is_some());
             for leg in room.legs.values_mut() {
                 if let Some(gone_at) = leg.gone_at {
                     if leg.is_live() && !leg.originate.resolved() && overdue(gone_at) {
@@ -1513,7 +1591,8 @@ impl Engine {
     /// opens or closes, an ending call whose legs are all gone closes) and returns the
     /// step's effects: records (calls, then legs; each changed record once, whole), then
     /// requests, then answers. Closed calls leave memory.
-    fn flush(&mut self, step: Step, now: DateTime<Utc>) -> Vec<Effect> {
+    fn flush(&mut self, mut step: Step, now: DateTime<Utc>) -> Vec<Effect> {
+        self.settle_rejoins(&mut step, now);
         let Step {
             touched,
             sends,
@@ -1588,6 +1667,29 @@ impl Engine {
     pub fn calls(&self) -> impl Iterator<Item = &CallRecord> {
         self.rooms.values().map(|r| &r.call)
     }
+}
+
+/// How long after a hold an unpause waits for the leg to reach the music before it
+/// redirects anyway (Asterisk refuses a Redirect of a channel still being redirected:
+/// "channel not up"; under load the hold took up to 350 ms).
+const REJOIN_WAIT: chrono::Duration = chrono::Duration::seconds(2);
+
+/// The Redirect back into the conference, for a request `op` reserved.
+fn send_rejoin(pending: &mut Pending, step: &mut Step, key: &CallKey, leg: &Leg, op: OpId) {
+    let ctx = ReqCtx {
+        op: Some(op),
+        thread: key.thread.clone(),
+        call_ms: key.started_ms,
+        leg: leg.rec.number,
+        user: leg.rec.user.clone(),
+        kind: ReqKind::Rejoin,
+    };
+    let request = Request::Rejoin {
+        uniqueid: leg.rec.uniqueid.clone(),
+        thread: key.thread.clone(),
+        role: leg.rec.role,
+    };
+    pending.send_reserved(step, ctx, request);
 }
 
 /// The originate's answer; whether it counts as the user invited.

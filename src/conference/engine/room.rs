@@ -63,6 +63,15 @@ pub(super) struct Leg {
     pub(super) pausing: bool,
     /// In the conference: ConfbridgeJoin seen and no ConfbridgeLeave since.
     pub(super) in_bridge: bool,
+    /// On music: MusicOnHoldStart seen (or the leg found in `MusicOnHold`, or restored
+    /// paused) and no ConfbridgeJoin since. Until then the hold's Redirect is still under
+    /// way and a second Redirect is refused ("channel not up").
+    pub(super) on_hold: bool,
+    /// When this process last sent the leg's hold Redirect.
+    pub(super) hold_sent_at: Option<DateTime<Utc>>,
+    /// An unpause waiting for the leg to reach the hold: its operation (already counted
+    /// as waiting for one request) and when its hold was sent.
+    pub(super) rejoin_after_hold: Option<(super::OpId, DateTime<Utc>)>,
     /// The API's hangup found no channel yet: send it again when the channel appears.
     pub(super) rehangup: bool,
     /// Hangups re-sent at once after a refusal (bounded, so a channel whose Hangup
@@ -87,6 +96,9 @@ impl Leg {
             api: None,
             pausing: false,
             in_bridge: false,
+            on_hold: false,
+            hold_sent_at: None,
+            rejoin_after_hold: None,
             rehangup: false,
             retries: 0,
             ghost_hung: false,
@@ -120,6 +132,8 @@ impl Leg {
         leg.other = other;
         leg.api = ending.then_some(ApiHangup::Ended);
         leg.in_bridge = leg.rec.state == LegState::Joined;
+        // A paused leg stored is long past its hold's Redirect.
+        leg.on_hold = leg.rec.state == LegState::Paused;
         leg
     }
 

@@ -1728,3 +1728,97 @@ fn a_restored_joined_leg_whose_hold_is_refused_leaves_for_real_afterwards() {
     rig.leave(1, at(11));
     assert_eq!(rig.leg(1).state, LegState::Left);
 }
+
+/// Two users joined, user 1's hold accepted and its ConfbridgeLeave seen at `at(2)`, no
+/// MusicOnHoldStart yet: its Redirect may still be under way.
+fn held_but_not_on_music() -> Rig {
+    let mut rig = Rig::started();
+    let _ = rig.invite_accepted(vec![local(1), local(2)], at(0));
+    rig.answers_and_joins(1, at(0));
+    rig.answers_and_joins(2, at(0));
+    let (_, effects) = rig.pause(vec![user(1)], at(2));
+    rig.accept_all(&effects, at(2));
+    rig.leave(1, at(2));
+    rig
+}
+
+fn rejoin_of(rig: &Rig, n: u32) -> Request {
+    Request::Rejoin {
+        uniqueid: rig.uid(n),
+        thread: thread(),
+        role: Role::Participant,
+    }
+}
+
+#[test]
+fn an_unpause_right_after_a_pause_waits_for_the_music_before_it_redirects() {
+    let mut rig = held_but_not_on_music();
+    let (op, effects) = rig.unpause(vec![user(1)], at_ms(2_100));
+    assert!(
+        requests(&effects).is_empty(),
+        "a second Redirect now is refused"
+    );
+    assert!(
+        replies(&effects).is_empty(),
+        "the answer waits for the rejoin"
+    );
+    let out = rig.obs(
+        Observation::MusicOnHoldStart {
+            uniqueid: rig.uid(1),
+        },
+        at_ms(2_300),
+    );
+    assert_eq!(requests(&out), vec![rejoin_of(&rig, 1)]);
+    let answered = rig.accept_all(&out, at_ms(2_300));
+    assert_eq!(
+        replies(&answered),
+        vec![(op, Answer::Unpaused { count: 1 })]
+    );
+}
+
+#[test]
+fn an_unpause_whose_music_never_shows_redirects_once_the_hold_is_old_enough() {
+    let mut rig = held_but_not_on_music();
+    let (op, effects) = rig.unpause(vec![user(1)], at_ms(2_100));
+    assert!(requests(&effects).is_empty());
+    assert!(
+        requests(&rig.tick(at_ms(3_900))).is_empty(),
+        "not yet: 1.9 s after the hold"
+    );
+    let out = rig.tick(at(4));
+    assert_eq!(requests(&out), vec![rejoin_of(&rig, 1)]);
+    let answered = rig.accept_all(&out, at(4));
+    assert_eq!(
+        replies(&answered),
+        vec![(op, Answer::Unpaused { count: 1 })]
+    );
+    // Long after its hold, a paused leg is redirected at once.
+    let (_, effects) = rig.pause(vec![user(2)], at(5));
+    rig.accept_all(&effects, at(5));
+    rig.leave(2, at(5));
+    let (_, effects) = rig.unpause(vec![user(2)], at(8));
+    assert_eq!(requests(&effects), vec![rejoin_of(&rig, 2)]);
+}
+
+#[test]
+fn a_waiting_unpause_whose_leg_hangs_up_or_whose_call_ends_counts_nobody() {
+    let mut rig = held_but_not_on_music();
+    let (op, _) = rig.unpause(vec![user(1)], at_ms(2_100));
+    let out = rig.hangup(1, 16, at_ms(2_200));
+    assert!(requests(&out).is_empty(), "{out:?}");
+    assert_eq!(replies(&out), vec![(op, Answer::Unpaused { count: 0 })]);
+
+    let mut rig = held_but_not_on_music();
+    let (op, _) = rig.unpause(vec![user(1)], at_ms(2_100));
+    let (_, out) = rig.end(at_ms(2_200));
+    assert!(
+        !requests(&out)
+            .iter()
+            .any(|r| matches!(r, Request::Rejoin { .. })),
+        "{out:?}"
+    );
+    assert!(
+        replies(&out).contains(&(op, Answer::Unpaused { count: 0 })),
+        "{out:?}"
+    );
+}
