@@ -1142,7 +1142,7 @@ impl Engine {
     /// uncounted, when the leg went or its call ends.
     fn settle_rejoins(&mut self, step: &mut Step, now: DateTime<Utc>) {
         let Engine { rooms, pending, .. } = self;
-        let touched: Vec<ThreadId> = step.touched.iter().cloned().collect();
+        let touched: Vec<ThreadId> = step.touched.to_vec();
         for thread in touched {
             let Some(room) = rooms.get_mut(&thread) else {
                 continue;
