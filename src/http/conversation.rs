@@ -879,7 +879,7 @@ mod tests {
     }
 
     #[test]
-    fn user_ids_may_name_at_most_a_hundred_users() {
+    fn user_ids_name_at_least_one_and_at_most_a_hundred_users() {
         let ids = |n: u32| object(json!({ "userIds": (1..=n).map(user).collect::<Vec<_>>() }));
         assert_eq!(users(&ids(100)).unwrap().len(), 100);
         assert_eq!(
@@ -887,6 +887,7 @@ mod tests {
             "userIds may name at most 100 users."
         );
         assert_eq!(users(&ids(1)).unwrap().len(), 1);
+        assert_eq!(message(users(&ids(0))).1, "userIds must not be empty.");
     }
 
     #[test]
