@@ -800,3 +800,168 @@ pub async fn thread_calls(
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The parsing and reporting helpers on their own: the integration suite reaches them
+    //! through a daemon, but not every boundary (the team limit's case, the user cap, the
+    //! rounding of durations) is worth a PBX round trip.
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::conference::engine::{CallKey, CallResult, EndReason, LegState, Role};
+
+    const TEAM: &str = "bbbbbbbbbbbbbbbbbbbbbbbb";
+
+    fn principal(teams: &[&str]) -> Principal {
+        Principal {
+            name: "k".into(),
+            scopes: BTreeSet::from([Scope::Calls]),
+            teams: teams.iter().map(|t| (*t).to_string()).collect(),
+        }
+    }
+    fn object(v: Value) -> serde_json::Map<String, Value> {
+        match v {
+            Value::Object(map) => map,
+            other => panic!("not an object: {other}"),
+        }
+    }
+    fn user(n: u32) -> String {
+        format!("{n:024x}")
+    }
+    fn at(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_millis_opt(1_700_000_000_000 + s * 1000)
+            .unwrap()
+    }
+    fn message<T: std::fmt::Debug>(r: Result<T, EnvelopeError>) -> (StatusCode, String) {
+        let e = r.unwrap_err();
+        (e.status, e.message)
+    }
+
+    #[test]
+    fn a_key_without_a_team_limit_controls_every_team() {
+        assert_eq!(team(&principal(&[]), TEAM).unwrap().as_str(), TEAM);
+    }
+
+    #[test]
+    fn a_key_limited_to_teams_controls_those_in_any_case_and_no_other() {
+        let key = principal(&["aaaaaaaaaaaaaaaaaaaaaaaa", &TEAM.to_uppercase()]);
+        assert_eq!(team(&key, TEAM).unwrap().as_str(), TEAM);
+        let (status, text) = message(team(&key, "cccccccccccccccccccccccc"));
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert!(text.contains("may not control team"), "{text}");
+    }
+
+    #[test]
+    fn a_malformed_team_in_the_path_is_a_bad_request() {
+        let (status, text) = message(team(&principal(&[]), "5b05"));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(text.starts_with("teamId in the path"), "{text}");
+    }
+
+    #[test]
+    fn user_id_wins_over_user_ids_but_a_malformed_user_ids_is_still_refused() {
+        let both = object(json!({"userId": user(1), "userIds": [user(2)]}));
+        assert_eq!(users(&both).unwrap(), vec![user(1).parse().unwrap()]);
+        let bad = object(json!({"userId": user(1), "userIds": [5]}));
+        assert_eq!(message(users(&bad)).1, "userIds[0] must be a string.");
+    }
+
+    #[test]
+    fn user_ids_count_each_user_once_in_the_order_given() {
+        let body = object(json!({"userIds": [user(2), user(1), user(2)]}));
+        let want: Vec<UserId> = [user(2), user(1)]
+            .iter()
+            .map(|u| u.parse().unwrap())
+            .collect();
+        assert_eq!(users(&body).unwrap(), want);
+    }
+
+    #[test]
+    fn user_ids_name_at_least_one_and_at_most_a_hundred_users() {
+        let ids = |n: u32| object(json!({ "userIds": (1..=n).map(user).collect::<Vec<_>>() }));
+        assert_eq!(users(&ids(100)).unwrap().len(), 100);
+        assert_eq!(
+            message(users(&ids(101))).1,
+            "userIds may name at most 100 users."
+        );
+        assert_eq!(users(&ids(1)).unwrap().len(), 1);
+        assert_eq!(message(users(&ids(0))).1, "userIds must not be empty.");
+    }
+
+    #[test]
+    fn durations_are_whole_seconds_rounded_half_up() {
+        let rounded: Vec<i64> = [0, 499, 500, 1499, 1500, 61_000].map(seconds).to_vec();
+        assert_eq!(rounded, vec![0, 0, 1, 1, 2, 61]);
+    }
+
+    fn call(ended_at: Option<DateTime<Utc>>, dialog_since: Option<DateTime<Utc>>) -> CallRecord {
+        CallRecord {
+            key: CallKey {
+                thread: "aaaaaaaaaaaaaaaaaaaaaaaa".parse().unwrap(),
+                started_ms: at(0).timestamp_millis(),
+            },
+            team: TEAM.parse().unwrap(),
+            direction: Direction::Outbound,
+            phase: if ended_at.is_some() {
+                CallPhase::Ended
+            } else {
+                CallPhase::Active
+            },
+            started_at: at(0),
+            ended_at,
+            result: ended_at.map(|_| CallResult::Answered),
+            dialog_ms: 4000,
+            dialog_since,
+            next_leg: 2,
+        }
+    }
+
+    #[test]
+    fn an_open_call_is_measured_to_now_with_its_open_dialog_interval() {
+        let view = call_view(&call(None, Some(at(10))), &[], at(30));
+        assert_eq!((view.call_duration, view.dialog_duration), (30, 24));
+        assert_eq!((view.state, view.result), ("active", None));
+    }
+
+    #[test]
+    fn an_ended_call_is_measured_to_its_end_whatever_the_time_now() {
+        let view = call_view(&call(Some(at(20)), None), &[], at(90));
+        assert_eq!((view.call_duration, view.dialog_duration), (20, 4));
+        assert_eq!((view.state, view.result), ("ended", Some("answered")));
+    }
+
+    #[test]
+    fn a_call_view_lists_every_leg_with_its_fields() {
+        let rec = call(Some(at(20)), None);
+        let leg = LegRecord {
+            call: rec.key.clone(),
+            number: 1,
+            role: Role::Participant,
+            user: Some(user(1).parse().unwrap()),
+            uniqueid: "u-1".into(),
+            other_uniqueid: None,
+            channel: Some("PJSIP/101-1".into()),
+            dial: "PJSIP/101".into(),
+            state: LegState::Left,
+            created_at: at(1),
+            answered_at: Some(at(2)),
+            joined_at: Some(at(3)),
+            ended_at: Some(at(20)),
+            end_reason: Some(EndReason::Ended),
+            hangup_cause: Some(16),
+        };
+        let view = call_view(&rec, &[leg], at(90));
+        let json = serde_json::to_value(&view.participants).unwrap();
+        assert_eq!(
+            json,
+            json!([{
+                "userId": user(1), "role": "participant", "state": "left", "uniqueid": "u-1",
+                "channel": "PJSIP/101-1", "dial": "PJSIP/101",
+                "createdAt": at(1), "answeredAt": at(2), "joinedAt": at(3), "endedAt": at(20),
+                "endReason": "ended", "hangupCause": 16
+            }])
+        );
+    }
+}

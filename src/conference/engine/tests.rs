@@ -1822,3 +1822,85 @@ fn a_waiting_unpause_whose_leg_hangs_up_or_whose_call_ends_counts_nobody() {
         "{out:?}"
     );
 }
+
+#[test]
+fn at_the_end_deadline_a_leg_whose_channel_went_unanswered_is_cancelled_and_one_still_dialing_vanished()
+ {
+    // The end begins at 1 s. Leg 1's channel goes at 5 s with no OriginateResponse, so at
+    // the call's deadline (11 s) it is not yet overdue on its own: the close classifies
+    // it by its hangup. Leg 2's channel never went: the close finds it unaccounted for.
+    let mut rig = Rig::started();
+    let _ = rig.invite_accepted(vec![local(1), local(2)], at(0));
+    rig.newchannel(1, at(0));
+    rig.newchannel(2, at(0));
+    let (op, effects) = rig.end(at(1));
+    rig.accept_all(&effects, at(1));
+    rig.hangup(1, 16, at(5));
+    assert!(replies(&rig.tick(at(10))).is_empty());
+    let closed = rig.tick(at(11));
+    assert_eq!(
+        replies(&closed),
+        vec![(op, ended(11, 0, CallResult::Failed))]
+    );
+    let gone = rig.recorded_leg(1);
+    assert_eq!(
+        (
+            gone.state,
+            gone.end_reason,
+            gone.ended_at,
+            gone.hangup_cause
+        ),
+        (
+            LegState::Left,
+            Some(EndReason::Cancelled),
+            Some(at(5)),
+            Some(16)
+        )
+    );
+    let dialing = rig.recorded_leg(2);
+    assert_eq!(
+        (dialing.state, dialing.end_reason, dialing.ended_at),
+        (LegState::Left, Some(EndReason::Vanished), Some(at(11)))
+    );
+}
+
+#[test]
+fn a_refused_hangup_of_a_leg_that_ended_before_its_channel_showed_does_not_count_the_user() {
+    let mut rig = Rig::started();
+    let _ = rig.invite_accepted(vec![local(1)], at(0));
+    let (op, effects) = rig.exclude(vec![user(1)], at(1));
+    rig.response(1, false, 5, at(1));
+    assert!(!rig.leg(1).state.is_live());
+    let (id, _) = sends(&effects).into_iter().next().unwrap();
+    let out = rig.answer(id, RequestOutcome::Refused("No such channel".into()), at(2));
+    assert_eq!(replies(&out), vec![(op, Answer::Excluded { count: 0 })]);
+    assert!(hangups(&out).is_empty());
+}
+
+#[test]
+fn a_hold_answered_after_a_reconciliation_found_the_leg_gone_leaves_it_vanished() {
+    for outcome in [
+        RequestOutcome::Accepted,
+        RequestOutcome::Refused("x".into()),
+    ] {
+        let mut rig = Rig::started();
+        let _ = rig.invite_accepted(vec![local(1)], at(0));
+        rig.answers_and_joins(1, at(1));
+        let (_, effects) = rig.pause(vec![user(1)], at(2));
+        rig.obs(
+            Observation::Reconciled {
+                channels: Vec::new(),
+                pbx_restarted: false,
+            },
+            at(3),
+        );
+        let (id, _) = sends(&effects).into_iter().next().unwrap();
+        rig.answer(id, outcome.clone(), at(4));
+        let leg = rig.leg(1);
+        assert_eq!(
+            (leg.state, leg.end_reason, leg.ended_at),
+            (LegState::Left, Some(EndReason::Vanished), Some(at(3))),
+            "{outcome:?}"
+        );
+    }
+}
