@@ -980,6 +980,24 @@ async fn an_inbound_caller_joins_the_thread_the_directory_routes_their_number_to
         })
         .await;
     assert_eq!(call["direction"], "inbound", "{call:#}");
+    // The route gave the caller the configured ConfBridge profile: ask the half that ran
+    // it (the dialplan falls back to the same name when none is set, so only the channel
+    // variable tells).
+    let asked = format!("{caller}-profile");
+    ami.send(&[
+        ("Action", "Getvar"),
+        ("Channel", &format!("{caller}-2")),
+        ("Variable", "MEDCALL_USER_PROFILE"),
+        ("ActionID", &asked),
+    ])
+    .await;
+    let reply = ami
+        .wait_for(Duration::from_secs(5), |m| {
+            field(m, "ActionID") == Some(asked.as_str())
+        })
+        .await
+        .expect("Getvar answer");
+    assert_eq!(field(&reply, "Value"), Some("medcall_user"), "{reply:?}");
     let (status, v) = c.post("call/start", json!({"threadId": thread})).await;
     assert_eq!(
         status, 409,
