@@ -705,6 +705,20 @@ struct ReqCtx {
     kind: ReqKind,
 }
 
+impl ReqCtx {
+    /// A request about one leg of the call `call`.
+    fn for_leg(op: Option<OpId>, call: &CallKey, leg: &Leg, kind: ReqKind) -> ReqCtx {
+        ReqCtx {
+            op,
+            thread: call.thread.clone(),
+            call_ms: call.started_ms,
+            leg: leg.rec.number,
+            user: leg.rec.user.clone(),
+            kind,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum OpKind {
     Invite,
@@ -809,14 +823,7 @@ impl Pending {
     }
 
     fn hang_up(&mut self, step: &mut Step, call: &CallKey, leg: &Leg, op: Option<OpId>) {
-        let ctx = ReqCtx {
-            op,
-            thread: call.thread.clone(),
-            call_ms: call.started_ms,
-            leg: leg.rec.number,
-            user: leg.rec.user.clone(),
-            kind: ReqKind::Hangup,
-        };
+        let ctx = ReqCtx::for_leg(op, call, leg, ReqKind::Hangup);
         let request = Request::Hangup {
             uniqueid: leg.rec.uniqueid.clone(),
         };
@@ -1088,14 +1095,7 @@ impl Engine {
             if theirs && leg.rec.state == LegState::Joined && !leg.pausing {
                 leg.pausing = true;
                 leg.hold_sent_at = Some(now);
-                let ctx = ReqCtx {
-                    op: Some(op),
-                    thread: thread.clone(),
-                    call_ms: room.call.key.started_ms,
-                    leg: leg.rec.number,
-                    user: leg.rec.user.clone(),
-                    kind: ReqKind::Hold,
-                };
+                let ctx = ReqCtx::for_leg(Some(op), &room.call.key, leg, ReqKind::Hold);
                 let request = Request::Hold {
                     uniqueid: leg.rec.uniqueid.clone(),
                 };
@@ -1676,14 +1676,7 @@ const REJOIN_WAIT: chrono::Duration = chrono::Duration::seconds(2);
 
 /// The Redirect back into the conference, for a request `op` reserved.
 fn send_rejoin(pending: &mut Pending, step: &mut Step, key: &CallKey, leg: &Leg, op: OpId) {
-    let ctx = ReqCtx {
-        op: Some(op),
-        thread: key.thread.clone(),
-        call_ms: key.started_ms,
-        leg: leg.rec.number,
-        user: leg.rec.user.clone(),
-        kind: ReqKind::Rejoin,
-    };
+    let ctx = ReqCtx::for_leg(Some(op), key, leg, ReqKind::Rejoin);
     let request = Request::Rejoin {
         uniqueid: leg.rec.uniqueid.clone(),
         thread: key.thread.clone(),

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::support::rig::{RawAmi, Rig, field};
+use crate::support::rig::{HangupOnDrop, RawAmi, Rig, field};
 use crate::support::{Daemon, DaemonOptions, free_port};
 
 /// Waits until the daemon reports its PBX connected.
@@ -441,31 +441,6 @@ async fn a_channel_variable_the_manager_reports_is_kept_on_its_leg() {
         }),
         "{call:#}"
     );
-}
-
-/// Hangs up channels by uniqueid when dropped, so a failing test leaves no call on the
-/// shared rig. Synchronous (a plain socket): it runs during a panic too.
-struct HangupOnDrop(Vec<String>);
-
-impl Drop for HangupOnDrop {
-    fn drop(&mut self) {
-        use std::io::{Read, Write};
-        let rig = Rig::from_env();
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", rig.ami_port)) else {
-            return;
-        };
-        let mut text = format!(
-            "Action: Login\r\nUsername: {}\r\nSecret: {}\r\n\r\n",
-            rig.username, rig.secret
-        );
-        for uid in &self.0 {
-            text.push_str(&format!("Action: Hangup\r\nChannel: {uid}\r\n\r\n"));
-        }
-        text.push_str("Action: Logoff\r\n\r\n");
-        let _ = s.write_all(text.as_bytes());
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = s.read_to_end(&mut Vec::new());
-    }
 }
 
 /// The active calls `/api/calls?active=true` lists holding any of `uids`, with their

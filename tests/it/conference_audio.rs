@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use crate::support::audiosocket::{AudioSocketServer, MEASURE, Participant, fresh_uuid};
-use crate::support::rig::{RawAmi, RawMessage, Rig, field};
+use crate::support::rig::{HangupOnDrop, RawAmi, RawMessage, Rig, field};
 
 /// How long a tone may take to appear or vanish: mixing adds tens of milliseconds and
 /// a measure needs `MEASURE`; seconds leave a wide margin on a loaded machine.
@@ -34,34 +34,6 @@ async fn ami() -> RawAmi {
     ami
 }
 
-/// Hangs up the test's channels by uniqueid when dropped, so a failing test leaves no
-/// call on the shared rig. Synchronous (a plain socket): it runs during a panic too.
-struct HangupOnDrop {
-    uniqueids: Vec<String>,
-}
-
-impl Drop for HangupOnDrop {
-    fn drop(&mut self) {
-        use std::io::Write;
-        let rig = Rig::from_env();
-        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", rig.ami_port)) else {
-            return;
-        };
-        let mut text = format!(
-            "Action: Login\r\nUsername: {}\r\nSecret: {}\r\n\r\n",
-            rig.username, rig.secret
-        );
-        for uid in &self.uniqueids {
-            text.push_str(&format!("Action: Hangup\r\nChannel: {uid}\r\n\r\n"));
-        }
-        text.push_str("Action: Logoff\r\n\r\n");
-        let _ = s.write_all(text.as_bytes());
-        // Logoff makes Asterisk close the session once it has read everything before it.
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        let _ = std::io::Read::read_to_end(&mut s, &mut Vec::new());
-    }
-}
-
 /// One conference of AudioSocket participants, joined the way the daemon will join legs.
 struct Conference {
     name: String,
@@ -81,9 +53,7 @@ impl Conference {
             hub: AudioSocketServer::start().await,
             uniqueids: Vec::new(),
             events: Vec::new(),
-            _cleanup: HangupOnDrop {
-                uniqueids: Vec::new(),
-            },
+            _cleanup: HangupOnDrop(Vec::new()),
         }
     }
 
@@ -93,7 +63,7 @@ impl Conference {
         let uid = format!("{}-{who}", self.name);
         let uuid = fresh_uuid();
         self.uniqueids.push(uid.clone());
-        self._cleanup.uniqueids.push(uid.clone());
+        self._cleanup.0.push(uid.clone());
         let endpoint = self.hub.endpoint(&uuid);
         let name = self.name.clone();
         let from = self.events.len();
