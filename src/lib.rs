@@ -15,6 +15,7 @@ pub mod directory;
 pub mod http;
 pub mod import;
 pub mod json;
+pub mod media;
 pub mod metrics;
 pub mod pbx;
 pub mod replay;
