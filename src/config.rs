@@ -44,6 +44,7 @@ pub struct Config {
     pub log: LogConfig,
     pub ami: AmiConfig,
     pub calls: CallsConfig,
+    pub media: MediaConfig,
     #[serde(default)]
     pub pbx: Vec<PbxConfig>,
     #[serde(default)]
@@ -62,6 +63,20 @@ pub struct HttpConfig {
     pub max_import_bytes: usize,
     /// How long graceful shutdown waits for in-flight requests, in milliseconds.
     pub shutdown_grace_ms: u64,
+    /// medcall's own address as clients reach it (`https://medcall.clinic.example`),
+    /// the base of the `fileUrl` and `streamUrl` it hands out; empty: `http://<listen>`.
+    pub public_url: String,
+}
+
+impl HttpConfig {
+    /// [`HttpConfig::public_url`] without a trailing `/`, or `http://<listen>`.
+    pub fn public_base(&self) -> String {
+        if self.public_url.is_empty() {
+            format!("http://{}", self.listen)
+        } else {
+            self.public_url.trim_end_matches('/').to_string()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,6 +154,42 @@ pub struct CallsConfig {
     pub user_profile: String,
     /// The caller id users see when medcall rings them; empty: Asterisk's default.
     pub caller_id: String,
+    /// The ConfBridge user profiles of medcall's player and stream listener legs.
+    pub player_profile: String,
+    pub listener_profile: String,
+    /// The context whose extension `s` plays `MEDCALL_PLAY_FILE` (the player's `;2` half).
+    pub play_context: String,
+    /// How long `call.recording/stop` waits for Asterisk to finish the WAV, in ms.
+    pub recording_final_wait_ms: u64,
+}
+
+/// Audio medcall fetches for `call.audio/play` (SPEC §3 "outbound fetches").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Largest file fetched, in bytes; reading stops there.
+    pub max_fetch_bytes: u64,
+    /// TCP (and TLS) connect timeout of a fetch, in ms.
+    pub connect_timeout_ms: u64,
+    /// The whole fetch, redirects and body included, in ms.
+    pub fetch_timeout_ms: u64,
+    /// Redirects followed at most (each target checked again).
+    pub max_redirects: u32,
+    /// Networks (CIDR) fetches may reach even though denied by default (loopback,
+    /// link-local, metadata addresses).
+    pub allow_networks: Vec<String>,
+    /// Networks fetches may never reach (wins over everything).
+    pub deny_networks: Vec<String>,
+    /// A URL fetched within this time is not fetched again, in ms.
+    pub url_cache_ttl_ms: u64,
+    /// Longest decoded duration accepted, in seconds.
+    pub max_duration_s: u64,
+    /// Most channels a file may have.
+    pub max_channels: u32,
+    /// The decoder child's limits: wall clock (ms), CPU (s), memory (MiB).
+    pub decode_timeout_ms: u64,
+    pub decode_cpu_s: u64,
+    pub decode_memory_mib: u64,
 }
 
 /// How every AMI connection behaves (one `[ami]` section for all `[[pbx]]` entries).
@@ -192,6 +243,14 @@ pub struct PbxConfig {
     /// `plain` sends the secret; `md5` answers a challenge and never sends it.
     #[serde(default = "default_auth")]
     pub auth: AmiAuth,
+    /// This PBX's media directory as medcall sees it (converted files to play in
+    /// `play/`, recordings in `recordings/`); default `<store dir>/media/<name>`.
+    #[serde(default)]
+    pub media_dir: Option<PathBuf>,
+    /// The same directory as Asterisk sees it (another host's mount, a chroot);
+    /// default: `media_dir`, made absolute.
+    #[serde(default)]
+    pub asterisk_media_dir: Option<String>,
 }
 
 fn default_auth() -> AmiAuth {
@@ -337,6 +396,9 @@ impl Config {
             ("conference_context", &self.calls.conference_context),
             ("hold_context", &self.calls.hold_context),
             ("user_profile", &self.calls.user_profile),
+            ("player_profile", &self.calls.player_profile),
+            ("listener_profile", &self.calls.listener_profile),
+            ("play_context", &self.calls.play_context),
         ] {
             if value.is_empty() || value.bytes().any(|b| !b.is_ascii_graphic()) {
                 return Err(invalid(
@@ -349,6 +411,25 @@ impl Config {
             return Err(invalid(
                 "calls.caller_id".into(),
                 "must not contain control characters",
+            ));
+        }
+        for (i, pbx) in self.pbx.iter().enumerate() {
+            if let Some(dir) = &pbx.asterisk_media_dir {
+                if !dir.starts_with('/') || dir.bytes().any(|b| !b.is_ascii_graphic()) {
+                    return Err(invalid(
+                        format!("pbx[{i}].asterisk_media_dir"),
+                        "must be an absolute path of printable ASCII without spaces",
+                    ));
+                }
+            }
+        }
+        if !self.http.public_url.is_empty()
+            && !(self.http.public_url.starts_with("http://")
+                || self.http.public_url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "http.public_url".into(),
+                "must be an http:// or https:// URL",
             ));
         }
         let mut key_names = BTreeSet::new();

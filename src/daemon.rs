@@ -8,6 +8,7 @@
 //! [`CancellationToken`]; shutdown cancels the token, waits for the tracker up to the
 //! grace period, and returns.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,12 +87,14 @@ async fn serve(
         Arc::clone(&pbx_addresses),
         shutdown.child_token(),
     );
-    let conference = calls_pbx(&config).map(|pbx| {
-        conference::control::channel(
-            conference_settings(pbx.name.as_str(), &config.calls),
-            store.clone(),
-        )
-    });
+    let conference = match calls_pbx(&config) {
+        Some(pbx) => {
+            let settings =
+                conference_settings(pbx, &config.calls, &config.store.data_dir(), None)?;
+            Some(conference::control::channel(settings, store.clone()))
+        }
+        None => None,
+    };
     let agi_server = agi_server(
         &config,
         Arc::clone(&pbx_addresses),
@@ -176,9 +179,35 @@ fn calls_pbx(config: &Config) -> Option<&PbxConfig> {
     }
 }
 
-fn conference_settings(pbx: &str, calls: &CallsConfig) -> ControlSettings {
-    ControlSettings {
-        pbx: pbx.to_string(),
+fn conference_settings(
+    pbx: &PbxConfig,
+    calls: &CallsConfig,
+    data_dir: &Path,
+    audiosocket: Option<String>,
+) -> anyhow::Result<ControlSettings> {
+    let media_dir = pbx
+        .media_dir
+        .clone()
+        .unwrap_or_else(|| data_dir.join("media").join(pbx.name.as_str()));
+    let media_dir = std::path::absolute(&media_dir)
+        .with_context(|| format!("the media directory {}", media_dir.display()))?;
+    let asterisk_media_dir = match &pbx.asterisk_media_dir {
+        Some(dir) => dir.trim_end_matches('/').to_string(),
+        None => media_dir
+            .to_str()
+            .filter(|d| d.bytes().all(|b| b.is_ascii_graphic()))
+            .context("the media directory is no printable ASCII path: set asterisk_media_dir")?
+            .to_string(),
+    };
+    for sub in ["play", "recordings"] {
+        std::fs::create_dir_all(media_dir.join(sub))
+            .with_context(|| format!("creating {}", media_dir.join(sub).display()))?;
+    }
+    let player_dial = format!("Local/s@{}/n", calls.play_context)
+        .parse()
+        .context("calls.play_context does not make a dial string")?;
+    Ok(ControlSettings {
+        pbx: pbx.name.to_string(),
         engine: conference::engine::Settings {
             ring_timeout: Duration::from_millis(calls.ring_timeout_ms),
             end_deadline: Duration::from_millis(calls.end_deadline_ms),
@@ -187,10 +216,16 @@ fn conference_settings(pbx: &str, calls: &CallsConfig) -> ControlSettings {
             conference_context: calls.conference_context.clone(),
             hold_context: calls.hold_context.clone(),
             user_profile: calls.user_profile.clone(),
+            player_profile: calls.player_profile.clone(),
+            listener_profile: calls.listener_profile.clone(),
+            asterisk_media_dir,
             caller_id: Some(calls.caller_id.clone()).filter(|c| !c.is_empty()),
         },
         dial_template: calls.dial_template.clone(),
-    }
+        player_dial,
+        audiosocket,
+        media_dir,
+    })
 }
 
 /// One AMI client per `[[pbx]]`, gathered in the registry, each with the call

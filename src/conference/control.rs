@@ -11,10 +11,12 @@
 //! store) or HTTP (the routes).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -36,6 +38,13 @@ pub struct ControlSettings {
     pub dialplan: Dialplan,
     /// `Local/{userId}@dial-user/n`: how a user without an endpoint is dialled.
     pub dial_template: String,
+    /// The player leg's dial string (`Local/s@medcall-play/n`).
+    pub player_dial: Endpoint,
+    /// `host:port` of medcall's AudioSocket server as Asterisk reaches it; `None`: no
+    /// live streams.
+    pub audiosocket: Option<String>,
+    /// The PBX's media directory as medcall sees it (`play/`, `recordings/`).
+    pub media_dir: PathBuf,
 }
 
 /// Why a command got no answer from the engine.
@@ -68,6 +77,11 @@ pub struct ConferenceHandle {
     store: Store,
     dial_template: String,
     user_profile: String,
+    player_dial: Endpoint,
+    audiosocket: Option<String>,
+    media_dir: PathBuf,
+    /// Notified when a step stored a stopped recording (the finaliser's wake-up).
+    recording_stopped: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Message {
@@ -128,6 +142,28 @@ impl ConferenceHandle {
     pub fn store(&self) -> &Store {
         &self.store
     }
+
+    /// The player leg's dial string.
+    pub fn player_dial(&self) -> &Endpoint {
+        &self.player_dial
+    }
+
+    /// The dial string of a stream listener leg carrying `uuid` (an AudioSocket channel
+    /// to medcall, 16 kHz signed linear); `None` without an AudioSocket server.
+    pub fn stream_dial(&self, uuid: &str) -> Option<Endpoint> {
+        let at = self.audiosocket.as_ref()?;
+        format!("AudioSocket/{at}/{uuid}/c(slin16)").parse().ok()
+    }
+
+    /// The PBX's media directory as medcall sees it.
+    pub fn media_dir(&self) -> &Path {
+        &self.media_dir
+    }
+
+    /// Notified whenever a recording was stored stopped.
+    pub fn recording_stopped(&self) -> &Arc<Notify> {
+        &self.recording_stopped
+    }
 }
 
 /// The receiving end of a [`ConferenceHandle`], until its task is started.
@@ -136,6 +172,7 @@ pub struct ControlInbox {
     rx: mpsc::Receiver<Message>,
     settings: ControlSettings,
     store: Store,
+    recording_stopped: Arc<Notify>,
 }
 
 /// A handle and its inbox: the handle can be given out (to the HTTP and FastAGI routes)
@@ -147,13 +184,19 @@ pub fn channel(settings: ControlSettings, store: Store) -> (ConferenceHandle, Co
         store: store.clone(),
         dial_template: settings.dial_template.clone(),
         user_profile: settings.dialplan.user_profile.clone(),
+        player_dial: settings.player_dial.clone(),
+        audiosocket: settings.audiosocket.clone(),
+        media_dir: settings.media_dir.clone(),
+        recording_stopped: Arc::new(Notify::new()),
     };
+    let recording_stopped = Arc::clone(&handle.recording_stopped);
     (
         handle,
         ControlInbox {
             rx,
             settings,
             store,
+            recording_stopped,
         },
     )
 }
@@ -177,6 +220,7 @@ pub fn spawn(
         rx,
         settings,
         store,
+        recording_stopped,
     } = inbox;
     let events = client.subscribe();
     let task = Control {
@@ -189,6 +233,7 @@ pub fn spawn(
         pending: HashMap::new(),
         next_op: 0,
         open_calls: HashMap::new(),
+        recording_stopped,
     };
     tracker.spawn(task.run(rx, events));
 }
@@ -205,6 +250,7 @@ struct Control {
     /// Start times of the calls not ended: a PBX that started after the oldest of them
     /// restarted under it.
     open_calls: HashMap<String, DateTime<Utc>>,
+    recording_stopped: Arc<Notify>,
 }
 
 /// Something that happened, in the order the task saw it.
@@ -283,6 +329,14 @@ impl Control {
                         );
                     }
                     self.engine.restore(calls);
+                    match self.store.open_recordings(&self.settings.pbx).await {
+                        Ok(recordings) => self.engine.restore_recordings(recordings),
+                        Err(e) => {
+                            // The calls are back; their recordings are still on disk and
+                            // in the store, only `stop` cannot reach them in this run.
+                            tracing::error!(error = %e, "cannot load the open calls' recordings");
+                        }
+                    }
                     return;
                 }
                 Err(e) => {
@@ -346,6 +400,9 @@ impl Control {
                 Effect::Reply { op, answer } => replies.push((op, answer)),
             }
         }
+        let stopped_recording = records.iter().any(|c| {
+            matches!(c, Change::Recording(r) if r.state == super::engine::RecordingState::Stopped)
+        });
         for change in &records {
             if let Change::Call(call) = change {
                 if call.phase == CallPhase::Ended {
@@ -362,6 +419,9 @@ impl Control {
             .await;
         if let Err(e) = &stored {
             tracing::error!(error = %e, "conference records not stored; their requests are not sent");
+        }
+        if stored.is_ok() && stopped_recording {
+            self.recording_stopped.notify_one();
         }
         for (id, request) in sends {
             if stored.is_err() {

@@ -244,6 +244,10 @@ pub enum EndReason {
     Vanished,
     /// The PBX restarted under the call.
     PbxRestart,
+    /// A player or stream leg ended by `call.audio/stop` or `call.stream/stop`.
+    Stopped,
+    /// A player leg replaced by the next `call.audio/play`.
+    Replaced,
 }
 
 impl EndReason {
@@ -256,6 +260,8 @@ impl EndReason {
             EndReason::Refused => "refused",
             EndReason::Vanished => "vanished",
             EndReason::PbxRestart => "pbx-restart",
+            EndReason::Stopped => "stopped",
+            EndReason::Replaced => "replaced",
         }
     }
     pub fn parse(word: &str) -> Option<EndReason> {
@@ -267,6 +273,8 @@ impl EndReason {
             "refused" => EndReason::Refused,
             "vanished" => EndReason::Vanished,
             "pbx-restart" => EndReason::PbxRestart,
+            "stopped" => EndReason::Stopped,
+            "replaced" => EndReason::Replaced,
             _ => return None,
         })
     }
@@ -407,6 +415,71 @@ pub struct LegRecord {
     pub end_reason: Option<EndReason>,
     /// The Hangup's `Cause`, or the OriginateResponse `Reason` of a failed attempt.
     pub hangup_cause: Option<u32>,
+    /// What a helper leg carries: a player's file (the content's sha256), a stream
+    /// listener's AudioSocket uuid; `None` for people.
+    pub media: Option<String>,
+}
+
+/// Where a conference recording is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordingState {
+    /// `ConfbridgeStartRecord` sent, no answer yet.
+    Starting,
+    Recording,
+    /// Stopped (by the API, or by the call's end): Asterisk closes the file; the
+    /// recordings finaliser describes it once it is final.
+    Stopped,
+    /// Asterisk refused to start it (or never answered).
+    Failed,
+}
+
+impl RecordingState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordingState::Starting => "starting",
+            RecordingState::Recording => "recording",
+            RecordingState::Stopped => "stopped",
+            RecordingState::Failed => "failed",
+        }
+    }
+    pub fn parse(word: &str) -> Option<RecordingState> {
+        Some(match word {
+            "starting" => RecordingState::Starting,
+            "recording" => RecordingState::Recording,
+            "stopped" => RecordingState::Stopped,
+            "failed" => RecordingState::Failed,
+            _ => return None,
+        })
+    }
+    /// Asterisk may be writing the file.
+    pub fn is_live(self) -> bool {
+        matches!(self, RecordingState::Starting | RecordingState::Recording)
+    }
+}
+
+/// A recording of the conference mix as the engine keeps it (the file's facts, once it
+/// is final, are the finaliser's and are stored beside it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordingRecord {
+    pub call: CallKey,
+    /// Recordings are numbered from 1 within a call.
+    pub number: u32,
+    /// The unguessable token of its `fileUrl`, chosen by the route.
+    pub token: String,
+    pub state: RecordingState,
+    pub started_at: DateTime<Utc>,
+    pub stopped_at: Option<DateTime<Utc>>,
+    /// Why it failed (Asterisk's message).
+    pub error: Option<String>,
+}
+
+impl RecordingRecord {
+    /// The file's name without directory or extension: `<call key>-rec<number>`. Unique
+    /// per recording, so with the bridge profile's `record_file_timestamp = no` and
+    /// `record_file_append = no` the name medcall chose is the name on disk.
+    pub fn file_stem(&self) -> String {
+        format!("{}-rec{}", self.call, self.number)
+    }
 }
 
 /// A request's id, chosen by the control task; answers name it.
@@ -471,6 +544,32 @@ pub enum Command {
         uniqueid: String,
         channel: String,
     },
+    /// `call.audio/play`: a player leg (`dial`, carrying `media`, the converted file's
+    /// content hash) joins the conference; a player still playing is hung up first
+    /// (replaced). Answered `Playing` once the new player joined.
+    Play {
+        thread: ThreadId,
+        dial: Endpoint,
+        media: String,
+    },
+    /// `call.audio/stop`: hangs up the live player legs; `Stopped { count }`.
+    StopPlay { thread: ThreadId },
+    /// `call.stream/start`: a muted listener leg (`dial`, an AudioSocket channel to
+    /// medcall carrying the stream's uuid `media`) joins; answered `Streaming` once it
+    /// joined. With a stream already live, answered with that one (no second leg).
+    StartStream {
+        thread: ThreadId,
+        dial: Endpoint,
+        media: String,
+    },
+    /// `call.stream/stop`: hangs up the live stream legs; `Stopped { count }`.
+    StopStream { thread: ThreadId },
+    /// `call.recording/start`: `ConfbridgeStartRecord` to a file medcall names; refused
+    /// `AlreadyRecording` while one is live. `token` is the recording's `fileUrl` token.
+    StartRecording { thread: ThreadId, token: String },
+    /// `call.recording/stop`: `ConfbridgeStopRecord`; `RecordingStopped` with the
+    /// recording (its file is final soon after: the finaliser waits for it).
+    StopRecording { thread: ThreadId },
 }
 
 impl Command {
@@ -482,7 +581,13 @@ impl Command {
             | Command::Pause { thread, .. }
             | Command::Unpause { thread, .. }
             | Command::End { thread }
-            | Command::AdmitCaller { thread, .. } => thread,
+            | Command::AdmitCaller { thread, .. }
+            | Command::Play { thread, .. }
+            | Command::StopPlay { thread }
+            | Command::StartStream { thread, .. }
+            | Command::StopStream { thread }
+            | Command::StartRecording { thread, .. }
+            | Command::StopRecording { thread } => thread,
         }
     }
 }
@@ -577,6 +682,11 @@ pub enum Request {
     KickAll { thread: ThreadId },
     /// Hang up every channel whose AccountCode is the thread (the safety net of end).
     SweepAccount { thread: ThreadId },
+    /// `ConfbridgeStartRecord` of the thread's conference into the file named
+    /// `file_stem` (the control task knows the directory and the extension).
+    StartRecord { thread: ThreadId, file_stem: String },
+    /// `ConfbridgeStopRecord` of the thread's conference.
+    StopRecord { thread: ThreadId },
 }
 
 /// How the PBX answered a request.
@@ -604,6 +714,12 @@ pub enum Refusal {
     PbxUnreachable,
     /// The PBX refused (502), with its message.
     PbxRefused(String),
+    /// `call.recording/start` while a recording is live (409).
+    AlreadyRecording,
+    /// `call.recording/stop` with no live recording (409).
+    NotRecording,
+    /// A player or stream leg did not join (502): why.
+    LegFailed(String),
 }
 
 /// The answer to a command.
@@ -635,6 +751,20 @@ pub enum Answer {
         /// The call the caller joined: the dialplan tags the caller's channel with it.
         key: CallKey,
     },
+    /// The player leg `number` joined: everyone hears the file.
+    Playing {
+        number: u32,
+    },
+    /// Player or stream legs hung up by a stop.
+    Stopped {
+        count: u32,
+    },
+    /// The stream leg joined (or was live already); `media` is its uuid.
+    Streaming {
+        media: String,
+    },
+    RecordingStarted(RecordingRecord),
+    RecordingStopped(RecordingRecord),
     Refused(Refusal),
 }
 
@@ -643,6 +773,7 @@ pub enum Answer {
 pub enum Change {
     Call(CallRecord),
     Leg(LegRecord),
+    Recording(RecordingRecord),
 }
 
 /// One output of a step.
@@ -692,6 +823,10 @@ enum ReqKind {
     Rejoin,
     /// `KickAll` and `SweepAccount`: their outcome decides nothing.
     Room,
+    /// `StartRecord` / `StopRecord` of the recording numbered `ReqCtx::leg`: answered
+    /// directly, not through an [`Op`].
+    StartRecord,
+    StopRecord,
 }
 
 /// A request in flight: which operation waits for it, and which leg it is about.
@@ -725,6 +860,8 @@ enum OpKind {
     Exclude,
     Pause,
     Unpause,
+    /// `call.audio/stop` and `call.stream/stop`: counts legs, not users.
+    StopMedia,
 }
 
 /// A command waiting for its requests' answers.
@@ -736,6 +873,8 @@ struct Op {
     unreachable: usize,
     /// The users the operation affected (the answer's count).
     users: HashSet<UserId>,
+    /// The legs it affected (the count of a stop).
+    legs: u32,
 }
 
 impl Op {
@@ -749,6 +888,7 @@ impl Op {
             OpKind::Exclude => Answer::Excluded { count },
             OpKind::Pause => Answer::Paused { count },
             OpKind::Unpause => Answer::Unpaused { count },
+            OpKind::StopMedia => Answer::Stopped { count: self.legs },
         }
     }
 }
@@ -771,6 +911,7 @@ impl Pending {
                 sent: 0,
                 unreachable: 0,
                 users: HashSet::new(),
+                legs: 0,
             },
         );
     }
@@ -958,6 +1099,24 @@ impl Engine {
         }
     }
 
+    /// Takes back the recordings of the restored calls (after [`Engine::restore`]);
+    /// those of calls not restored are ignored.
+    pub fn restore_recordings(&mut self, recordings: Vec<RecordingRecord>) {
+        for rec in recordings {
+            if let Some(room) = self
+                .rooms
+                .get_mut(&rec.call.thread)
+                .filter(|r| r.call.key == rec.call)
+            {
+                let recording = room::Recording {
+                    rec: rec.clone(),
+                    recorded: Some(rec),
+                };
+                room.recordings.insert(recording.rec.number, recording);
+            }
+        }
+    }
+
     /// A command from the API. Its answer comes in this step's effects or a later one.
     pub fn command(&mut self, op: OpId, command: Command, now: DateTime<Utc>) -> Vec<Effect> {
         let mut step = Step::default();
@@ -993,6 +1152,24 @@ impl Engine {
                 uniqueid,
                 channel,
             } => self.admit(&mut step, op, &thread, team, uniqueid, channel, now),
+            Command::Play {
+                thread,
+                dial,
+                media,
+            } => self.start_helper(&mut step, op, &thread, Role::Player, dial, media, now),
+            Command::StartStream {
+                thread,
+                dial,
+                media,
+            } => self.start_helper(&mut step, op, &thread, Role::Stream, dial, media, now),
+            Command::StopPlay { thread } => self.stop_helpers(&mut step, op, &thread, Role::Player),
+            Command::StopStream { thread } => {
+                self.stop_helpers(&mut step, op, &thread, Role::Stream);
+            }
+            Command::StartRecording { thread, token } => {
+                self.start_recording(&mut step, op, &thread, token, now);
+            }
+            Command::StopRecording { thread } => self.stop_recording(&mut step, op, &thread),
         }
         self.flush(step, now)
     }
@@ -1039,6 +1216,7 @@ impl Engine {
                 ended_at: None,
                 end_reason: None,
                 hangup_cause: None,
+                media: None,
             };
             index(uids, &rec);
             let ctx = ReqCtx {
@@ -1057,6 +1235,167 @@ impl Engine {
             room.legs.insert(number, Leg::new(rec, Originate::Waiting));
         }
         pending.finish(op, step);
+    }
+
+    /// A player (`Play`) or stream listener (`StartStream`) leg. A live stream answers
+    /// the start itself (no second leg); a live player is replaced.
+    #[allow(clippy::too_many_arguments)]
+    fn start_helper(
+        &mut self,
+        step: &mut Step,
+        op: OpId,
+        thread: &ThreadId,
+        role: Role,
+        dial: Endpoint,
+        media: String,
+        now: DateTime<Utc>,
+    ) {
+        let Engine {
+            rooms,
+            uids,
+            pending,
+            settings,
+        } = self;
+        let Some(room) = active_room(rooms, step, thread, op) else {
+            return;
+        };
+        let live = |l: &&mut Leg| l.rec.role == role && l.is_live();
+        if role == Role::Stream {
+            if let Some(leg) = room.legs.values_mut().filter(live).last() {
+                room.waiters.push(room::Waiter {
+                    op,
+                    leg: leg.rec.number,
+                });
+                return;
+            }
+        }
+        for leg in room.legs.values_mut().filter(live) {
+            leg.api.get_or_insert(ApiHangup::Replaced);
+            pending.hang_up(step, &room.call.key, leg, None);
+        }
+        let number = room.take_number();
+        let uniqueid = format!("{}-{number}", room.call.key);
+        let other_uniqueid = dial.is_local().then(|| format!("{uniqueid}-2"));
+        let rec = LegRecord {
+            call: room.call.key.clone(),
+            number,
+            role,
+            user: None,
+            uniqueid,
+            other_uniqueid,
+            channel: None,
+            dial: dial.to_string(),
+            state: LegState::Dialing,
+            created_at: now,
+            answered_at: None,
+            joined_at: None,
+            ended_at: None,
+            end_reason: None,
+            hangup_cause: None,
+            media: Some(media),
+        };
+        index(uids, &rec);
+        let leg = Leg::new(rec.clone(), Originate::Waiting);
+        let ctx = ReqCtx::for_leg(None, &room.call.key, &leg, ReqKind::Originate);
+        let request = Request::Originate {
+            leg: rec,
+            timeout: settings.ring_timeout,
+        };
+        pending.send(step, ctx, request);
+        room.legs.insert(number, leg);
+        room.waiters.push(room::Waiter { op, leg: number });
+    }
+
+    /// `call.audio/stop` / `call.stream/stop`: every live leg of `role` is hung up.
+    fn stop_helpers(&mut self, step: &mut Step, op: OpId, thread: &ThreadId, role: Role) {
+        let Engine { rooms, pending, .. } = self;
+        let Some(room) = active_room(rooms, step, thread, op) else {
+            return;
+        };
+        pending.open(op, OpKind::StopMedia);
+        for leg in room.legs.values_mut() {
+            if leg.rec.role == role && leg.is_live() {
+                leg.api.get_or_insert(ApiHangup::Stopped);
+                pending.hang_up(step, &room.call.key, leg, Some(op));
+            }
+        }
+        pending.finish(op, step);
+    }
+
+    fn start_recording(
+        &mut self,
+        step: &mut Step,
+        op: OpId,
+        thread: &ThreadId,
+        token: String,
+        now: DateTime<Utc>,
+    ) {
+        let Engine { rooms, pending, .. } = self;
+        let Some(room) = active_room(rooms, step, thread, op) else {
+            return;
+        };
+        if room.live_recording().is_some() {
+            step.reply(op, Answer::Refused(Refusal::AlreadyRecording));
+            return;
+        }
+        let number = room
+            .recordings
+            .keys()
+            .next_back()
+            .map_or(1, |n| n.saturating_add(1));
+        let rec = RecordingRecord {
+            call: room.call.key.clone(),
+            number,
+            token,
+            state: RecordingState::Starting,
+            started_at: now,
+            stopped_at: None,
+            error: None,
+        };
+        let ctx = ReqCtx {
+            op: Some(op),
+            thread: thread.clone(),
+            call_ms: room.call.key.started_ms,
+            leg: number,
+            user: None,
+            kind: ReqKind::StartRecord,
+        };
+        let request = Request::StartRecord {
+            thread: thread.clone(),
+            file_stem: rec.file_stem(),
+        };
+        pending.send(step, ctx, request);
+        room.recordings.insert(
+            number,
+            room::Recording {
+                rec,
+                recorded: None,
+            },
+        );
+    }
+
+    fn stop_recording(&mut self, step: &mut Step, op: OpId, thread: &ThreadId) {
+        let Engine { rooms, pending, .. } = self;
+        let Some(room) = active_room(rooms, step, thread, op) else {
+            return;
+        };
+        let call_ms = room.call.key.started_ms;
+        let Some(recording) = room.live_recording() else {
+            step.reply(op, Answer::Refused(Refusal::NotRecording));
+            return;
+        };
+        let ctx = ReqCtx {
+            op: Some(op),
+            thread: thread.clone(),
+            call_ms,
+            leg: recording.rec.number,
+            user: None,
+            kind: ReqKind::StopRecord,
+        };
+        let request = Request::StopRecord {
+            thread: thread.clone(),
+        };
+        pending.send(step, ctx, request);
     }
 
     fn exclude(&mut self, step: &mut Step, op: OpId, thread: &ThreadId, users: &[UserId]) {
@@ -1251,6 +1590,7 @@ impl Engine {
             ended_at: None,
             end_reason: None,
             hangup_cause: None,
+            media: None,
         };
         index(&mut self.uids, &rec);
         let mut leg = Leg::new(rec, Originate::NotSent);
@@ -1519,6 +1859,20 @@ impl Engine {
         let mut step = Step::default();
         let Engine { rooms, pending, .. } = self;
         if let Some(ctx) = pending.requests.remove(&id) {
+            if matches!(ctx.kind, ReqKind::StartRecord | ReqKind::StopRecord) {
+                let room = rooms
+                    .get_mut(&ctx.thread)
+                    .filter(|r| r.call.key.started_ms == ctx.call_ms);
+                if let Some(room) = room {
+                    step.touch(&ctx.thread);
+                    let stop = ctx.kind == ReqKind::StopRecord;
+                    let answer = room.recording_answered(stop, ctx.leg, outcome, now);
+                    if let Some(op) = ctx.op {
+                        step.reply(op, answer);
+                    }
+                }
+                return self.flush(step, now);
+            }
             let room = rooms
                 .get_mut(&ctx.thread)
                 .filter(|r| r.call.key.started_ms == ctx.call_ms);
@@ -1541,6 +1895,9 @@ impl Engine {
             if let Some(op) = ctx.op {
                 if let Some(waiting) = pending.ops.get_mut(&op) {
                     waiting.waiting = waiting.waiting.saturating_sub(1);
+                    if counts {
+                        waiting.legs = waiting.legs.saturating_add(1);
+                    }
                     match (&ctx.user, counts) {
                         (Some(user), true) => {
                             waiting.users.insert(user.clone());
@@ -1608,6 +1965,7 @@ impl Engine {
                 leg.settle(now);
             }
             room.update_dialog(now);
+            replies.extend(room.settle_waiters());
             if room.call.phase == CallPhase::Ending && room.all_gone() {
                 replies.extend(room.close(now, None));
             }
@@ -1619,6 +1977,12 @@ impl Engine {
                 if leg.recorded.as_ref() != Some(&leg.rec) {
                     leg.recorded = Some(leg.rec.clone());
                     legs.push(Effect::Record(Change::Leg(leg.rec.clone())));
+                }
+            }
+            for r in room.recordings.values_mut() {
+                if r.recorded.as_ref() != Some(&r.rec) {
+                    r.recorded = Some(r.rec.clone());
+                    legs.push(Effect::Record(Change::Recording(r.rec.clone())));
                 }
             }
             if room.call.phase == CallPhase::Ended {

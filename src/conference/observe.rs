@@ -7,7 +7,7 @@
 
 use crate::ami::Message;
 use crate::ami::action::{Action, ActionError, Originate, OriginateTarget};
-use crate::conference::engine::{ChannelState, LiveChannel, Observation, Request};
+use crate::conference::engine::{ChannelState, LiveChannel, Observation, Request, Role};
 
 /// Channel variables medcall sets on every leg it originates; `manager.conf`
 /// `channelvars` lists them so every event of the leg carries them.
@@ -19,6 +19,8 @@ pub const VAR_ROLE: &str = "MEDCALL_ROLE";
 pub const VAR_CALL_KEY: &str = "MEDCALL_CALL_KEY";
 /// The ConfBridge user profile `medcall-conference` gives the leg.
 pub const VAR_PROFILE: &str = "MEDCALL_USER_PROFILE";
+/// The file a player leg's `;2` half plays (a path as Asterisk sees it, no extension).
+pub const VAR_PLAY_FILE: &str = "MEDCALL_PLAY_FILE";
 
 /// Where the dialplan joins and holds legs (from `[calls]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,8 +30,37 @@ pub struct Dialplan {
     /// Extension `s` of this context holds a leg on music, out of the mix.
     pub hold_context: String,
     pub user_profile: String,
+    /// The user profiles of medcall's own legs: the player (heard, hears nothing that
+    /// matters) and the stream listener (muted, hears the mix).
+    pub player_profile: String,
+    pub listener_profile: String,
+    /// The PBX's media directory as Asterisk sees it: players play
+    /// `<dir>/play/<sha256>`, recordings go to `<dir>/recordings/<stem>.wav`.
+    pub asterisk_media_dir: String,
     /// `CallerID` of originated legs; `None`: Asterisk's default.
     pub caller_id: Option<String>,
+}
+
+impl Dialplan {
+    /// The ConfBridge user profile a leg of `role` joins with.
+    pub fn profile(&self, role: Role) -> &str {
+        match role {
+            Role::Participant | Role::Caller => &self.user_profile,
+            Role::Player => &self.player_profile,
+            Role::Stream => &self.listener_profile,
+        }
+    }
+
+    /// The file a player carrying `sha256` plays, without extension (Asterisk picks the
+    /// `.sln16` medcall wrote).
+    pub fn play_file(&self, sha256: &str) -> String {
+        format!("{}/play/{sha256}", self.asterisk_media_dir)
+    }
+
+    /// Where the recording `stem` is written, as Asterisk sees it.
+    pub fn recording_file(&self, stem: &str) -> String {
+        format!("{}/recordings/{stem}.wav", self.asterisk_media_dir)
+    }
 }
 
 /// The engine's observation in an AMI event, if the event is one it reads.
@@ -114,12 +145,15 @@ pub fn action(request: &Request, dialplan: &Dialplan) -> Result<Option<Action>, 
                 .variable(VAR_THREAD, thread)?
                 .variable(VAR_CALL_KEY, &leg.call.to_string())?
                 .variable(VAR_ROLE, leg.role.as_str())?
-                .variable(VAR_PROFILE, &dialplan.user_profile)?;
+                .variable(VAR_PROFILE, dialplan.profile(leg.role))?;
             if let Some(other) = &leg.other_uniqueid {
                 o = o.other_channel_id(other)?;
             }
             if let Some(user) = &leg.user {
                 o = o.variable(VAR_USER, user.as_str())?;
+            }
+            if let (Role::Player, Some(sha256)) = (leg.role, &leg.media) {
+                o = o.variable(VAR_PLAY_FILE, &dialplan.play_file(sha256))?;
             }
             if let Some(caller_id) = &dialplan.caller_id {
                 o = o.caller_id(caller_id)?;
@@ -133,6 +167,11 @@ pub fn action(request: &Request, dialplan: &Dialplan) -> Result<Option<Action>, 
         } => Action::redirect(uniqueid, &dialplan.conference_context, thread.as_str(), 1)?,
         Request::KickAll { thread } => Action::confbridge_kick(thread.as_str(), "all")?,
         Request::SweepAccount { .. } => return Ok(None),
+        Request::StartRecord { thread, file_stem } => Action::confbridge_start_record(
+            thread.as_str(),
+            Some(&dialplan.recording_file(file_stem)),
+        )?,
+        Request::StopRecord { thread } => Action::confbridge_stop_record(thread.as_str())?,
     }))
 }
 
@@ -156,6 +195,9 @@ mod tests {
             conference_context: "medcall-conference".into(),
             hold_context: "medcall-hold".into(),
             user_profile: "medcall_user".into(),
+            player_profile: "medcall_player".into(),
+            listener_profile: "medcall_listener".into(),
+            asterisk_media_dir: "/var/spool/asterisk/medcall".into(),
             caller_id: Some("\"Clinic\" <100>".into()),
         }
     }
@@ -307,6 +349,7 @@ mod tests {
             ended_at: None,
             end_reason: None,
             hangup_cause: None,
+            media: None,
         };
         let a = action(
             &Request::Originate {

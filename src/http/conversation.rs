@@ -289,6 +289,17 @@ fn refused(thread: &ThreadId, refusal: &Refusal) -> EnvelopeError {
         Refusal::PbxRefused(m) => {
             EnvelopeError::new(StatusCode::BAD_GATEWAY, format!("The PBX refused: {m}"))
         }
+        Refusal::AlreadyRecording => EnvelopeError::new(
+            StatusCode::CONFLICT,
+            format!("The call of thread {thread} is already being recorded."),
+        ),
+        Refusal::NotRecording => EnvelopeError::new(
+            StatusCode::CONFLICT,
+            format!("The call of thread {thread} is not being recorded."),
+        ),
+        Refusal::LegFailed(why) => {
+            EnvelopeError::new(StatusCode::BAD_GATEWAY, format!("The PBX did not connect it: {why}"))
+        }
     }
 }
 
@@ -951,6 +962,7 @@ mod tests {
             ended_at: Some(at(20)),
             end_reason: Some(EndReason::Ended),
             hangup_cause: Some(16),
+            media: None,
         };
         let view = call_view(&rec, &[leg], at(90));
         let json = serde_json::to_value(&view.participants).unwrap();

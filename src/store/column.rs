@@ -10,7 +10,9 @@ use rusqlite::Row;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::de::DeserializeOwned;
 
-use crate::conference::engine::{CallPhase, CallResult, Direction, EndReason, LegState, Role};
+use crate::conference::engine::{
+    CallPhase, CallResult, Direction, EndReason, LegState, RecordingState, Role,
+};
 use crate::crm::{CallType, CdrSource, PhoneNumber, RequestSource, RequestStatus};
 use crate::directory::{DoctorGuid, DoctorId, Endpoint, InboundNumber, TeamId, ThreadId, UserId};
 
@@ -163,9 +165,21 @@ stored_word!(
         EndReason::Cancelled,
         EndReason::Refused,
         EndReason::Vanished,
-        EndReason::PbxRestart
+        EndReason::PbxRestart,
+        EndReason::Stopped,
+        EndReason::Replaced
     ],
     "a leg end reason"
+);
+stored_word!(
+    RecordingState,
+    [
+        RecordingState::Starting,
+        RecordingState::Recording,
+        RecordingState::Stopped,
+        RecordingState::Failed
+    ],
+    "starting, recording, stopped or failed"
 );
 stored_word!(
     CallResult,

@@ -6,7 +6,9 @@ use rusqlite::{OptionalExtension, Row, Transaction, named_params};
 use super::column::read;
 use super::time::{StoredTime, time, time_opt};
 use super::{Store, StoreError};
-use crate::conference::engine::{CallKey, CallPhase, CallRecord, Change, LegRecord};
+use crate::conference::engine::{
+    CallKey, CallPhase, CallRecord, Change, LegRecord, RecordingRecord,
+};
 use crate::directory::ThreadId;
 
 /// A call with its legs in leg order.
@@ -17,7 +19,37 @@ const CALL_COLUMNS: &str = "thread_id, started_ms, team_id, direction, phase, st
 
 const LEG_COLUMNS: &str = "thread_id, started_ms, number, role, user_id, uniqueid, \
      other_uniqueid, channel, dial, state, l.created_at, answered_at, joined_at, l.ended_at, \
-     end_reason, hangup_cause";
+     end_reason, hangup_cause, media";
+
+const RECORDING_COLUMNS: &str = "c.thread_id, c.started_ms, number, token, state, \
+     r.started_at, stopped_at, error, final_at, size, sha256, duration_ms, final_error, c.pbx";
+
+/// What the finaliser found of a stopped recording's file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingFacts {
+    pub size: u64,
+    pub sha256: String,
+    pub duration_ms: u64,
+}
+
+/// A recording as stored: the engine's record, the PBX it is on, and the file's facts
+/// once final (or why it never became final).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecording {
+    pub rec: RecordingRecord,
+    pub pbx: String,
+    pub final_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub facts: Option<RecordingFacts>,
+    pub final_error: Option<String>,
+}
+
+/// A file fetched for a play, as the timeline shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaFile {
+    pub sha256: String,
+    pub source_url: String,
+    pub duration_ms: u64,
+}
 
 impl Store {
     /// Writes one step's records of PBX `pbx` in one transaction (committed to disk
@@ -40,6 +72,7 @@ impl Store {
                 match change {
                     Change::Call(call) => write_call(tx, &pbx, call)?,
                     Change::Leg(leg) => write_leg(tx, leg)?,
+                    Change::Recording(rec) => write_recording(tx, rec)?,
                 }
             }
             Ok(())
@@ -128,8 +161,9 @@ fn write_leg(tx: &Transaction<'_>, leg: &LegRecord) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT INTO conference_legs (call_key, number, role, user_id, uniqueid, other_uniqueid, \
          channel, dial, state, created_at, answered_at, joined_at, ended_at, end_reason, \
-         hangup_cause) VALUES (:key, :number, :role, :user, :uniqueid, :other, :channel, :dial, \
-         :state, :created_at, :answered_at, :joined_at, :ended_at, :end_reason, :cause) \
+         hangup_cause, media) VALUES (:key, :number, :role, :user, :uniqueid, :other, :channel, \
+         :dial, :state, :created_at, :answered_at, :joined_at, :ended_at, :end_reason, :cause, \
+         :media) \
          ON CONFLICT (call_key, number) DO UPDATE SET channel = excluded.channel, \
          state = excluded.state, answered_at = excluded.answered_at, \
          joined_at = excluded.joined_at, ended_at = excluded.ended_at, \
@@ -151,8 +185,225 @@ fn write_leg(tx: &Transaction<'_>, leg: &LegRecord) -> Result<(), StoreError> {
         ":ended_at": leg.ended_at.map(StoredTime::at),
         ":end_reason": leg.end_reason,
         ":cause": leg.hangup_cause,
+        ":media": leg.media,
     })?;
     Ok(())
+}
+
+fn write_recording(tx: &Transaction<'_>, rec: &RecordingRecord) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT INTO conference_recordings (call_key, number, token, state, started_at, \
+         stopped_at, error) VALUES (:key, :number, :token, :state, :started_at, :stopped_at, \
+         :error) ON CONFLICT (call_key, number) DO UPDATE SET state = excluded.state, \
+         stopped_at = excluded.stopped_at, error = excluded.error",
+    )?
+    .execute(named_params! {
+        ":key": rec.call.to_string(),
+        ":number": rec.number,
+        ":token": rec.token,
+        ":state": rec.state,
+        ":started_at": StoredTime::at(rec.started_at),
+        ":stopped_at": rec.stopped_at.map(StoredTime::at),
+        ":error": rec.error,
+    })?;
+    Ok(())
+}
+
+fn recording_row(r: &Row<'_>) -> rusqlite::Result<StoredRecording> {
+    let rec = RecordingRecord {
+        call: CallKey {
+            thread: read(r, 0)?,
+            started_ms: read(r, 1)?,
+        },
+        number: read(r, 2)?,
+        token: read(r, 3)?,
+        state: read(r, 4)?,
+        started_at: time(r, 5)?,
+        stopped_at: time_opt(r, 6)?,
+        error: read(r, 7)?,
+    };
+    let final_at = time_opt(r, 8)?;
+    let size: Option<u64> = read(r, 9)?;
+    let sha256: Option<String> = read(r, 10)?;
+    let duration_ms: Option<u64> = read(r, 11)?;
+    let facts = match (final_at, size, sha256, duration_ms) {
+        (Some(_), Some(size), Some(sha256), Some(duration_ms)) => Some(RecordingFacts {
+            size,
+            sha256,
+            duration_ms,
+        }),
+        _ => None,
+    };
+    Ok(StoredRecording {
+        rec,
+        pbx: read(r, 13)?,
+        final_at,
+        facts,
+        final_error: read(r, 12)?,
+    })
+}
+
+impl Store {
+    /// The recordings of PBX `pbx`'s calls that are not ended (restored with them).
+    ///
+    /// # Errors
+    /// SQLite failures; an unreadable stored value.
+    pub async fn open_recordings(&self, pbx: &str) -> Result<Vec<RecordingRecord>, StoreError> {
+        let pbx = pbx.to_string();
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {RECORDING_COLUMNS} FROM conference_recordings r \
+                 JOIN conference_calls c USING (call_key) \
+                 WHERE c.pbx = ?1 AND c.phase <> 'ended' ORDER BY call_key, number"
+            ))?;
+            let rows = stmt.query_map([&pbx], recording_row)?;
+            Ok(rows
+                .map(|r| r.map(|s| s.rec))
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// The recording whose `fileUrl` carries `token`.
+    ///
+    /// # Errors
+    /// SQLite failures; an unreadable stored value.
+    pub async fn recording_by_token(
+        &self,
+        token: String,
+    ) -> Result<Option<StoredRecording>, StoreError> {
+        self.call(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {RECORDING_COLUMNS} FROM conference_recordings r \
+                     JOIN conference_calls c USING (call_key) WHERE token = ?1"
+                ))?
+                .query_row([&token], recording_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Every recording of the call `key`, by number.
+    ///
+    /// # Errors
+    /// SQLite failures; an unreadable stored value.
+    pub async fn call_recordings(&self, key: CallKey) -> Result<Vec<StoredRecording>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {RECORDING_COLUMNS} FROM conference_recordings r \
+                 JOIN conference_calls c USING (call_key) WHERE call_key = ?1 ORDER BY number"
+            ))?;
+            let rows = stmt.query_map([key.to_string()], recording_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Stopped recordings whose file the finaliser has not described yet.
+    ///
+    /// # Errors
+    /// SQLite failures; an unreadable stored value.
+    pub async fn unfinished_recordings(&self) -> Result<Vec<StoredRecording>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {RECORDING_COLUMNS} FROM conference_recordings r \
+                 JOIN conference_calls c USING (call_key) \
+                 WHERE state = 'stopped' AND final_at IS NULL AND final_error IS NULL \
+                 ORDER BY r.stopped_at"
+            ))?;
+            let rows = stmt.query_map([], recording_row)?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Stores what the finaliser found: the file's facts, or why it is not final. The
+    /// first outcome stays (a second finaliser of the same file finds the same).
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub async fn finish_recording(
+        &self,
+        key: CallKey,
+        number: u32,
+        outcome: Result<RecordingFacts, String>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        self.transaction(move |tx| {
+            let (size, sha, duration, error) = match &outcome {
+                Ok(f) => (Some(f.size), Some(f.sha256.clone()), Some(f.duration_ms), None),
+                Err(e) => (None, None, None, Some(e.clone())),
+            };
+            tx.prepare_cached(
+                "UPDATE conference_recordings SET final_at = :at, size = :size, \
+                 sha256 = :sha, duration_ms = :duration, final_error = :error \
+                 WHERE call_key = :key AND number = :number AND final_at IS NULL \
+                 AND final_error IS NULL",
+            )?
+            .execute(named_params! {
+                ":at": outcome.is_ok().then(|| StoredTime::at(now)),
+                ":size": size,
+                ":sha": sha,
+                ":duration": duration,
+                ":error": error,
+                ":key": key.to_string(),
+                ":number": number,
+            })?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Remembers where a played file came from (its first source stays).
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub async fn remember_media_file(&self, file: MediaFile) -> Result<(), StoreError> {
+        self.transaction(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO media_files (sha256, source_url, duration_ms, created_at) \
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT (sha256) DO NOTHING",
+            )?
+            .execute(rusqlite::params![
+                file.sha256,
+                file.source_url,
+                file.duration_ms,
+                StoredTime::at(chrono::Utc::now())
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// The files with these hashes (those known).
+    ///
+    /// # Errors
+    /// SQLite failures.
+    pub async fn media_files(&self, hashes: Vec<String>) -> Result<Vec<MediaFile>, StoreError> {
+        self.call(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT sha256, source_url, duration_ms FROM media_files WHERE sha256 = ?1",
+            )?;
+            let mut out = Vec::new();
+            for h in &hashes {
+                if let Some(f) = stmt
+                    .query_row([h], |r| {
+                        Ok(MediaFile {
+                            sha256: r.get(0)?,
+                            source_url: r.get(1)?,
+                            duration_ms: r.get(2)?,
+                        })
+                    })
+                    .optional()?
+                {
+                    out.push(f);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
 }
 
 fn load_call(conn: &rusqlite::Connection, key: &str) -> Result<CallWithLegs, StoreError> {
@@ -211,6 +462,7 @@ fn leg_row(r: &Row<'_>) -> rusqlite::Result<LegRecord> {
         ended_at: time_opt(r, 13)?,
         end_reason: read(r, 14)?,
         hangup_cause: read(r, 15)?,
+        media: read(r, 16)?,
     })
 }
 
@@ -263,6 +515,7 @@ mod tests {
             ended_at: None,
             end_reason: None,
             hangup_cause: None,
+            media: Some("ab".into()),
         }
     }
 

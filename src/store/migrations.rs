@@ -26,6 +26,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "conference",
         include_str!("migrations/0007_conference.sql"),
     ),
+    (8, "media", include_str!("migrations/0008_media.sql")),
 ];
 
 /// Applies every migration newer than the database's `user_version`, each in its own

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 
 use super::{
-    Answer, CallPhase, CallRecord, CallResult, EndReason, LegRecord, LegState, OpId, Role,
+    Answer, CallPhase, CallRecord, CallResult, EndReason, LegRecord, LegState, OpId,
+    RecordingRecord, RecordingState, Refusal, RequestOutcome, Role,
 };
 use crate::directory::UserId;
 
@@ -46,6 +47,10 @@ pub(super) struct Half {
 pub(super) enum ApiHangup {
     Excluded,
     Ended,
+    /// A player or stream leg's stop.
+    Stopped,
+    /// A player leg replaced by the next play.
+    Replaced,
 }
 
 #[derive(Debug, Clone)]
@@ -181,6 +186,8 @@ impl Leg {
             (Some(_), false) => EndReason::Cancelled,
             (Some(ApiHangup::Excluded), true) => EndReason::Excluded,
             (Some(ApiHangup::Ended), true) => EndReason::Ended,
+            (Some(ApiHangup::Stopped), true) => EndReason::Stopped,
+            (Some(ApiHangup::Replaced), true) => EndReason::Replaced,
         }
     }
 
@@ -242,6 +249,20 @@ pub(super) fn state_from_reason(reason: u32) -> LegState {
     }
 }
 
+/// A recording with the record as last emitted.
+#[derive(Debug, Clone)]
+pub(super) struct Recording {
+    pub(super) rec: RecordingRecord,
+    pub(super) recorded: Option<RecordingRecord>,
+}
+
+/// A play or stream start waiting for its leg to join.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Waiter {
+    pub(super) op: OpId,
+    pub(super) leg: u32,
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct Room {
     pub(super) call: CallRecord,
@@ -252,6 +273,9 @@ pub(super) struct Room {
     pub(super) end_ops: Vec<OpId>,
     /// When `call/end` began (for a call restored as ending: the first tick after).
     pub(super) end_started: Option<DateTime<Utc>>,
+    /// The call's recordings, by number.
+    pub(super) recordings: BTreeMap<u32, Recording>,
+    pub(super) waiters: Vec<Waiter>,
 }
 
 impl Room {
@@ -262,6 +286,95 @@ impl Room {
             legs: BTreeMap::new(),
             end_ops: Vec::new(),
             end_started: None,
+            recordings: BTreeMap::new(),
+            waiters: Vec::new(),
+        }
+    }
+
+    /// The answers of the play and stream starts whose leg joined, or ended without
+    /// joining (a leg the API hung up first, by a stop or the next play, was overtaken:
+    /// its start is answered as carried out).
+    pub(super) fn settle_waiters(&mut self) -> Vec<(OpId, Answer)> {
+        let mut out = Vec::new();
+        let legs = &self.legs;
+        self.waiters.retain(|w| {
+            let Some(leg) = legs.get(&w.leg) else {
+                return false;
+            };
+            let done = leg.rec.joined_at.is_some() || !leg.is_live();
+            if !done {
+                return true;
+            }
+            let answer = if leg.rec.joined_at.is_some() || leg.api.is_some() {
+                match leg.rec.role {
+                    Role::Stream => Answer::Streaming {
+                        media: leg.rec.media.clone().unwrap_or_default(),
+                    },
+                    _ => Answer::Playing { number: w.leg },
+                }
+            } else {
+                let cause = leg
+                    .rec
+                    .hangup_cause
+                    .map(|c| format!(", cause {c}"))
+                    .unwrap_or_default();
+                Answer::Refused(Refusal::LegFailed(format!(
+                    "the {} leg ended {} before it joined the conference{cause}",
+                    leg.rec.role.as_str(),
+                    leg.rec.state.as_str()
+                )))
+            };
+            out.push((w.op, answer));
+            false
+        });
+        out
+    }
+
+    /// The recording Asterisk may be writing now.
+    pub(super) fn live_recording(&mut self) -> Option<&mut Recording> {
+        self.recordings
+            .values_mut()
+            .rev()
+            .find(|r| r.rec.state.is_live())
+    }
+
+    /// The answer to a recording's `StartRecord` (`stop` false) or `StopRecord`.
+    pub(super) fn recording_answered(
+        &mut self,
+        stop: bool,
+        number: u32,
+        outcome: RequestOutcome,
+        now: DateTime<Utc>,
+    ) -> Answer {
+        let Some(r) = self.recordings.get_mut(&number) else {
+            return Answer::Refused(Refusal::NotRecording);
+        };
+        let rec = &mut r.rec;
+        match (stop, outcome) {
+            (false, RequestOutcome::Accepted) => {
+                if rec.state == RecordingState::Starting {
+                    rec.state = RecordingState::Recording;
+                }
+                Answer::RecordingStarted(rec.clone())
+            }
+            (false, refused) => {
+                let (message, refusal) = match refused {
+                    RequestOutcome::Refused(m) => (m.clone(), Refusal::PbxRefused(m)),
+                    _ => ("no answer from the PBX".to_string(), Refusal::PbxUnreachable),
+                };
+                if rec.state == RecordingState::Starting {
+                    rec.state = RecordingState::Failed;
+                    rec.error = Some(message);
+                }
+                Answer::Refused(refusal)
+            }
+            // Unanswered: as far as medcall knows Asterisk still records.
+            (true, RequestOutcome::Unreachable) => Answer::Refused(Refusal::PbxUnreachable),
+            // Refused means there is nothing being recorded any more: stopped all the same.
+            (true, _) => {
+                stop_recording(rec, now);
+                Answer::RecordingStopped(rec.clone())
+            }
         }
     }
 
@@ -337,6 +450,10 @@ impl Room {
         now: DateTime<Utc>,
         forced: Option<CallResult>,
     ) -> Vec<(OpId, Answer)> {
+        for r in self.recordings.values_mut() {
+            // The conference is gone, and its recording with it: Asterisk closes the file.
+            stop_recording(&mut r.rec, now);
+        }
         for leg in self.legs.values_mut() {
             if leg.is_live() {
                 if leg.halves_gone() && !leg.answered() {
@@ -363,6 +480,14 @@ impl Room {
             .drain(..)
             .map(|op| (op, answer.clone()))
             .collect()
+    }
+}
+
+/// A live recording becomes `stopped` at `now`; any other stays as it is.
+fn stop_recording(rec: &mut RecordingRecord, now: DateTime<Utc>) {
+    if rec.state.is_live() {
+        rec.state = RecordingState::Stopped;
+        rec.stopped_at = Some(now);
     }
 }
 

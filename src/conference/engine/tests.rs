@@ -95,7 +95,7 @@ fn hangups(effects: &[Effect]) -> Vec<String> {
 fn assert_ordered(effects: &[Effect]) {
     let rank = |e: &Effect| match e {
         Effect::Record(Change::Call(_)) => 0,
-        Effect::Record(Change::Leg(_)) => 1,
+        Effect::Record(Change::Leg(_) | Change::Recording(_)) => 1,
         Effect::Send { .. } => 2,
         Effect::Reply { .. } => 3,
     };
