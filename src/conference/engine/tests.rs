@@ -1904,3 +1904,5 @@ fn a_hold_answered_after_a_reconciliation_found_the_leg_gone_leaves_it_vanished(
         );
     }
 }
+
+mod media;
