@@ -22,7 +22,7 @@ use super::AppState;
 use super::auth::{self, AuthFailure};
 use crate::auth::Principal;
 use crate::conference::engine::{
-    Answer, CallPhase, CallRecord, Command, Direction, Invitee, LegRecord, Refusal,
+    Answer, CallKey, CallPhase, CallRecord, Command, Direction, Invitee, LegRecord, Refusal, Role,
 };
 use crate::conference::{ConferenceHandle, ControlError};
 use crate::config::Scope;
@@ -56,13 +56,13 @@ pub struct EnvelopeError {
 }
 
 impl EnvelopeError {
-    fn new(status: StatusCode, message: impl Into<String>) -> EnvelopeError {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> EnvelopeError {
         EnvelopeError {
             status,
             message: message.into(),
         }
     }
-    fn bad_request(message: impl Into<String>) -> EnvelopeError {
+    pub(super) fn bad_request(message: impl Into<String>) -> EnvelopeError {
         EnvelopeError::new(StatusCode::BAD_REQUEST, message)
     }
 }
@@ -80,7 +80,7 @@ impl IntoResponse for EnvelopeError {
     }
 }
 
-fn ok<T: Serialize>(data: T) -> Response {
+pub(super) fn ok<T: Serialize>(data: T) -> Response {
     Json(Envelope {
         code: 200,
         message: "OK".into(),
@@ -114,7 +114,7 @@ pub async fn require_calls(State(app): State<AppState>, mut req: Request, next: 
 }
 
 /// The path's team, checked against the key's team limit.
-fn team(principal: &Principal, team: &str) -> Result<TeamId, EnvelopeError> {
+pub(super) fn team(principal: &Principal, team: &str) -> Result<TeamId, EnvelopeError> {
     let id: TeamId = team
         .parse()
         .map_err(|e| EnvelopeError::bad_request(format!("teamId in the path {e}.")))?;
@@ -134,7 +134,7 @@ fn team(principal: &Principal, team: &str) -> Result<TeamId, EnvelopeError> {
 }
 
 /// The request body as a JSON object, read up to the body limit.
-async fn body(app: &AppState, body: Body) -> Result<serde_json::Map<String, Value>, EnvelopeError> {
+pub(super) async fn body(app: &AppState, body: Body) -> Result<serde_json::Map<String, Value>, EnvelopeError> {
     let bytes = axum::body::to_bytes(body, app.max_body_bytes)
         .await
         .map_err(|_| {
@@ -154,7 +154,7 @@ async fn body(app: &AppState, body: Body) -> Result<serde_json::Map<String, Valu
     }
 }
 
-fn thread(body: &serde_json::Map<String, Value>) -> Result<ThreadId, EnvelopeError> {
+pub(super) fn thread(body: &serde_json::Map<String, Value>) -> Result<ThreadId, EnvelopeError> {
     match body.get("threadId") {
         None => Err(EnvelopeError::bad_request("threadId is required.")),
         Some(Value::String(s)) => s
@@ -215,7 +215,7 @@ fn users(body: &serde_json::Map<String, Value>) -> Result<Vec<UserId>, EnvelopeE
 /// The most users one request may name (a conference holds at most 50 members).
 const MAX_USERS: usize = 100;
 
-fn conference(app: &AppState) -> Result<&ConferenceHandle, EnvelopeError> {
+pub(super) fn conference(app: &AppState) -> Result<&ConferenceHandle, EnvelopeError> {
     app.conference.as_ref().ok_or_else(|| {
         EnvelopeError::new(StatusCode::BAD_GATEWAY, "No PBX is configured for calls.")
     })
@@ -223,7 +223,7 @@ fn conference(app: &AppState) -> Result<&ConferenceHandle, EnvelopeError> {
 
 /// The thread's open call must belong to the path's team: a thread of another team is
 /// not found (a key limited to one team cannot reach another team's call).
-async fn check_thread_team(
+pub(super) async fn check_thread_team(
     handle: &ConferenceHandle,
     thread: &ThreadId,
     team: &TeamId,
@@ -244,7 +244,7 @@ async fn check_thread_team(
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> EnvelopeError {
+pub(super) fn internal(e: impl std::fmt::Display) -> EnvelopeError {
     tracing::error!(error = %e, "internal error answering a call-control request");
     EnvelopeError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -252,7 +252,7 @@ fn internal(e: impl std::fmt::Display) -> EnvelopeError {
     )
 }
 
-async fn execute(handle: &ConferenceHandle, command: Command) -> Result<Answer, EnvelopeError> {
+pub(super) async fn execute(handle: &ConferenceHandle, command: Command) -> Result<Answer, EnvelopeError> {
     let thread = command.thread().clone();
     match handle.execute(command).await {
         Ok(Answer::Refused(refusal)) => Err(refused(&thread, &refusal)),
@@ -303,7 +303,7 @@ fn refused(thread: &ThreadId, refusal: &Refusal) -> EnvelopeError {
     }
 }
 
-fn unexpected(answer: &Answer) -> EnvelopeError {
+pub(super) fn unexpected(answer: &Answer) -> EnvelopeError {
     internal(format!("unexpected conference answer {answer:?}"))
 }
 
@@ -690,9 +690,39 @@ pub struct LegView {
     answered_at: Option<DateTime<Utc>>,
     joined_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
-    /// `hangup`, `excluded`, `ended`, `cancelled`, `refused`, `vanished`, `pbx-restart`.
+    /// `hangup`, `excluded`, `ended`, `cancelled`, `refused`, `vanished`, `pbx-restart`;
+    /// for players and streams also `stopped` and `replaced` (a player that played to
+    /// its end ends `hangup`).
     end_reason: Option<&'static str>,
     hangup_cause: Option<u32>,
+    /// A player's file (its content's sha256) or a stream's AudioSocket uuid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    media: Option<String>,
+    /// A player: where its file came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_url: Option<String>,
+    /// A player: how long it really played (joined to gone, or so far), in ms.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    played_ms: Option<i64>,
+}
+
+/// A recording of a call.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = CallRecording)]
+pub struct RecordingView {
+    number: u32,
+    /// `starting`, `recording`, `stopped` or `failed`.
+    state: &'static str,
+    started_at: DateTime<Utc>,
+    stopped_at: Option<DateTime<Utc>>,
+    /// Once the WAV is final: where it is served, and what it is.
+    file_url: Option<String>,
+    size_bytes: Option<u64>,
+    sha256: Option<String>,
+    duration_ms: Option<u64>,
+    /// Why it failed or never became final.
+    error: Option<String>,
 }
 
 /// A call of a thread.
@@ -711,6 +741,7 @@ pub struct CallView {
     dialog_duration: i64,
     result: Option<&'static str>,
     participants: Vec<LegView>,
+    recordings: Vec<RecordingView>,
 }
 
 /// A thread's current (or last) call and its past calls, newest first.
@@ -757,9 +788,59 @@ fn call_view(call: &CallRecord, legs: &[LegRecord], now: DateTime<Utc>) -> CallV
                 ended_at: l.ended_at,
                 end_reason: l.end_reason.map(|r| r.as_str()),
                 hangup_cause: l.hangup_cause,
+                media: l.media.clone(),
+                file_url: None,
+                played_ms: (l.role == Role::Player).then(|| {
+                    l.joined_at.map_or(0, |from| {
+                        (l.ended_at.unwrap_or(now) - from).num_milliseconds().max(0)
+                    })
+                }),
             })
             .collect(),
+        recordings: Vec::new(),
     }
+}
+
+/// Fills in what other tables know of a call: its recordings, its players' sources.
+async fn add_media(app: &AppState, key: &CallKey, view: &mut CallView) -> Result<(), EnvelopeError> {
+    let recordings = app
+        .store
+        .call_recordings(key.clone())
+        .await
+        .map_err(internal)?;
+    view.recordings = recordings
+        .into_iter()
+        .map(|r| RecordingView {
+            number: r.rec.number,
+            state: r.rec.state.as_str(),
+            started_at: r.rec.started_at,
+            stopped_at: r.rec.stopped_at,
+            file_url: r
+                .facts
+                .is_some()
+                .then(|| super::call_media::recording_url(app, &r.rec.token)),
+            size_bytes: r.facts.as_ref().map(|f| f.size),
+            sha256: r.facts.as_ref().map(|f| f.sha256.clone()),
+            duration_ms: r.facts.as_ref().map(|f| f.duration_ms),
+            error: r.rec.error.or(r.final_error),
+        })
+        .collect();
+    let hashes: Vec<String> = view
+        .participants
+        .iter()
+        .filter(|p| p.role == Role::Player.as_str())
+        .filter_map(|p| p.media.clone())
+        .collect();
+    if !hashes.is_empty() {
+        let files = app.store.media_files(hashes).await.map_err(internal)?;
+        for p in view.participants.iter_mut().filter(|p| p.role == Role::Player.as_str()) {
+            p.file_url = files
+                .iter()
+                .find(|f| Some(&f.sha256) == p.media.as_ref())
+                .map(|f| f.source_url.clone());
+        }
+    }
+    Ok(())
 }
 
 /// The thread's current (or last) call with every participant, and its past calls.
@@ -792,11 +873,16 @@ pub async fn thread_calls(
             .await
             .map_err(internal)?;
         let now = crate::store::StoredTime::now().time();
-        let calls: Vec<CallView> = calls
-            .iter()
-            .filter(|(c, _)| c.team == team)
-            .map(|(c, legs)| call_view(c, legs, now))
-            .collect();
+        let mut views = Vec::new();
+        for (c, legs) in calls.iter().filter(|(c, _)| c.team == team) {
+            let mut view = call_view(c, legs, now);
+            // The current call in full; past calls keep their participants only.
+            if views.is_empty() {
+                add_media(&app, &c.key, &mut view).await?;
+            }
+            views.push(view);
+        }
+        let calls = views;
         if calls.is_empty() {
             return Err(EnvelopeError::new(
                 StatusCode::NOT_FOUND,

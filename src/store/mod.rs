@@ -24,7 +24,7 @@ mod time;
 
 pub use calls::{AgiSessionRow, CallDetailRow, CallFilter, CallRow, EventRow, LegRow, LiveState};
 pub use column::BadValue;
-pub use conference::CallWithLegs;
+pub use conference::{CallWithLegs, MediaFile, RecordingFacts, StoredRecording};
 pub use crm::ImportCounts;
 pub use directory::{DirectoryImportError, DirectoryProgress};
 pub use keys::StoredKey;

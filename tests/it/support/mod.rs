@@ -5,6 +5,7 @@
 
 pub mod audiosocket;
 pub mod rig;
+pub mod web;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -39,8 +40,11 @@ pub struct DaemonOptions {
 impl Default for DaemonOptions {
     fn default() -> Self {
         let rig = rig::Rig::from_env();
+        let (media, asterisk_media) = rig.media_dir();
         DaemonOptions {
             env: vec![
+                ("MEDCALL__PBX__0__MEDIA_DIR".into(), media),
+                ("MEDCALL__PBX__0__ASTERISK_MEDIA_DIR".into(), asterisk_media),
                 ("MEDCALL__PBX__0__NAME".into(), "rig".into()),
                 ("MEDCALL__PBX__0__PORT".into(), rig.ami_port.to_string()),
                 ("MEDCALL__PBX__0__USERNAME".into(), rig.username.clone()),

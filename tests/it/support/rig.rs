@@ -11,6 +11,8 @@ pub struct Rig {
     pub ami_port: u16,
     pub username: String,
     pub secret: String,
+    /// The sid root Asterisk runs in (`chroot`): its `/x` is `<root>/x` here.
+    pub root: String,
 }
 
 impl Rig {
@@ -21,7 +23,26 @@ impl Rig {
             ami_port: var("MEDCALL_RIG_AMI_PORT", "5038").parse().unwrap(),
             username: var("MEDCALL_RIG_AMI_USER", "medcall"),
             secret: var("MEDCALL_RIG_AMI_SECRET", "medcall-rig-secret"),
+            root: var(
+                "MEDCALL_RIG_ROOT",
+                &format!(
+                    "{}/.cache/medcall/asterisk-22-sid",
+                    std::env::var("HOME").unwrap_or_default()
+                ),
+            ),
         }
+    }
+}
+
+impl Rig {
+    /// A fresh media directory for one daemon: as medcall sees it and as Asterisk (in
+    /// its chroot) sees it.
+    pub fn media_dir(&self) -> (String, String) {
+        let inside = format!(
+            "/var/spool/asterisk/medcall/t-{:016x}",
+            rand::random::<u64>()
+        );
+        (format!("{}{inside}", self.root), inside)
     }
 }
 
