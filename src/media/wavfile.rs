@@ -684,10 +684,26 @@ mod tests {
         let cases: [(usize, &[u8], &str); 6] = [
             (22, &0u16.to_le_bytes(), "no channels"),
             (24, &0u32.to_le_bytes(), "a sample rate of 0"),
-            (34, &12u16.to_le_bytes(), "bits per sample not 8, 16, 24 or 32"),
-            (34, &0u16.to_le_bytes(), "bits per sample not 8, 16, 24 or 32"),
-            (32, &4u16.to_le_bytes(), "block align is not channels × bytes per sample"),
-            (28, &8000u32.to_le_bytes(), "byte rate is not sample rate × block align"),
+            (
+                34,
+                &12u16.to_le_bytes(),
+                "bits per sample not 8, 16, 24 or 32",
+            ),
+            (
+                34,
+                &0u16.to_le_bytes(),
+                "bits per sample not 8, 16, 24 or 32",
+            ),
+            (
+                32,
+                &4u16.to_le_bytes(),
+                "block align is not channels × bytes per sample",
+            ),
+            (
+                28,
+                &8000u32.to_le_bytes(),
+                "byte rate is not sample rate × block align",
+            ),
         ];
         for (at, value, what) in cases {
             let mut h = final_file(4);
@@ -753,7 +769,10 @@ mod tests {
         // The data chunk's header ends exactly at HEAD_MAX.
         let fits = HEAD_MAX as u32 - 36 - 8 - 8;
         let (h, len) = build(fits);
-        assert_eq!(facts(check(&h[..HEAD_MAX], len)).data_offset, HEAD_MAX as u64);
+        assert_eq!(
+            facts(check(&h[..HEAD_MAX], len)).data_offset,
+            HEAD_MAX as u64
+        );
         let (h, len) = build(fits + 2);
         assert_eq!(
             check(&h[..HEAD_MAX], len),
