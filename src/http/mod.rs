@@ -13,6 +13,7 @@ mod calls;
 pub mod conversation;
 pub mod error;
 mod events;
+pub mod files;
 mod params;
 mod pbx;
 mod system;
