@@ -8,3 +8,10 @@
 //! - recordings: when Asterisk's WAV is final, and serving finished files.
 //!
 //! The conference engine decides which legs exist; this module never speaks AMI.
+
+pub mod child;
+pub mod decode;
+pub mod fetch;
+pub mod library;
+pub mod netguard;
+pub mod sniff;
