@@ -39,6 +39,10 @@ enum Command {
         #[command(subcommand)]
         what: ImportWhat,
     },
+    /// The audio decode child (media::child): input on stdin, s16le 16 kHz on stdout.
+    /// Run by the daemon itself, under resource limits; not for people.
+    #[command(hide = true)]
+    Decode(medcall::media::child::DecodeArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -51,6 +55,11 @@ enum ImportWhat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The decode child needs no configuration and must not depend on it: it starts
+    // before anything else is read.
+    if let Some(Command::Decode(args)) = &cli.command {
+        return medcall::media::child::run_child(args);
+    }
     let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
@@ -67,6 +76,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run => run(config),
+        Command::Decode(args) => medcall::media::child::run_child(&args),
         Command::Replay { capture } => {
             let limits = medcall::ami::Limits {
                 max_message_bytes: config.ami.max_message_bytes,

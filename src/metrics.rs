@@ -18,6 +18,13 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// `outcome` of a media fetch (`fetched`, `cached`, `revalidated`, `failed`) or decode
+/// (`decoded`, `cached`, `failed`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MediaLabels {
+    pub outcome: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PbxLabels {
     pub pbx: String,
@@ -33,6 +40,8 @@ pub struct Metrics {
     pub ami_events_received: Family<PbxLabels, Gauge>,
     pub ami_events_dropped: Family<PbxLabels, Gauge>,
     pub ami_messages_skipped: Family<PbxLabels, Gauge>,
+    pub media_fetches: Family<MediaLabels, Counter>,
+    pub media_decodes: Family<MediaLabels, Counter>,
 }
 
 impl Metrics {
@@ -74,6 +83,18 @@ impl Metrics {
             "AMI messages skipped (over the size or line limit, or malformed) since start",
             ami_messages_skipped.clone(),
         );
+        let media_fetches = Family::<MediaLabels, Counter>::default();
+        registry.register(
+            "media_fetches",
+            "Audio file URLs asked for, by outcome (cached: reused without a request)",
+            media_fetches.clone(),
+        );
+        let media_decodes = Family::<MediaLabels, Counter>::default();
+        registry.register(
+            "media_decodes",
+            "Audio conversions, by outcome (cached: the converted file was already there)",
+            media_decodes.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -82,6 +103,8 @@ impl Metrics {
             ami_events_received,
             ami_events_dropped,
             ami_messages_skipped,
+            media_fetches,
+            media_decodes,
         })
     }
 

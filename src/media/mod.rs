@@ -9,4 +9,11 @@
 //!
 //! The conference engine decides which legs exist; this module never speaks AMI.
 
+pub mod child;
+pub mod decode;
+pub mod fetch;
+pub mod library;
+pub mod netguard;
+pub mod recordings;
+pub mod sniff;
 pub mod wavfile;
