@@ -8,3 +8,5 @@
 //! - recordings: when Asterisk's WAV is final, and serving finished files.
 //!
 //! The conference engine decides which legs exist; this module never speaks AMI.
+
+pub mod audiosocket;
