@@ -33,6 +33,23 @@ pub struct Metrics {
     pub ami_events_received: Family<PbxLabels, Gauge>,
     pub ami_events_dropped: Family<PbxLabels, Gauge>,
     pub ami_messages_skipped: Family<PbxLabels, Gauge>,
+    pub streams: StreamMetrics,
+}
+
+/// The live streams' figures (`media::stream`), shared with the hub that records them.
+#[derive(Clone, Debug, Default)]
+pub struct StreamMetrics {
+    /// `medcall_stream_frames_received_total`: audio frames read from AudioSocket.
+    pub frames_received: Counter,
+    /// `medcall_stream_frames_dropped_total`: frames a listener's full queue lost (one
+    /// per listener per frame).
+    pub frames_dropped: Counter,
+    /// `medcall_stream_listeners_cut_total`: listeners cut off for staying full too long.
+    pub listeners_cut: Counter,
+    /// `medcall_stream_listeners`: listeners connected now.
+    pub listeners: Gauge,
+    /// `medcall_streams_live`: AudioSocket connections delivering a stream now.
+    pub live: Gauge,
 }
 
 impl Metrics {
@@ -74,6 +91,36 @@ impl Metrics {
             "AMI messages skipped (over the size or line limit, or malformed) since start",
             ami_messages_skipped.clone(),
         );
+        let streams = StreamMetrics::default();
+        for (name, help, counter) in [
+            (
+                "stream_frames_received",
+                "Audio frames read from AudioSocket streams",
+                &streams.frames_received,
+            ),
+            (
+                "stream_frames_dropped",
+                "Stream frames dropped for a listener whose queue was full",
+                &streams.frames_dropped,
+            ),
+            (
+                "stream_listeners_cut",
+                "Stream listeners cut off for staying too far behind",
+                &streams.listeners_cut,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "stream_listeners",
+            "Stream listeners connected",
+            streams.listeners.clone(),
+        );
+        registry.register(
+            "streams_live",
+            "AudioSocket connections streaming now",
+            streams.live.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -82,6 +129,7 @@ impl Metrics {
             ami_events_received,
             ami_events_dropped,
             ami_messages_skipped,
+            streams,
         })
     }
 

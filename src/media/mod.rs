@@ -10,3 +10,4 @@
 //! The conference engine decides which legs exist; this module never speaks AMI.
 
 pub mod audiosocket;
+pub mod stream;
