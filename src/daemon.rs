@@ -23,6 +23,7 @@ use crate::calls;
 use crate::conference::{self, ConferenceHandle, ControlSettings};
 use crate::config::{AmiAuth, AmiConfig, CallsConfig, Config, PbxConfig};
 use crate::http::{self, AppState};
+use crate::media::stream::{self as streams, StreamHub};
 use crate::metrics::Metrics;
 use crate::pbx::{Pbx, PbxRegistry};
 use crate::routes::{self, PbxAddresses};
@@ -102,22 +103,36 @@ async fn serve(
     let agi_listener = agi::bind(config.agi.listen, config.agi.backlog)
         .with_context(|| format!("binding FastAGI to {}", config.agi.listen))?;
     tracing::info!(addr = %agi_listener.local_addr()?, "FastAGI listening");
+    let audiosocket = audiosocket_settings(&config, &pbx_addresses);
+    let audiosocket_listener = TcpListener::bind(audiosocket.listen)
+        .await
+        .with_context(|| format!("binding AudioSocket to {}", audiosocket.listen))?;
+    tracing::info!(addr = %audiosocket_listener.local_addr()?, "AudioSocket listening");
 
     // Nothing is spawned before every listener is bound: a startup failure leaves no
     // task (and no AMI login) behind.
     let (pbxs, events) = spawn_ami_clients(&config, &tasks, &shutdown)?;
     tracing::debug!(count = pbxs.len(), "AMI clients started");
+    let metrics = Metrics::new();
+    let stream_hub = StreamHub::new(audiosocket.fanout, metrics.streams.clone());
     let app = AppState {
         keys: Arc::new(keys),
         pbxs,
-        metrics: Metrics::new(),
+        metrics,
         store,
         conference: conference.as_ref().map(|(handle, _)| handle.clone()),
         max_body_bytes: config.http.max_body_bytes,
+        streams: stream_hub.clone(),
     };
     tasks.spawn(session_log_writer);
     let agi_shutdown = shutdown.child_token();
     tasks.spawn(agi_server.serve(agi_listener, agi_shutdown));
+    tasks.spawn(streams::serve(
+        audiosocket_listener,
+        audiosocket,
+        stream_hub,
+        shutdown.child_token(),
+    ));
     let router = http::router(app.clone(), &config.http);
     let http_shutdown = shutdown.child_token();
     tasks.spawn(async move {
@@ -259,6 +274,33 @@ fn client_settings(pbx: &PbxConfig, ami: &AmiConfig) -> ami::ClientSettings {
                 rotate_bytes: ami.capture_rotate_bytes,
                 keep_files: ami.capture_keep_files,
             }),
+    }
+}
+
+/// The `[audiosocket]` section as the stream server's own settings; an empty `allow`
+/// is loopback plus the PBXs' addresses, as for FastAGI.
+fn audiosocket_settings(config: &Config, pbxs: &PbxAddresses) -> streams::AudioSocketSettings {
+    let a = &config.audiosocket;
+    let allow = if a.allow.is_empty() {
+        streams::PeerAllow {
+            loopback: true,
+            addresses: pbxs.all_addresses(),
+        }
+    } else {
+        streams::PeerAllow {
+            loopback: false,
+            addresses: a.allow.clone(),
+        }
+    };
+    streams::AudioSocketSettings {
+        listen: a.listen,
+        allow,
+        max_frame_bytes: a.max_frame_bytes,
+        uuid_timeout: Duration::from_millis(a.uuid_timeout_ms),
+        fanout: streams::FanOutSettings {
+            listener_queue_frames: a.listener_queue_frames,
+            cut_after: Duration::from_millis(a.listener_cut_after_ms),
+        },
     }
 }
 
@@ -423,6 +465,7 @@ mod tests {
         let vars = [
             ("MEDCALL__HTTP__LISTEN", "127.0.0.1:0".to_string()),
             ("MEDCALL__AGI__LISTEN", "127.0.0.1:0".to_string()),
+            ("MEDCALL__AUDIOSOCKET__LISTEN", "127.0.0.1:0".to_string()),
             ("MEDCALL__PBX__0__PORT", "1".to_string()),
             (
                 "MEDCALL__STORE__PATH",

@@ -15,6 +15,7 @@ pub mod error;
 mod events;
 mod params;
 mod pbx;
+pub mod streams;
 mod system;
 
 use std::sync::Arc;
@@ -34,6 +35,7 @@ use utoipa_axum::routes;
 use crate::auth::KeyRing;
 use crate::conference::ConferenceHandle;
 use crate::config::{HttpConfig, Scope};
+use crate::media::stream::StreamHub;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::pbx::PbxRegistry;
 use crate::store::Store;
@@ -52,6 +54,9 @@ pub struct AppState {
     /// The largest request body (`http.max_body_bytes`), for routes that read the body
     /// themselves to answer an oversized one in their own shape.
     pub max_body_bytes: usize,
+    /// Live streams of conference audio, served at `/streams/{token}` (no key: the
+    /// token is the credential).
+    pub streams: StreamHub,
 }
 
 #[derive(Debug, OpenApi)]
@@ -59,7 +64,7 @@ pub struct AppState {
     info(title = "medcall", description = "Asterisk ↔ clinic integration daemon"),
     modifiers(&BearerAuth),
     components(schemas(ErrorBody)),
-    tags((name = "system", description = "Health, metrics, this document"), (name = "admin", description = "What the PBX is doing (admin scope)"), (name = "events", description = "Seed 003: leads, incoming calls, call records, arrival, number lookup (events scope)"), (name = "calls", description = "Seed 002: call control of a conversation thread on one ConfBridge (calls scope, limited to the key's teams); every answer is {code, message, data}"))
+    tags((name = "system", description = "Health, metrics, this document"), (name = "admin", description = "What the PBX is doing (admin scope)"), (name = "events", description = "Seed 003: leads, incoming calls, call records, arrival, number lookup (events scope)"), (name = "calls", description = "Seed 002: call control of a conversation thread on one ConfBridge (calls scope, limited to the key's teams); every answer is {code, message, data}"), (name = "streams", description = "Seed 002: live audio of a call (call.stream/start's streamUrl), chunked WAV or WebSocket; the URL's token is the credential"))
 )]
 struct ApiDoc;
 
@@ -233,6 +238,7 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
     let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
         .routes(routes!(system::openapi))
+        .routes(routes!(streams::listen))
         .merge(metrics_route)
         .merge(scoped(
             &app,

@@ -133,6 +133,11 @@ impl StreamHub {
         }
     }
 
+    /// The fan-out settings the hub was made with.
+    pub fn settings(&self) -> FanOutSettings {
+        self.shared.settings
+    }
+
     fn registry(&self) -> MutexGuard<'_, Registry> {
         // Only map inserts and removals run under this lock: never half done.
         self.shared
