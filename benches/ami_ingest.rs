@@ -192,6 +192,7 @@ fn start_daemon(ami_port: u16, http_port: u16, agi_port: u16, data: &std::path::
     cmd.arg("run")
         .env("MEDCALL__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
         .env("MEDCALL__AGI__LISTEN", format!("127.0.0.1:{agi_port}"))
+        .env("MEDCALL__AUDIOSOCKET__LISTEN", "127.0.0.1:0")
         .env("MEDCALL__STORE__PATH", data.join("medcall.db"))
         .env("MEDCALL__PBX__0__PORT", ami_port.to_string())
         .env("MEDCALL__PBX__0__AUTH", "plain")

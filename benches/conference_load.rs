@@ -1385,6 +1385,7 @@ fn start_daemon(rig: &Rig, ami_port: u16, http_port: u16, data: &std::path::Path
         .arg("run")
         .env("MEDCALL__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
         .env("MEDCALL__AGI__LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("MEDCALL__AUDIOSOCKET__LISTEN", "127.0.0.1:0")
         .env("MEDCALL__STORE__PATH", data.join("medcall.db"))
         .env("MEDCALL__LOG__LEVEL", "warn")
         .env("MEDCALL__PBX__0__NAME", "rig")

@@ -97,6 +97,7 @@ fn main() {
         .arg("run")
         .env("MEDCALL__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
         .env("MEDCALL__AGI__LISTEN", format!("127.0.0.1:{agi_port}"))
+        .env("MEDCALL__AUDIOSOCKET__LISTEN", "127.0.0.1:0")
         .env("MEDCALL__STORE__PATH", &db)
         .env("MEDCALL__PBX__0__PORT", free_port().to_string())
         .env("MEDCALL__LOG__LEVEL", "warn")

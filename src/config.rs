@@ -45,6 +45,7 @@ pub struct Config {
     pub ami: AmiConfig,
     pub calls: CallsConfig,
     pub media: MediaConfig,
+    pub audiosocket: AudioSocketConfig,
     #[serde(default)]
     pub pbx: Vec<PbxConfig>,
     #[serde(default)]
@@ -190,6 +191,28 @@ pub struct MediaConfig {
     pub decode_timeout_ms: u64,
     pub decode_cpu_s: u64,
     pub decode_memory_mib: u64,
+}
+
+/// The AudioSocket server that receives a conference's mix for live streams, and the
+/// fan-out of each stream to its HTTP listeners.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AudioSocketConfig {
+    /// Where the AudioSocket server listens.
+    pub listen: SocketAddr,
+    /// `host:port` Asterisk dials (`AudioSocket/<advertise>/<uuid>/c(slin16)`); empty:
+    /// the address bound (required when `listen` is `0.0.0.0`).
+    pub advertise: String,
+    /// Peers allowed to connect; empty means loopback plus every `[[pbx]] host`.
+    pub allow: Vec<IpAddr>,
+    /// Largest frame payload accepted, in bytes; a larger one ends the connection.
+    pub max_frame_bytes: usize,
+    /// How long a connection may take to send its uuid frame, in milliseconds.
+    pub uuid_timeout_ms: u64,
+    /// Frames queued per listener (20 ms each); one more is dropped for that listener.
+    pub listener_queue_frames: usize,
+    /// A listener whose queue stays full this long is cut off, in milliseconds.
+    pub listener_cut_after_ms: u64,
 }
 
 /// How every AMI connection behaves (one `[ami]` section for all `[[pbx]]` entries).
@@ -423,10 +446,8 @@ impl Config {
                 }
             }
         }
-        if !self.http.public_url.is_empty()
-            && !(self.http.public_url.starts_with("http://")
-                || self.http.public_url.starts_with("https://"))
-        {
+        let url = &self.http.public_url;
+        if !url.is_empty() && !url.starts_with("http://") && !url.starts_with("https://") {
             return Err(invalid(
                 "http.public_url".into(),
                 "must be an http:// or https:// URL",
@@ -468,6 +489,22 @@ impl Config {
             ("agi.backlog", u64::from(self.agi.backlog)),
             ("agi.max_line_bytes", self.agi.max_line_bytes as u64),
             ("agi.max_variables", self.agi.max_variables as u64),
+            (
+                "audiosocket.max_frame_bytes",
+                self.audiosocket.max_frame_bytes as u64,
+            ),
+            (
+                "audiosocket.uuid_timeout_ms",
+                self.audiosocket.uuid_timeout_ms,
+            ),
+            (
+                "audiosocket.listener_queue_frames",
+                self.audiosocket.listener_queue_frames as u64,
+            ),
+            (
+                "audiosocket.listener_cut_after_ms",
+                self.audiosocket.listener_cut_after_ms,
+            ),
         ] {
             if value == 0 {
                 return Err(invalid(key.into(), "must be positive"));

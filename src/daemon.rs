@@ -24,6 +24,9 @@ use crate::calls;
 use crate::conference::{self, ConferenceHandle, ControlSettings};
 use crate::config::{AmiAuth, AmiConfig, CallsConfig, Config, PbxConfig};
 use crate::http::{self, AppState};
+use crate::media::library::{LibrarySettings, MediaLibrary};
+use crate::media::netguard::NetGuard;
+use crate::media::stream::{self as streams, StreamHub};
 use crate::metrics::Metrics;
 use crate::pbx::{Pbx, PbxRegistry};
 use crate::routes::{self, PbxAddresses};
@@ -87,14 +90,41 @@ async fn serve(
         Arc::clone(&pbx_addresses),
         shutdown.child_token(),
     );
+    let audiosocket = audiosocket_settings(&config, &pbx_addresses);
+    let audiosocket_listener = TcpListener::bind(audiosocket.listen)
+        .await
+        .with_context(|| format!("binding AudioSocket to {}", audiosocket.listen))?;
+    let audiosocket_addr = audiosocket_listener.local_addr()?;
+    tracing::info!(addr = %audiosocket_addr, "AudioSocket listening");
+    // How Asterisk dials medcall's AudioSocket server: the advertised address, else
+    // the one bound (a port 0 in the config is the port the kernel chose).
+    let advertised = if config.audiosocket.advertise.is_empty() {
+        anyhow::ensure!(
+            !audiosocket_addr.ip().is_unspecified(),
+            "audiosocket.listen is {audiosocket_addr}: set audiosocket.advertise to the \
+             address Asterisk reaches medcall at"
+        );
+        audiosocket_addr.to_string()
+    } else {
+        config.audiosocket.advertise.clone()
+    };
+    let metrics = Metrics::new();
     let conference = match calls_pbx(&config) {
         Some(pbx) => {
-            let settings =
-                conference_settings(pbx, &config.calls, &config.store.data_dir(), None)?;
+            let settings = conference_settings(
+                pbx,
+                &config.calls,
+                &config.store.data_dir(),
+                Some(advertised),
+            )?;
             Some(conference::control::channel(settings, store.clone()))
         }
         None => None,
     };
+    let media = conference
+        .as_ref()
+        .map(|(handle, _)| media_library(&config, handle.media_dir(), &metrics))
+        .transpose()?;
     let agi_server = agi_server(
         &config,
         Arc::clone(&pbx_addresses),
@@ -110,17 +140,28 @@ async fn serve(
     // task (and no AMI login) behind.
     let (pbxs, events) = spawn_ami_clients(&config, &tasks, &shutdown)?;
     tracing::debug!(count = pbxs.len(), "AMI clients started");
+    let stream_hub = StreamHub::new(audiosocket.fanout, metrics.streams.clone());
     let app = AppState {
         keys: Arc::new(keys),
         pbxs,
-        metrics: Metrics::new(),
+        metrics,
         store,
         conference: conference.as_ref().map(|(handle, _)| handle.clone()),
         max_body_bytes: config.http.max_body_bytes,
+        streams: stream_hub.clone(),
+        media: media.map(Arc::new),
+        public_base: config.http.public_base(),
+        recording_wait: Duration::from_millis(config.calls.recording_final_wait_ms),
     };
     tasks.spawn(session_log_writer);
     let agi_shutdown = shutdown.child_token();
     tasks.spawn(agi_server.serve(agi_listener, agi_shutdown));
+    tasks.spawn(streams::serve(
+        audiosocket_listener,
+        audiosocket,
+        stream_hub,
+        shutdown.child_token(),
+    ));
     let router = http::router(app.clone(), &config.http);
     let http_shutdown = shutdown.child_token();
     tasks.spawn(async move {
@@ -134,6 +175,14 @@ async fn serve(
             pbx.client().clone(),
             events,
             app.store.clone(),
+            shutdown.child_token(),
+        ));
+    }
+    if let Some((handle, _)) = &conference {
+        tasks.spawn(crate::media::recordings::run(
+            handle.store().clone(),
+            handle.media_dir().to_path_buf(),
+            std::sync::Arc::clone(handle.recording_stopped()),
             shutdown.child_token(),
         ));
     }
@@ -294,6 +343,60 @@ fn client_settings(pbx: &PbxConfig, ami: &AmiConfig) -> ami::ClientSettings {
                 rotate_bytes: ami.capture_rotate_bytes,
                 keep_files: ami.capture_keep_files,
             }),
+    }
+}
+
+/// The `[media]` section as the play library's settings: converted files go to the
+/// PBX's media directory's `play/`, decoded by this very executable's `decode` child.
+fn media_library(
+    config: &Config,
+    media_dir: &Path,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<MediaLibrary> {
+    let m = &config.media;
+    let guard = NetGuard::parse(&m.allow_networks, &m.deny_networks)
+        .map_err(|e| anyhow::anyhow!("media.allow_networks / deny_networks: {}", e.0))?;
+    let exe = std::env::current_exe().context("finding medcall's own executable")?;
+    let mut settings = LibrarySettings::new(media_dir.join("play"), exe);
+    settings.url_ttl = Duration::from_millis(m.url_cache_ttl_ms);
+    settings.fetch.guard = guard;
+    settings.fetch.max_bytes = m.max_fetch_bytes;
+    settings.fetch.connect_timeout = Duration::from_millis(m.connect_timeout_ms);
+    settings.fetch.total_timeout = Duration::from_millis(m.fetch_timeout_ms);
+    settings.fetch.max_redirects = u8::try_from(m.max_redirects).unwrap_or(u8::MAX);
+    settings.child.max_input_bytes = m.max_fetch_bytes;
+    settings.child.decode.max_duration = Duration::from_secs(m.max_duration_s);
+    settings.child.decode.max_channels = u16::try_from(m.max_channels).unwrap_or(u16::MAX);
+    settings.child.memory_bytes = m.decode_memory_mib.saturating_mul(1024 * 1024);
+    settings.child.cpu_seconds = m.decode_cpu_s;
+    settings.child.wall_clock = Duration::from_millis(m.decode_timeout_ms);
+    Ok(MediaLibrary::new(settings, Arc::clone(metrics)))
+}
+
+/// The `[audiosocket]` section as the stream server's own settings; an empty `allow`
+/// is loopback plus the PBXs' addresses, as for FastAGI.
+fn audiosocket_settings(config: &Config, pbxs: &PbxAddresses) -> streams::AudioSocketSettings {
+    let a = &config.audiosocket;
+    let allow = if a.allow.is_empty() {
+        streams::PeerAllow {
+            loopback: true,
+            addresses: pbxs.all_addresses(),
+        }
+    } else {
+        streams::PeerAllow {
+            loopback: false,
+            addresses: a.allow.clone(),
+        }
+    };
+    streams::AudioSocketSettings {
+        listen: a.listen,
+        allow,
+        max_frame_bytes: a.max_frame_bytes,
+        uuid_timeout: Duration::from_millis(a.uuid_timeout_ms),
+        fanout: streams::FanOutSettings {
+            listener_queue_frames: a.listener_queue_frames,
+            cut_after: Duration::from_millis(a.listener_cut_after_ms),
+        },
     }
 }
 
@@ -458,6 +561,7 @@ mod tests {
         let vars = [
             ("MEDCALL__HTTP__LISTEN", "127.0.0.1:0".to_string()),
             ("MEDCALL__AGI__LISTEN", "127.0.0.1:0".to_string()),
+            ("MEDCALL__AUDIOSOCKET__LISTEN", "127.0.0.1:0".to_string()),
             ("MEDCALL__PBX__0__PORT", "1".to_string()),
             (
                 "MEDCALL__STORE__PATH",

@@ -42,6 +42,23 @@ pub struct Metrics {
     pub ami_messages_skipped: Family<PbxLabels, Gauge>,
     pub media_fetches: Family<MediaLabels, Counter>,
     pub media_decodes: Family<MediaLabels, Counter>,
+    pub streams: StreamMetrics,
+}
+
+/// The live streams' figures (`media::stream`), shared with the hub that records them.
+#[derive(Clone, Debug, Default)]
+pub struct StreamMetrics {
+    /// `medcall_stream_frames_received_total`: audio frames read from AudioSocket.
+    pub frames_received: Counter,
+    /// `medcall_stream_frames_dropped_total`: frames a listener's full queue lost (one
+    /// per listener per frame).
+    pub frames_dropped: Counter,
+    /// `medcall_stream_listeners_cut_total`: listeners cut off for staying full too long.
+    pub listeners_cut: Counter,
+    /// `medcall_stream_listeners`: listeners connected now.
+    pub listeners: Gauge,
+    /// `medcall_streams_live`: AudioSocket connections delivering a stream now.
+    pub live: Gauge,
 }
 
 impl Metrics {
@@ -95,6 +112,36 @@ impl Metrics {
             "Audio conversions, by outcome (cached: the converted file was already there)",
             media_decodes.clone(),
         );
+        let streams = StreamMetrics::default();
+        for (name, help, counter) in [
+            (
+                "stream_frames_received",
+                "Audio frames read from AudioSocket streams",
+                &streams.frames_received,
+            ),
+            (
+                "stream_frames_dropped",
+                "Stream frames dropped for a listener whose queue was full",
+                &streams.frames_dropped,
+            ),
+            (
+                "stream_listeners_cut",
+                "Stream listeners cut off for staying too far behind",
+                &streams.listeners_cut,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
+        registry.register(
+            "stream_listeners",
+            "Stream listeners connected",
+            streams.listeners.clone(),
+        );
+        registry.register(
+            "streams_live",
+            "AudioSocket connections streaming now",
+            streams.live.clone(),
+        );
         Arc::new(Metrics {
             registry,
             http_requests,
@@ -105,6 +152,7 @@ impl Metrics {
             ami_messages_skipped,
             media_fetches,
             media_decodes,
+            streams,
         })
     }
 

@@ -667,7 +667,10 @@ pub enum Request {
     /// Originate the leg into the thread's conference (async, ring timeout
     /// [`Settings::ring_timeout`]), with its uniqueid(s), `Account` = thread, and the
     /// channel variables for thread, user and role.
-    Originate { leg: LegRecord, timeout: Duration },
+    Originate {
+        leg: Box<LegRecord>,
+        timeout: Duration,
+    },
     /// Hang up a channel by uniqueid, cause 16.
     Hangup { uniqueid: String },
     /// Redirect a joined leg to the hold context (music on hold).
@@ -1228,7 +1231,7 @@ impl Engine {
                 kind: ReqKind::Originate,
             };
             let request = Request::Originate {
-                leg: rec.clone(),
+                leg: Box::new(rec.clone()),
                 timeout: settings.ring_timeout,
             };
             pending.send(step, ctx, request);
@@ -1298,7 +1301,7 @@ impl Engine {
         let leg = Leg::new(rec.clone(), Originate::Waiting);
         let ctx = ReqCtx::for_leg(None, &room.call.key, &leg, ReqKind::Originate);
         let request = Request::Originate {
-            leg: rec,
+            leg: Box::new(rec),
             timeout: settings.ring_timeout,
         };
         pending.send(step, ctx, request);

@@ -353,7 +353,7 @@ mod tests {
         };
         let a = action(
             &Request::Originate {
-                leg,
+                leg: Box::new(leg),
                 timeout: Duration::from_secs(30),
             },
             &dialplan(),

@@ -163,9 +163,10 @@ pub async fn play(
         })?;
         require_call(handle, &thread, &team).await?;
         let prepared = library.prepare(&url).await.map_err(|e| {
+            tracing::info!(%url, error = %e, "fileUrl not played");
             let status =
                 StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            EnvelopeError::new(status, e.to_string())
+            EnvelopeError::new(status, e.message())
         })?;
         app.store
             .remember_media_file(MediaFile {
@@ -391,7 +392,13 @@ pub async fn stop_recording(
         let thread = thread(&body)?;
         let handle = conference(&app)?;
         check_thread_team(handle, &thread, &team).await?;
-        let stopped = match execute(handle, Command::StopRecording { thread: thread.clone() }).await
+        let stopped = match execute(
+            handle,
+            Command::StopRecording {
+                thread: thread.clone(),
+            },
+        )
+        .await
         {
             Ok(Answer::RecordingStopped(rec)) => rec,
             Ok(other) => return Err(unexpected(&other)),
@@ -466,13 +473,16 @@ pub async fn recording_file(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let not_found = || {
-        EnvelopeError::new(StatusCode::NOT_FOUND, "No such recording.").into_response()
-    };
+    let not_found =
+        || EnvelopeError::new(StatusCode::NOT_FOUND, "No such recording.").into_response();
     let Some(token) = file.strip_suffix(".wav") else {
         return not_found();
     };
-    if token.len() != 32 || !token.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if token.len() != 32
+        || !token
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
         return not_found();
     }
     let Some(handle) = app.conference.as_ref() else {

@@ -134,7 +134,10 @@ pub(super) fn team(principal: &Principal, team: &str) -> Result<TeamId, Envelope
 }
 
 /// The request body as a JSON object, read up to the body limit.
-pub(super) async fn body(app: &AppState, body: Body) -> Result<serde_json::Map<String, Value>, EnvelopeError> {
+pub(super) async fn body(
+    app: &AppState,
+    body: Body,
+) -> Result<serde_json::Map<String, Value>, EnvelopeError> {
     let bytes = axum::body::to_bytes(body, app.max_body_bytes)
         .await
         .map_err(|_| {
@@ -252,7 +255,10 @@ pub(super) fn internal(e: impl std::fmt::Display) -> EnvelopeError {
     )
 }
 
-pub(super) async fn execute(handle: &ConferenceHandle, command: Command) -> Result<Answer, EnvelopeError> {
+pub(super) async fn execute(
+    handle: &ConferenceHandle,
+    command: Command,
+) -> Result<Answer, EnvelopeError> {
     let thread = command.thread().clone();
     match handle.execute(command).await {
         Ok(Answer::Refused(refusal)) => Err(refused(&thread, &refusal)),
@@ -297,9 +303,10 @@ fn refused(thread: &ThreadId, refusal: &Refusal) -> EnvelopeError {
             StatusCode::CONFLICT,
             format!("The call of thread {thread} is not being recorded."),
         ),
-        Refusal::LegFailed(why) => {
-            EnvelopeError::new(StatusCode::BAD_GATEWAY, format!("The PBX did not connect it: {why}"))
-        }
+        Refusal::LegFailed(why) => EnvelopeError::new(
+            StatusCode::BAD_GATEWAY,
+            format!("The PBX did not connect it: {why}"),
+        ),
     }
 }
 
@@ -802,7 +809,11 @@ fn call_view(call: &CallRecord, legs: &[LegRecord], now: DateTime<Utc>) -> CallV
 }
 
 /// Fills in what other tables know of a call: its recordings, its players' sources.
-async fn add_media(app: &AppState, key: &CallKey, view: &mut CallView) -> Result<(), EnvelopeError> {
+async fn add_media(
+    app: &AppState,
+    key: &CallKey,
+    view: &mut CallView,
+) -> Result<(), EnvelopeError> {
     let recordings = app
         .store
         .call_recordings(key.clone())
@@ -833,7 +844,11 @@ async fn add_media(app: &AppState, key: &CallKey, view: &mut CallView) -> Result
         .collect();
     if !hashes.is_empty() {
         let files = app.store.media_files(hashes).await.map_err(internal)?;
-        for p in view.participants.iter_mut().filter(|p| p.role == Role::Player.as_str()) {
+        for p in view
+            .participants
+            .iter_mut()
+            .filter(|p| p.role == Role::Player.as_str())
+        {
             p.file_url = files
                 .iter()
                 .find(|f| Some(&f.sha256) == p.media.as_ref())

@@ -9,6 +9,7 @@
 
 mod admin;
 mod auth;
+mod call_media;
 mod calls;
 pub mod conversation;
 pub mod error;
@@ -16,6 +17,7 @@ mod events;
 pub mod files;
 mod params;
 mod pbx;
+pub mod streams;
 mod system;
 
 use std::sync::Arc;
@@ -35,6 +37,7 @@ use utoipa_axum::routes;
 use crate::auth::KeyRing;
 use crate::conference::ConferenceHandle;
 use crate::config::{HttpConfig, Scope};
+use crate::media::stream::StreamHub;
 use crate::metrics::{HttpLabels, Metrics};
 use crate::pbx::PbxRegistry;
 use crate::store::Store;
@@ -53,6 +56,15 @@ pub struct AppState {
     /// The largest request body (`http.max_body_bytes`), for routes that read the body
     /// themselves to answer an oversized one in their own shape.
     pub max_body_bytes: usize,
+    /// Live streams of conference audio, served at `/streams/{token}` (no key: the
+    /// token is the credential).
+    pub streams: StreamHub,
+    /// Fetches and converts `call.audio/play` files (`None` without a calls PBX).
+    pub media: Option<Arc<crate::media::library::MediaLibrary>>,
+    /// `http.public_url` (or `http://<listen>`): the base of `fileUrl` and `streamUrl`.
+    pub public_base: String,
+    /// How long `call.recording/stop` waits for the WAV to be final.
+    pub recording_wait: std::time::Duration,
 }
 
 #[derive(Debug, OpenApi)]
@@ -60,7 +72,7 @@ pub struct AppState {
     info(title = "medcall", description = "Asterisk ↔ clinic integration daemon"),
     modifiers(&BearerAuth),
     components(schemas(ErrorBody)),
-    tags((name = "system", description = "Health, metrics, this document"), (name = "admin", description = "What the PBX is doing (admin scope)"), (name = "events", description = "Seed 003: leads, incoming calls, call records, arrival, number lookup (events scope)"), (name = "calls", description = "Seed 002: call control of a conversation thread on one ConfBridge (calls scope, limited to the key's teams); every answer is {code, message, data}"))
+    tags((name = "system", description = "Health, metrics, this document"), (name = "admin", description = "What the PBX is doing (admin scope)"), (name = "events", description = "Seed 003: leads, incoming calls, call records, arrival, number lookup (events scope)"), (name = "calls", description = "Seed 002: call control of a conversation thread on one ConfBridge (calls scope, limited to the key's teams); every answer is {code, message, data}"), (name = "streams", description = "Seed 002: live audio of a call (call.stream/start's streamUrl), chunked WAV or WebSocket; the URL's token is the credential"))
 )]
 struct ApiDoc;
 
@@ -234,6 +246,8 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
     let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(system::health))
         .routes(routes!(system::openapi))
+        .routes(routes!(streams::listen))
+        .routes(routes!(call_media::recording_file))
         .merge(metrics_route)
         .merge(scoped(
             &app,
@@ -270,6 +284,12 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
                 .routes(routes!(conversation::pause))
                 .routes(routes!(conversation::unpause))
                 .routes(routes!(conversation::thread_calls))
+                .routes(routes!(call_media::play))
+                .routes(routes!(call_media::stop_audio))
+                .routes(routes!(call_media::start_recording))
+                .routes(routes!(call_media::stop_recording))
+                .routes(routes!(call_media::start_stream))
+                .routes(routes!(call_media::stop_stream))
                 .route_layer(middleware::from_fn_with_state(
                     app.clone(),
                     conversation::require_calls,

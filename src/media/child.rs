@@ -231,9 +231,7 @@ fn wire(e: &DecodeError) -> (u8, String) {
         E::TooLong { max_secs } => (code::TOO_LONG, format!("too-long {max_secs}: {e}")),
         E::InputTooLarge { max } => (code::INPUT_TOO_LARGE, format!("input {max}: {e}")),
         E::ResourceLimit(d) => (code::LIMITS, format!("limits: {d}")),
-        E::Output(d)
-        | E::Spawn(d)
-        | E::Crashed(d) => (code::OUTPUT, format!("output: {d}")),
+        E::Output(d) | E::Spawn(d) | E::Crashed(d) => (code::OUTPUT, format!("output: {d}")),
         E::TimedOut(_) | E::OutputTooLarge(_) => (code::OUTPUT, format!("output: {e}")),
     }
 }
@@ -336,12 +334,21 @@ pub async fn decode_in_child(
     let pcm = match out {
         Ok((pcm, false)) => pcm,
         Ok((_, true)) => return Err(DecodeError::OutputTooLarge(max_output)),
-        Err(e) => return Err(DecodeError::Crashed(format!("reading the child's output: {e}"))),
+        Err(e) => {
+            return Err(DecodeError::Crashed(format!(
+                "reading the child's output: {e}"
+            )));
+        }
     };
     outcome(status, &line, &err.0, pcm)
 }
 
-fn outcome(status: ExitStatus, line: &str, stderr: &[u8], pcm: Vec<u8>) -> Result<Decoded, DecodeError> {
+fn outcome(
+    status: ExitStatus,
+    line: &str,
+    stderr: &[u8],
+    pcm: Vec<u8>,
+) -> Result<Decoded, DecodeError> {
     if status.success() {
         let summary = parse_summary(line)
             .ok_or_else(|| DecodeError::Crashed(format!("an unreadable report: {line:?}")))?;
@@ -371,7 +378,10 @@ fn outcome(status: ExitStatus, line: &str, stderr: &[u8], pcm: Vec<u8>) -> Resul
     match status.code() {
         Some(code::PANIC) => Err(DecodeError::Crashed(format!(
             "the decoder panicked: {}",
-            text.lines().find(|l| l.contains("panicked")).unwrap_or("").trim()
+            text.lines()
+                .find(|l| l.contains("panicked"))
+                .unwrap_or("")
+                .trim()
         ))),
         Some(c) => Err(unwire(c, line)),
         None => Err(DecodeError::Crashed("no exit status".into())),
@@ -380,9 +390,15 @@ fn outcome(status: ExitStatus, line: &str, stderr: &[u8], pcm: Vec<u8>) -> Resul
 
 /// Reads `r` to its end, keeping at most `max` bytes; `true` when there was more (then
 /// the reading stops at once: the rest is not drained).
-async fn read_bounded<R: AsyncRead + Unpin>(mut r: R, max: u64) -> std::io::Result<(Vec<u8>, bool)> {
+async fn read_bounded<R: AsyncRead + Unpin>(
+    mut r: R,
+    max: u64,
+) -> std::io::Result<(Vec<u8>, bool)> {
     let mut buf = Vec::new();
-    let n = (&mut r).take(max.saturating_add(1)).read_to_end(&mut buf).await?;
+    let n = (&mut r)
+        .take(max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .await?;
     if n as u64 > max {
         buf.truncate(usize::try_from(max).unwrap_or(usize::MAX));
         return Ok((buf, true));
@@ -402,8 +418,15 @@ mod tests {
             DecodeError::Unsupported("codec 0x55".into()),
             DecodeError::Corrupt("the fmt chunk is too short".into()),
             DecodeError::NoAudio,
-            DecodeError::TooManyChannels { channels: 65_535, max: 8 },
-            DecodeError::SampleRate { rate: 4_000, min: 8_000, max: 192_000 },
+            DecodeError::TooManyChannels {
+                channels: 65_535,
+                max: 8,
+            },
+            DecodeError::SampleRate {
+                rate: 4_000,
+                min: 8_000,
+                max: 192_000,
+            },
             DecodeError::TooLong { max_secs: 600 },
             DecodeError::InputTooLarge { max: 10 },
             DecodeError::ResourceLimit("setting limits: EPERM".into()),
@@ -418,7 +441,10 @@ mod tests {
     #[test]
     fn an_unknown_exit_code_or_a_garbled_line_is_a_crash() {
         assert!(matches!(unwire(3, "whatever"), DecodeError::Crashed(_)));
-        assert!(matches!(unwire(14, "channels x: y"), DecodeError::Crashed(_)));
+        assert!(matches!(
+            unwire(14, "channels x: y"),
+            DecodeError::Crashed(_)
+        ));
         assert!(matches!(unwire(15, "rate 1 2"), DecodeError::Crashed(_)));
         assert!(matches!(unwire(16, "too-long: "), DecodeError::Crashed(_)));
         assert!(matches!(unwire(-1, ""), DecodeError::Crashed(_)));
@@ -435,9 +461,19 @@ mod tests {
             output_frames: 48_000,
         };
         assert_eq!(parse_summary(&summary_line(&s)), Some(s));
-        let w = Summary { kind: AudioKind::Wav, ..s };
+        let w = Summary {
+            kind: AudioKind::Wav,
+            ..s
+        };
         assert_eq!(parse_summary(&summary_line(&w)), Some(w));
-        for bad in ["", "ok", "ok ogg 1 1 1 1", "ok mp3 1 1 1", "ok mp3 1 1 1 1 1", "no mp3 1 1 1 1"] {
+        for bad in [
+            "",
+            "ok",
+            "ok ogg 1 1 1 1",
+            "ok mp3 1 1 1",
+            "ok mp3 1 1 1 1 1",
+            "no mp3 1 1 1 1",
+        ] {
             assert_eq!(parse_summary(bad), None, "{bad}");
         }
     }
@@ -465,7 +501,10 @@ mod tests {
     #[tokio::test]
     async fn output_past_the_bound_is_cut_and_flagged() {
         let data = vec![7u8; 100];
-        assert_eq!(read_bounded(&data[..], 100).await.unwrap(), (data.clone(), false));
+        assert_eq!(
+            read_bounded(&data[..], 100).await.unwrap(),
+            (data.clone(), false)
+        );
         let (kept, over) = read_bounded(&data[..], 99).await.unwrap();
         assert_eq!((kept.len(), over), (99, true));
     }

@@ -9,6 +9,7 @@
 //!
 //! The conference engine decides which legs exist; this module never speaks AMI.
 
+pub mod audiosocket;
 pub mod child;
 pub mod decode;
 pub mod fetch;
@@ -16,4 +17,5 @@ pub mod library;
 pub mod netguard;
 pub mod recordings;
 pub mod sniff;
+pub mod stream;
 pub mod wavfile;

@@ -99,7 +99,12 @@ pub async fn run(
                             if overdue {
                                 tracing::warn!(file = %path(&media_dir, &rec).display(), %why, "recording never became final");
                                 if let Err(e) = store
-                                    .finish_recording(rec.call.clone(), rec.number, Err(why), Utc::now())
+                                    .finish_recording(
+                                        rec.call.clone(),
+                                        rec.number,
+                                        Err(why),
+                                        Utc::now(),
+                                    )
                                     .await
                                 {
                                     tracing::error!(error = %e, "cannot store a recording's failure");

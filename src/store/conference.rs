@@ -332,7 +332,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.transaction(move |tx| {
             let (size, sha, duration, error) = match &outcome {
-                Ok(f) => (Some(f.size), Some(f.sha256.clone()), Some(f.duration_ms), None),
+                Ok(f) => (
+                    Some(f.size),
+                    Some(f.sha256.clone()),
+                    Some(f.duration_ms),
+                    None,
+                ),
                 Err(e) => (None, None, None, Some(e.clone())),
             };
             tx.prepare_cached(

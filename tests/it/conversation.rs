@@ -851,7 +851,7 @@ async fn a_call_survives_a_daemon_kill_and_its_durations_cover_the_whole_call() 
 }
 
 /// Loads a directory document through `PUT /admin/directory`.
-async fn put_directory(c: &Conv, document: Value) {
+pub async fn put_directory(c: &Conv, document: Value) {
     let r =
         c.d.client()
             .put(format!("{}/admin/directory", c.d.http))

@@ -360,7 +360,10 @@ impl Room {
             (false, refused) => {
                 let (message, refusal) = match refused {
                     RequestOutcome::Refused(m) => (m.clone(), Refusal::PbxRefused(m)),
-                    _ => ("no answer from the PBX".to_string(), Refusal::PbxUnreachable),
+                    _ => (
+                        "no answer from the PBX".to_string(),
+                        Refusal::PbxUnreachable,
+                    ),
                 };
                 if rec.state == RecordingState::Starting {
                     rec.state = RecordingState::Failed;

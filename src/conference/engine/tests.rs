@@ -423,11 +423,11 @@ fn invite_originates_one_numbered_leg_per_distinct_user_recorded_before_the_orig
         requests(&effects),
         vec![
             Request::Originate {
-                leg: first.clone(),
+                leg: Box::new(first.clone()),
                 timeout: Duration::from_secs(30)
             },
             Request::Originate {
-                leg: second.clone(),
+                leg: Box::new(second.clone()),
                 timeout: Duration::from_secs(30)
             }
         ]

@@ -26,6 +26,8 @@ pub struct Daemon {
     child: Option<Child>,
     pub http: String,
     pub agi_port: u16,
+    /// Where the daemon's AudioSocket server listens (127.0.0.1).
+    pub audiosocket_port: u16,
     pub data: tempfile::TempDir,
     pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
@@ -76,6 +78,7 @@ impl Daemon {
         let data = tempfile::tempdir().unwrap();
         let http_port = free_port();
         let agi_port = free_port();
+        let audiosocket_port = free_port();
         let stdout_path = data.path().join("stdout.log");
         let stderr_path = data.path().join("stderr.log");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_medcall"));
@@ -84,6 +87,10 @@ impl Daemon {
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("MEDCALL__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
             .env("MEDCALL__AGI__LISTEN", format!("127.0.0.1:{agi_port}"))
+            .env(
+                "MEDCALL__AUDIOSOCKET__LISTEN",
+                format!("127.0.0.1:{audiosocket_port}"),
+            )
             .env("MEDCALL__STORE__PATH", data.path().join("medcall.db"))
             .env("MEDCALL__LOG__LEVEL", "debug")
             .stdin(Stdio::null())
@@ -102,6 +109,7 @@ impl Daemon {
             child: Some(child),
             http: format!("http://127.0.0.1:{http_port}"),
             agi_port,
+            audiosocket_port,
             data,
             stdout_path,
             stderr_path,

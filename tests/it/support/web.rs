@@ -106,13 +106,20 @@ async fn serve(
     *counts.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
     let reply = routes.lock().unwrap().get(&path).cloned();
     let count = |n: u64| {
-        *counts.written.lock().unwrap().entry(path.clone()).or_default() += n;
+        *counts
+            .written
+            .lock()
+            .unwrap()
+            .entry(path.clone())
+            .or_default() += n;
         total.fetch_add(n, Ordering::Relaxed);
     };
     match reply {
         None => {
             let _ = sock
-                .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                )
                 .await;
         }
         Some(Reply::Bytes(body)) => {

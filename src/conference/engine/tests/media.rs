@@ -81,9 +81,17 @@ fn play_originates_a_player_leg_carrying_the_file_and_answers_once_it_joined() {
     assert_eq!(leg.media.as_deref(), Some(SHA));
     assert_eq!(leg.dial, "Local/s@medcall-play/n");
     assert_eq!(leg.other_uniqueid, Some(format!("{}-2", leg.uniqueid)));
-    assert_eq!(leg_records(&effects), vec![leg.clone()], "stored before it is sent");
+    assert_eq!(
+        leg_records(&effects),
+        vec![(*leg).clone()],
+        "stored before it is sent"
+    );
     let accepted = rig.accept_all(&effects, at(1));
-    assert_eq!(reply_to(&accepted, op), None, "not yet: the player has not joined");
+    assert_eq!(
+        reply_to(&accepted, op),
+        None,
+        "not yet: the player has not joined"
+    );
     rig.newchannel(leg.number, at(1));
     let joined = rig.join(leg.number, at(2));
     assert_eq!(
@@ -165,7 +173,10 @@ fn a_second_play_replaces_the_first_whose_start_is_answered_as_overtaken() {
     rig.accept_all(&effects, at(4));
     rig.hangup(2, 16, at(5));
     let two = rig.recorded_leg(2);
-    assert_eq!((two.state, two.end_reason), (LegState::Left, Some(EndReason::Replaced)));
+    assert_eq!(
+        (two.state, two.end_reason),
+        (LegState::Left, Some(EndReason::Replaced))
+    );
     assert_eq!(two.ended_at, Some(at(5)));
 }
 
@@ -185,12 +196,19 @@ fn stop_hangs_up_the_live_players_and_counts_them() {
             uniqueid: rig.uid(1)
         }]
     );
-    assert_eq!(reply_to(&effects, op), None, "waits for the hangup's answer");
+    assert_eq!(
+        reply_to(&effects, op),
+        None,
+        "waits for the hangup's answer"
+    );
     let out = rig.accept_all(&effects, at(3));
     assert_eq!(reply_to(&out, op), Some(Answer::Stopped { count: 1 }));
     rig.hangup(1, 16, at(3));
     let leg = rig.recorded_leg(1);
-    assert_eq!((leg.state, leg.end_reason), (LegState::Left, Some(EndReason::Stopped)));
+    assert_eq!(
+        (leg.state, leg.end_reason),
+        (LegState::Left, Some(EndReason::Stopped))
+    );
     // Streams are stopped by their own stop only.
     let (_, effects) = rig.stream("u-9", at(4));
     rig.accept_all(&effects, at(4));
@@ -209,7 +227,10 @@ fn a_player_that_finished_by_itself_ends_hangup_with_how_long_it_played() {
     rig.answers_and_joins(1, at(2));
     rig.hangup(1, 16, at(6));
     let leg = rig.recorded_leg(1);
-    assert_eq!((leg.state, leg.end_reason), (LegState::Left, Some(EndReason::Hangup)));
+    assert_eq!(
+        (leg.state, leg.end_reason),
+        (LegState::Left, Some(EndReason::Hangup))
+    );
     assert_eq!((leg.joined_at, leg.ended_at), (Some(at(2)), Some(at(6))));
 }
 
@@ -283,17 +304,18 @@ fn recording_starts_once_stops_with_its_times_and_is_refused_twice() {
         Some(Answer::Refused(Refusal::AlreadyRecording)),
         "refused while starting too"
     );
-    let (id, _) = one(
-        sends(&rig.log)
-            .into_iter()
-            .filter(|(_, r)| matches!(r, Request::StartRecord { .. }))
-            .collect(),
-    );
+    let (id, _) = one(sends(&rig.log)
+        .into_iter()
+        .filter(|(_, r)| matches!(r, Request::StartRecord { .. }))
+        .collect());
     let out = rig.answer(id, RequestOutcome::Accepted, at(2));
     let Some(Answer::RecordingStarted(rec)) = reply_to(&out, op) else {
         panic!("{out:#?}");
     };
-    assert_eq!((rec.state, rec.number, rec.started_at), (RecordingState::Recording, 1, at(1)));
+    assert_eq!(
+        (rec.state, rec.number, rec.started_at),
+        (RecordingState::Recording, 1, at(1))
+    );
     let (again, effects) = rig.record("tok-2", at(3));
     assert_eq!(
         reply_to(&effects, again),
@@ -308,7 +330,10 @@ fn recording_starts_once_stops_with_its_times_and_is_refused_twice() {
     let Some(Answer::RecordingStopped(rec)) = reply_to(&out, stop) else {
         panic!("{out:#?}");
     };
-    assert_eq!((rec.state, rec.stopped_at), (RecordingState::Stopped, Some(at(6))));
+    assert_eq!(
+        (rec.state, rec.stopped_at),
+        (RecordingState::Stopped, Some(at(6)))
+    );
     assert_eq!(rig.recordings().last(), Some(&rec));
     let (none, effects) = rig.stop_recording(at(7));
     assert_eq!(
@@ -352,20 +377,31 @@ fn a_refused_or_unanswered_start_fails_the_recording_and_another_may_start() {
         reply_to(&out, op),
         Some(Answer::Refused(Refusal::PbxUnreachable))
     );
-    assert_eq!(rig.recordings().pop().unwrap().state, RecordingState::Failed);
+    assert_eq!(
+        rig.recordings().pop().unwrap().state,
+        RecordingState::Failed
+    );
     // An unanswered stop leaves the recording live (Asterisk may still record).
     let (_, effects) = rig.record("tok-3", at(3));
     rig.accept_all(&effects, at(3));
     let (op, effects) = rig.stop_recording(at(4));
     let (id, _) = one(sends(&effects));
     let out = rig.answer(id, RequestOutcome::Unreachable, at(4));
-    assert_eq!(reply_to(&out, op), Some(Answer::Refused(Refusal::PbxUnreachable)));
-    assert_eq!(rig.recordings().pop().unwrap().state, RecordingState::Recording);
+    assert_eq!(
+        reply_to(&out, op),
+        Some(Answer::Refused(Refusal::PbxUnreachable))
+    );
+    assert_eq!(
+        rig.recordings().pop().unwrap().state,
+        RecordingState::Recording
+    );
     // A refused stop means nothing is recorded any more.
     let (op, effects) = rig.stop_recording(at(5));
     let (id, _) = one(sends(&effects));
     let out = rig.answer(id, RequestOutcome::Refused("not recording".into()), at(5));
-    assert!(matches!(reply_to(&out, op), Some(Answer::RecordingStopped(r)) if r.state == RecordingState::Stopped));
+    assert!(
+        matches!(reply_to(&out, op), Some(Answer::RecordingStopped(r)) if r.state == RecordingState::Stopped)
+    );
 }
 
 #[test]
@@ -381,7 +417,10 @@ fn the_calls_end_stops_its_recording_and_hangs_up_its_helper_legs() {
     rig.join(2, at(1));
     let (_, effects) = rig.end(at(9));
     let hung = hangups(&effects);
-    assert!(hung.contains(&rig.uid(1)) && hung.contains(&rig.uid(2)), "{hung:?}");
+    assert!(
+        hung.contains(&rig.uid(1)) && hung.contains(&rig.uid(2)),
+        "{hung:?}"
+    );
     rig.accept_all(&effects, at(9));
     rig.hangup(1, 16, at(9));
     rig.obs(
@@ -393,7 +432,10 @@ fn the_calls_end_stops_its_recording_and_hangs_up_its_helper_legs() {
     );
     assert!(rig.engine.active_call(&thread()).is_none(), "closed");
     let rec = rig.recordings().pop().unwrap();
-    assert_eq!((rec.state, rec.stopped_at), (RecordingState::Stopped, Some(at(10))));
+    assert_eq!(
+        (rec.state, rec.stopped_at),
+        (RecordingState::Stopped, Some(at(10)))
+    );
     assert_eq!(rig.recorded_leg(2).end_reason, Some(EndReason::Ended));
 }
 
