@@ -723,6 +723,9 @@ pub enum Refusal {
     NotRecording,
     /// A player or stream leg did not join (502): why.
     LegFailed(String),
+    /// `call.recording/start` while nobody is in the conference: Asterisk has no
+    /// conference to record until a first leg joins (409).
+    NothingToRecord,
 }
 
 /// The answer to a command.
@@ -1339,6 +1342,10 @@ impl Engine {
         };
         if room.live_recording().is_some() {
             step.reply(op, Answer::Refused(Refusal::AlreadyRecording));
+            return;
+        }
+        if !room.legs.values().any(|l| l.in_bridge) {
+            step.reply(op, Answer::Refused(Refusal::NothingToRecord));
             return;
         }
         let number = room

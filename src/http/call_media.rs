@@ -67,10 +67,10 @@ async fn require_call(
 fn file_url(body: &serde_json::Map<String, Value>) -> Result<String, EnvelopeError> {
     let url = match body.get("fileUrl") {
         None => return Err(EnvelopeError::bad_request("fileUrl is required.")),
-        Some(Value::String(s)) => s.trim(),
+        Some(Value::String(s)) => s.as_str(),
         Some(_) => return Err(EnvelopeError::bad_request("fileUrl must be a string.")),
     };
-    if url.len() > MAX_URL_LEN {
+    if url.chars().count() > MAX_URL_LEN {
         return Err(EnvelopeError::bad_request(format!(
             "fileUrl must be at most {MAX_URL_LEN} characters."
         )));
@@ -92,7 +92,7 @@ pub struct PlayBody {
     #[schema(pattern = "^[0-9a-fA-F]{24}$")]
     thread_id: String,
     /// An http(s) URL of an MP3 or WAV file of at most 10 MB.
-    #[schema(max_length = 2048, pattern = "^\\s*[hH][tT][tT][pP][sS]?://")]
+    #[schema(max_length = 2048, pattern = "^[hH][tT][tT][pP][sS]?://")]
     file_url: String,
 }
 

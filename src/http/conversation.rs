@@ -303,6 +303,10 @@ fn refused(thread: &ThreadId, refusal: &Refusal) -> EnvelopeError {
             StatusCode::CONFLICT,
             format!("The call of thread {thread} is not being recorded."),
         ),
+        Refusal::NothingToRecord => EnvelopeError::new(
+            StatusCode::CONFLICT,
+            format!("Nobody has joined the call of thread {thread} yet: nothing to record."),
+        ),
         Refusal::LegFailed(why) => EnvelopeError::new(
             StatusCode::BAD_GATEWAY,
             format!("The PBX did not connect it: {why}"),

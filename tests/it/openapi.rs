@@ -138,14 +138,30 @@ async fn schemathesis_finds_no_contract_fault_on_any_route() {
     // Its example database and report go to the daemon's temporary directory.
     let cwd = d.data_dir().to_path_buf();
     let started = Instant::now();
+    // call.audio/play fetches the URL it is given: the URLs schemathesis makes up name
+    // hosts that do not resolve (502), loopback or metadata addresses the network guard
+    // refuses (400), servers that never answer (504). Those answers are documented and
+    // right, so for that one operation the two checks that call any 5xx, or any 4xx to
+    // a schema-valid request, a fault are off; every other check still runs on it.
+    let config = cwd.join("schemathesis.toml");
+    std::fs::write(
+        &config,
+        "[[operations]]\n\
+         include-path = \"/{teamId}/call.audio/play\"\n\
+         checks.not_a_server_error.enabled = false\n\
+         checks.positive_data_acceptance.enabled = false\n",
+    )
+    .unwrap();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(script)
             .current_dir(cwd)
+            .arg("--config-file")
+            .arg(&config)
             .args(["run", &url, "--header"])
             .arg(format!("Authorization: Bearer {key}"))
             .args([
-                "--checks",
-                "all",
+                // No --checks: every check is on by default, and a --checks on the
+                // command line would win over the per-operation settings above.
                 // A fixed seed and a bounded number of examples: the same run every time,
                 // well under a minute.
                 "--seed",

@@ -43,6 +43,13 @@ impl Rig {
             now,
         )
     }
+    /// A started call with user 9 joined as leg 1 (a conference exists to record).
+    fn someone_in() -> Rig {
+        let mut rig = Rig::started();
+        rig.invite_accepted(vec![local(9)], at(0));
+        rig.answers_and_joins(1, at(0));
+        rig
+    }
     fn stop_recording(&mut self, now: DateTime<Utc>) -> (OpId, Vec<Effect>) {
         self.cmd(Command::StopRecording { thread: thread() }, now)
     }
@@ -284,7 +291,7 @@ fn a_helper_leg_that_ends_before_it_joined_fails_its_start() {
 
 #[test]
 fn recording_starts_once_stops_with_its_times_and_is_refused_twice() {
-    let mut rig = Rig::started();
+    let mut rig = Rig::someone_in();
     let (op, effects) = rig.record("tok-1", at(1));
     let key = rig.key();
     assert_eq!(
@@ -352,8 +359,32 @@ fn recording_starts_once_stops_with_its_times_and_is_refused_twice() {
 }
 
 #[test]
-fn a_refused_or_unanswered_start_fails_the_recording_and_another_may_start() {
+fn a_recording_needs_someone_in_the_conference() {
     let mut rig = Rig::started();
+    let (op, effects) = rig.record("tok-1", at(1));
+    assert_eq!(
+        reply_to(&effects, op),
+        Some(Answer::Refused(Refusal::NothingToRecord))
+    );
+    assert!(requests(&effects).is_empty() && rig.recordings().is_empty());
+    // Ringing is not in: only a joined leg makes the conference.
+    rig.invite_accepted(vec![local(1)], at(1));
+    let (op, effects) = rig.record("tok-1", at(2));
+    assert_eq!(
+        reply_to(&effects, op),
+        Some(Answer::Refused(Refusal::NothingToRecord))
+    );
+    rig.answers_and_joins(1, at(3));
+    let (_, effects) = rig.record("tok-1", at(4));
+    assert!(matches!(
+        requests(&effects).as_slice(),
+        [Request::StartRecord { .. }]
+    ));
+}
+
+#[test]
+fn a_refused_or_unanswered_start_fails_the_recording_and_another_may_start() {
+    let mut rig = Rig::someone_in();
     let (op, effects) = rig.record("tok-1", at(1));
     let (id, _) = one(sends(&effects));
     let out = rig.answer(
@@ -406,15 +437,15 @@ fn a_refused_or_unanswered_start_fails_the_recording_and_another_may_start() {
 
 #[test]
 fn the_calls_end_stops_its_recording_and_hangs_up_its_helper_legs() {
-    let mut rig = Rig::started();
+    let mut rig = Rig::someone_in();
     let (_, effects) = rig.record("tok-1", at(1));
     rig.accept_all(&effects, at(1));
     let (_, effects) = rig.play(SHA, at(1));
     rig.accept_all(&effects, at(1));
-    rig.answers_and_joins(1, at(1));
+    rig.answers_and_joins(2, at(1));
     let (_, effects) = rig.stream("uuid-1", at(1));
     rig.accept_all(&effects, at(1));
-    rig.join(2, at(1));
+    rig.join(3, at(1));
     let (_, effects) = rig.end(at(9));
     let hung = hangups(&effects);
     assert!(
@@ -423,9 +454,10 @@ fn the_calls_end_stops_its_recording_and_hangs_up_its_helper_legs() {
     );
     rig.accept_all(&effects, at(9));
     rig.hangup(1, 16, at(9));
+    rig.hangup(2, 16, at(9));
     rig.obs(
         Observation::Hangup {
-            uniqueid: rig.uid(2),
+            uniqueid: rig.uid(3),
             cause: 16,
         },
         at(10),
@@ -436,12 +468,12 @@ fn the_calls_end_stops_its_recording_and_hangs_up_its_helper_legs() {
         (rec.state, rec.stopped_at),
         (RecordingState::Stopped, Some(at(10)))
     );
-    assert_eq!(rig.recorded_leg(2).end_reason, Some(EndReason::Ended));
+    assert_eq!(rig.recorded_leg(3).end_reason, Some(EndReason::Ended));
 }
 
 #[test]
 fn a_restored_recording_can_be_stopped_after_a_restart() {
-    let mut rig = Rig::started();
+    let mut rig = Rig::someone_in();
     let (_, effects) = rig.record("tok-1", at(1));
     rig.accept_all(&effects, at(1));
     let call = rig.recorded_call();
