@@ -418,4 +418,103 @@ mod tests {
         );
         assert_eq!(action(&Request::SweepAccount { thread }, &d).unwrap(), None);
     }
+
+    #[test]
+    fn helper_legs_join_with_their_profile_and_the_player_names_its_file() {
+        let key = CallKey {
+            thread: "5b0525134c0319001573485e".parse().unwrap(),
+            started_ms: 1,
+        };
+        let leg = |role: Role, dial: &str, media: &str| LegRecord {
+            call: key.clone(),
+            number: 2,
+            role,
+            user: None,
+            uniqueid: format!("{key}-2"),
+            other_uniqueid: None,
+            channel: None,
+            dial: dial.into(),
+            state: LegState::Dialing,
+            created_at: Utc::now(),
+            answered_at: None,
+            joined_at: None,
+            ended_at: None,
+            end_reason: None,
+            hangup_cause: None,
+            media: Some(media.into()),
+        };
+        let d = dialplan();
+        let wire_of = |l: LegRecord| {
+            wire(
+                &action(
+                    &Request::Originate {
+                        leg: Box::new(l),
+                        timeout: Duration::from_secs(30),
+                    },
+                    &d,
+                )
+                .unwrap()
+                .unwrap(),
+            )
+        };
+        let player = wire_of(leg(Role::Player, "Local/s@medcall-play/n", "ab12"));
+        assert!(
+            player.contains("Variable: MEDCALL_USER_PROFILE=medcall_player\r\n"),
+            "{player}"
+        );
+        assert!(
+            player
+                .contains("Variable: MEDCALL_PLAY_FILE=/var/spool/asterisk/medcall/play/ab12\r\n"),
+            "{player}"
+        );
+        assert!(player.contains("Variable: MEDCALL_ROLE=player\r\n"));
+        assert!(!player.contains("MEDCALL_USER_ID"));
+        let stream = wire_of(leg(
+            Role::Stream,
+            "AudioSocket/127.0.0.1:9092/u/c(slin16)",
+            "u",
+        ));
+        assert!(
+            stream.contains("Variable: MEDCALL_USER_PROFILE=medcall_listener\r\n"),
+            "{stream}"
+        );
+        assert!(
+            !stream.contains("MEDCALL_PLAY_FILE"),
+            "only players play: {stream}"
+        );
+        assert_eq!(d.profile(Role::Caller), "medcall_user");
+        assert_eq!(d.profile(Role::Participant), "medcall_user");
+
+        let thread: crate::directory::ThreadId = "5b0525134c0319001573485e".parse().unwrap();
+        let start = wire(
+            &action(
+                &Request::StartRecord {
+                    thread: thread.clone(),
+                    file_stem: "5b0525134c0319001573485e-1-rec1".into(),
+                },
+                &d,
+            )
+            .unwrap()
+            .unwrap(),
+        );
+        assert!(
+            start.starts_with("Action: ConfbridgeStartRecord\r\n"),
+            "{start}"
+        );
+        assert!(start.contains("Conference: 5b0525134c0319001573485e\r\n"));
+        assert!(
+            start.contains("RecordFile: /var/spool/asterisk/medcall/recordings/5b0525134c0319001573485e-1-rec1.wav\r\n"),
+            "{start}"
+        );
+        let stop = wire(
+            &action(&Request::StopRecord { thread }, &d)
+                .unwrap()
+                .unwrap(),
+        );
+        assert!(
+            stop.starts_with("Action: ConfbridgeStopRecord\r\n"),
+            "{stop}"
+        );
+        assert!(stop.contains("Conference: 5b0525134c0319001573485e\r\n"));
+    }
 }

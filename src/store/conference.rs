@@ -476,7 +476,9 @@ mod tests {
     use chrono::{DateTime, TimeZone, Utc};
 
     use super::*;
-    use crate::conference::engine::{CallResult, Direction, EndReason, LegState, Role};
+    use crate::conference::engine::{
+        CallResult, Direction, EndReason, LegState, RecordingState, Role,
+    };
 
     fn at(s: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_780_000_000 + s, 123_456_000)
@@ -619,6 +621,154 @@ mod tests {
                 .unwrap()
                 .len(),
             1
+        );
+    }
+
+    fn recording(call: &CallRecord, number: u32, state: RecordingState) -> RecordingRecord {
+        RecordingRecord {
+            call: call.key.clone(),
+            number,
+            token: format!("tok{number}"),
+            state,
+            started_at: at(2),
+            stopped_at: None,
+            error: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn recordings_read_back_whole_and_their_facts_are_written_once() {
+        let (_dir, store) = store().await;
+        let c = call(CallPhase::Active);
+        let mut live = recording(&c, 1, RecordingState::Recording);
+        let mut failed = recording(&c, 2, RecordingState::Starting);
+        store
+            .write_conference(
+                "rig",
+                vec![
+                    Change::Call(c.clone()),
+                    Change::Recording(live.clone()),
+                    Change::Recording(failed.clone()),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.open_recordings("rig").await.unwrap(),
+            vec![live.clone(), failed.clone()]
+        );
+        assert!(store.open_recordings("other").await.unwrap().is_empty());
+        assert!(
+            store.unfinished_recordings().await.unwrap().is_empty(),
+            "none stopped"
+        );
+
+        failed.state = RecordingState::Failed;
+        failed.error = Some("Conference not found.".into());
+        live.state = RecordingState::Stopped;
+        live.stopped_at = Some(at(9));
+        store
+            .write_conference(
+                "rig",
+                vec![
+                    Change::Recording(live.clone()),
+                    Change::Recording(failed.clone()),
+                ],
+            )
+            .await
+            .unwrap();
+        let unfinished = store.unfinished_recordings().await.unwrap();
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(
+            unfinished[0],
+            StoredRecording {
+                rec: live.clone(),
+                pbx: "rig".into(),
+                final_at: None,
+                facts: None,
+                final_error: None,
+            }
+        );
+        let facts = RecordingFacts {
+            size: 80_044,
+            sha256: "ab".repeat(32),
+            duration_ms: 5000,
+        };
+        store
+            .finish_recording(c.key.clone(), 1, Ok(facts.clone()), at(10))
+            .await
+            .unwrap();
+        // A second outcome does not overwrite the first.
+        store
+            .finish_recording(c.key.clone(), 1, Err("late".into()), at(11))
+            .await
+            .unwrap();
+        let stored = store
+            .recording_by_token("tok1".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.facts, Some(facts));
+        assert_eq!((stored.final_at, stored.final_error), (Some(at(10)), None));
+        assert_eq!(stored.rec, live);
+        assert!(store.unfinished_recordings().await.unwrap().is_empty());
+        assert!(
+            store
+                .recording_by_token("nope".into())
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let all = store.call_recordings(c.key.clone()).await.unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.rec.clone()).collect::<Vec<_>>(),
+            vec![live, failed]
+        );
+        // A recording that never became final keeps why.
+        let mut third = recording(&c, 3, RecordingState::Stopped);
+        third.stopped_at = Some(at(12));
+        store
+            .write_conference("rig", vec![Change::Recording(third)])
+            .await
+            .unwrap();
+        store
+            .finish_recording(c.key.clone(), 3, Err("header never final".into()), at(13))
+            .await
+            .unwrap();
+        let third = store
+            .recording_by_token("tok3".into())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (third.facts, third.final_at, third.final_error.as_deref()),
+            (None, None, Some("header never final"))
+        );
+        assert!(store.unfinished_recordings().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_played_file_keeps_its_first_source() {
+        let (_dir, store) = store().await;
+        let file = |url: &str| MediaFile {
+            sha256: "cd".repeat(32),
+            source_url: url.into(),
+            duration_ms: 3000,
+        };
+        store
+            .remember_media_file(file("http://a/x.mp3"))
+            .await
+            .unwrap();
+        store
+            .remember_media_file(file("http://b/y.mp3"))
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .media_files(vec!["cd".repeat(32), "ef".repeat(32)])
+                .await
+                .unwrap(),
+            vec![file("http://a/x.mp3")]
         );
     }
 }
