@@ -23,5 +23,6 @@ mod directory;
 mod events;
 mod foundation;
 mod openapi;
+mod recording_file;
 mod replay;
 mod support;
