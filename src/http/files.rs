@@ -156,14 +156,12 @@ pub async fn serve(method: &Method, headers: &HeaderMap, file: ServedFile) -> Re
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
-        if start > 0 {
-            if let Err(e) = opened.seek(SeekFrom::Start(start)).await {
-                tracing::error!(path = %file.path.display(), error = %e, "a served file cannot be read");
-                return error(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "The file cannot be read on the server.",
-                );
-            }
+        if let Err(e) = opened.seek(SeekFrom::Start(start)).await {
+            tracing::error!(path = %file.path.display(), error = %e, "a served file cannot be read");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "The file cannot be read on the server.",
+            );
         }
         // At most `len` bytes, whatever the file does meanwhile: with Content-Length set, a
         // file cut short ends the connection early instead of passing for complete.

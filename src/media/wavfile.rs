@@ -446,29 +446,44 @@ struct Digested {
     sha256: String,
 }
 
-fn digest(path: &Path) -> io::Result<Digested> {
-    let mut file = std::fs::File::open(path)?;
-    let mut hasher = Sha256::new();
-    let mut head = Vec::with_capacity(HEAD_MAX);
-    let mut size: u64 = 0;
-    let mut buf = vec![0; 64 * 1024];
-    loop {
-        let n = match file.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        let chunk = buf.get(..n).unwrap_or_default();
-        hasher.update(chunk);
-        let room = HEAD_MAX.saturating_sub(head.len()).min(n);
-        head.extend_from_slice(chunk.get(..room).unwrap_or_default());
-        size += n as u64;
+/// Where [`digest`] copies the file: the hash, the first bytes, the count.
+struct Sink {
+    hasher: Sha256,
+    head: Vec<u8>,
+    size: u64,
+}
+
+impl io::Write for Sink {
+    fn write(&mut self, chunk: &[u8]) -> io::Result<usize> {
+        self.hasher.update(chunk);
+        let room = HEAD_MAX.saturating_sub(self.head.len()).min(chunk.len());
+        self.head
+            .extend_from_slice(chunk.get(..room).unwrap_or_default());
+        self.size += chunk.len() as u64;
+        Ok(chunk.len())
     }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn digest(path: &Path) -> io::Result<Digested> {
+    let file = std::fs::File::open(path)?;
+    let mut sink = Sink {
+        hasher: Sha256::new(),
+        head: Vec::with_capacity(HEAD_MAX),
+        size: 0,
+    };
+    // `io::copy` streams through the reader's 64 KiB buffer (and retries interrupted
+    // reads), so the file is never held whole.
+    io::copy(
+        &mut io::BufReader::with_capacity(64 * 1024, file),
+        &mut sink,
+    )?;
     Ok(Digested {
-        head,
-        size,
-        sha256: hex::encode(hasher.finalize()),
+        head: sink.head,
+        size: sink.size,
+        sha256: hex::encode(sink.hasher.finalize()),
     })
 }
 
@@ -637,6 +652,20 @@ mod tests {
         let len = h.len() as u64;
         h[4..8].copy_from_slice(&(len as u32 - 8).to_le_bytes());
         assert_eq!(facts(check(&h, len)).data_offset, 56);
+    }
+
+    #[test]
+    fn a_chunk_is_skipped_whole_even_when_its_body_looks_like_a_data_chunk() {
+        let base = final_file(4);
+        let mut h = base[..36].to_vec();
+        h.extend_from_slice(b"junk");
+        h.extend_from_slice(&8u32.to_le_bytes());
+        h.extend_from_slice(b"data\x10\0\0\0");
+        h.extend_from_slice(&base[36..]);
+        let len = h.len() as u64;
+        h[4..8].copy_from_slice(&(len as u32 - 8).to_le_bytes());
+        let f = facts(check(&h, len));
+        assert_eq!((f.data_offset, f.data_len), (60, 8));
     }
 
     #[test]
@@ -910,6 +939,22 @@ mod tests {
             ),
             "{e:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_path_that_cannot_be_opened_for_another_reason_than_absence_is_an_io_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain");
+        std::fs::write(&file, b"x").unwrap();
+        // A regular file used as a directory: ENOTDIR, not "not found".
+        let e = tokio::time::timeout(
+            Duration::from_secs(30),
+            wait_final(&file.join("rec.wav"), Duration::from_secs(3600)),
+        )
+        .await
+        .expect("refused at once")
+        .unwrap_err();
+        assert!(matches!(e, WavError::Io { .. }), "{e:?}");
     }
 
     #[tokio::test]

@@ -24,5 +24,6 @@ mod directory;
 mod events;
 mod foundation;
 mod openapi;
+mod recording_file;
 mod replay;
 mod support;
