@@ -442,15 +442,6 @@ impl RecordingState {
             RecordingState::Failed => "failed",
         }
     }
-    pub fn parse(word: &str) -> Option<RecordingState> {
-        Some(match word {
-            "starting" => RecordingState::Starting,
-            "recording" => RecordingState::Recording,
-            "stopped" => RecordingState::Stopped,
-            "failed" => RecordingState::Failed,
-            _ => return None,
-        })
-    }
     /// Asterisk may be writing the file.
     pub fn is_live(self) -> bool {
         matches!(self, RecordingState::Starting | RecordingState::Recording)
