@@ -136,7 +136,9 @@ pub fn run_child(args: &DecodeArgs) -> ExitCode {
 
 fn child(args: &DecodeArgs) -> Result<Summary, DecodeError> {
     apply_limits(args).map_err(|e| DecodeError::ResourceLimit(format!("setting limits: {e}")))?;
-    let mut input = Vec::new();
+    // Sized once: growing by doubling would copy, and hold two buffers at the peak.
+    let mut input =
+        Vec::with_capacity(usize::try_from(args.max_input_bytes.saturating_add(1)).unwrap_or(0));
     std::io::stdin()
         .lock()
         .take(args.max_input_bytes.saturating_add(1))
@@ -168,7 +170,19 @@ fn apply_limits(args: &DecodeArgs) -> std::io::Result<()> {
     // stdin, stdout, stderr and what the runtime opens.
     setrlimit(Resource::Nofile, fixed(16))?;
     if args.memory_bytes > 0 {
+        // mimalloc reserves a 1 GiB arena at start unless `MIMALLOC_ARENA_RESERVE=0`
+        // (the parent sets it): allocations inside a reservation made before the
+        // limit are not bounded by it. Fail closed if the space is already taken.
+        // (Measured before the limit: reading the file allocates.)
+        let size = vm_size().unwrap_or(u64::MAX);
         setrlimit(Resource::As, fixed(args.memory_bytes))?;
+        if size > args.memory_bytes {
+            return Err(std::io::Error::other(format!(
+                "{size} bytes of address space already reserved, over the limit of {} \
+                 (is MIMALLOC_ARENA_RESERVE=0 set?)",
+                args.memory_bytes
+            )));
+        }
     }
     if args.cpu_seconds > 0 {
         // The soft limit sends SIGXCPU; the hard one, a second later, SIGKILL.
@@ -181,6 +195,14 @@ fn apply_limits(args: &DecodeArgs) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// This process's address-space size (`VmSize` of `/proc/self/status`), in bytes.
+fn vm_size() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmSize:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 fn summary_line(s: &Summary) -> String {
@@ -231,9 +253,7 @@ fn wire(e: &DecodeError) -> (u8, String) {
         E::TooLong { max_secs } => (code::TOO_LONG, format!("too-long {max_secs}: {e}")),
         E::InputTooLarge { max } => (code::INPUT_TOO_LARGE, format!("input {max}: {e}")),
         E::ResourceLimit(d) => (code::LIMITS, format!("limits: {d}")),
-        E::Output(d)
-        | E::Spawn(d)
-        | E::Crashed(d) => (code::OUTPUT, format!("output: {d}")),
+        E::Output(d) | E::Spawn(d) | E::Crashed(d) => (code::OUTPUT, format!("output: {d}")),
         E::TimedOut(_) | E::OutputTooLarge(_) => (code::OUTPUT, format!("output: {e}")),
     }
 }
@@ -293,6 +313,8 @@ pub async fn decode_in_child(
     let mut child = tokio::process::Command::new(exe)
         .args(DecodeArgs::from_limits(limits).to_args())
         .env_clear()
+        // Without it mimalloc reserves 1 GiB before `main`, out of RLIMIT_AS's reach.
+        .env("MIMALLOC_ARENA_RESERVE", "0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -336,12 +358,21 @@ pub async fn decode_in_child(
     let pcm = match out {
         Ok((pcm, false)) => pcm,
         Ok((_, true)) => return Err(DecodeError::OutputTooLarge(max_output)),
-        Err(e) => return Err(DecodeError::Crashed(format!("reading the child's output: {e}"))),
+        Err(e) => {
+            return Err(DecodeError::Crashed(format!(
+                "reading the child's output: {e}"
+            )));
+        }
     };
     outcome(status, &line, &err.0, pcm)
 }
 
-fn outcome(status: ExitStatus, line: &str, stderr: &[u8], pcm: Vec<u8>) -> Result<Decoded, DecodeError> {
+fn outcome(
+    status: ExitStatus,
+    line: &str,
+    stderr: &[u8],
+    pcm: Vec<u8>,
+) -> Result<Decoded, DecodeError> {
     if status.success() {
         let summary = parse_summary(line)
             .ok_or_else(|| DecodeError::Crashed(format!("an unreadable report: {line:?}")))?;
@@ -371,7 +402,10 @@ fn outcome(status: ExitStatus, line: &str, stderr: &[u8], pcm: Vec<u8>) -> Resul
     match status.code() {
         Some(code::PANIC) => Err(DecodeError::Crashed(format!(
             "the decoder panicked: {}",
-            text.lines().find(|l| l.contains("panicked")).unwrap_or("").trim()
+            text.lines()
+                .find(|l| l.contains("panicked"))
+                .unwrap_or("")
+                .trim()
         ))),
         Some(c) => Err(unwire(c, line)),
         None => Err(DecodeError::Crashed("no exit status".into())),
@@ -380,9 +414,15 @@ fn outcome(status: ExitStatus, line: &str, stderr: &[u8], pcm: Vec<u8>) -> Resul
 
 /// Reads `r` to its end, keeping at most `max` bytes; `true` when there was more (then
 /// the reading stops at once: the rest is not drained).
-async fn read_bounded<R: AsyncRead + Unpin>(mut r: R, max: u64) -> std::io::Result<(Vec<u8>, bool)> {
+async fn read_bounded<R: AsyncRead + Unpin>(
+    mut r: R,
+    max: u64,
+) -> std::io::Result<(Vec<u8>, bool)> {
     let mut buf = Vec::new();
-    let n = (&mut r).take(max.saturating_add(1)).read_to_end(&mut buf).await?;
+    let n = (&mut r)
+        .take(max.saturating_add(1))
+        .read_to_end(&mut buf)
+        .await?;
     if n as u64 > max {
         buf.truncate(usize::try_from(max).unwrap_or(usize::MAX));
         return Ok((buf, true));
@@ -402,8 +442,15 @@ mod tests {
             DecodeError::Unsupported("codec 0x55".into()),
             DecodeError::Corrupt("the fmt chunk is too short".into()),
             DecodeError::NoAudio,
-            DecodeError::TooManyChannels { channels: 65_535, max: 8 },
-            DecodeError::SampleRate { rate: 4_000, min: 8_000, max: 192_000 },
+            DecodeError::TooManyChannels {
+                channels: 65_535,
+                max: 8,
+            },
+            DecodeError::SampleRate {
+                rate: 4_000,
+                min: 8_000,
+                max: 192_000,
+            },
             DecodeError::TooLong { max_secs: 600 },
             DecodeError::InputTooLarge { max: 10 },
             DecodeError::ResourceLimit("setting limits: EPERM".into()),
@@ -418,7 +465,10 @@ mod tests {
     #[test]
     fn an_unknown_exit_code_or_a_garbled_line_is_a_crash() {
         assert!(matches!(unwire(3, "whatever"), DecodeError::Crashed(_)));
-        assert!(matches!(unwire(14, "channels x: y"), DecodeError::Crashed(_)));
+        assert!(matches!(
+            unwire(14, "channels x: y"),
+            DecodeError::Crashed(_)
+        ));
         assert!(matches!(unwire(15, "rate 1 2"), DecodeError::Crashed(_)));
         assert!(matches!(unwire(16, "too-long: "), DecodeError::Crashed(_)));
         assert!(matches!(unwire(-1, ""), DecodeError::Crashed(_)));
@@ -435,9 +485,19 @@ mod tests {
             output_frames: 48_000,
         };
         assert_eq!(parse_summary(&summary_line(&s)), Some(s));
-        let w = Summary { kind: AudioKind::Wav, ..s };
+        let w = Summary {
+            kind: AudioKind::Wav,
+            ..s
+        };
         assert_eq!(parse_summary(&summary_line(&w)), Some(w));
-        for bad in ["", "ok", "ok ogg 1 1 1 1", "ok mp3 1 1 1", "ok mp3 1 1 1 1 1", "no mp3 1 1 1 1"] {
+        for bad in [
+            "",
+            "ok",
+            "ok ogg 1 1 1 1",
+            "ok mp3 1 1 1",
+            "ok mp3 1 1 1 1 1",
+            "no mp3 1 1 1 1",
+        ] {
             assert_eq!(parse_summary(bad), None, "{bad}");
         }
     }
@@ -462,10 +522,76 @@ mod tests {
         }
     }
 
+    fn status(raw: i32) -> ExitStatus {
+        ExitStatus::from_raw(raw)
+    }
+
+    #[test]
+    fn each_way_the_child_can_die_maps_to_an_error() {
+        let pcm = Vec::new;
+        // Killed by a signal: raw wait status is the signal number.
+        assert_eq!(
+            outcome(status(24), "", b"", pcm()).unwrap_err(),
+            DecodeError::ResourceLimit("CPU time".into())
+        );
+        assert_eq!(
+            outcome(status(9), "", b"", pcm()).unwrap_err(),
+            DecodeError::ResourceLimit("CPU time".into())
+        );
+        assert_eq!(
+            outcome(status(25), "", b"", pcm()).unwrap_err(),
+            DecodeError::ResourceLimit("file size".into())
+        );
+        assert_eq!(
+            outcome(
+                status(6),
+                "",
+                b"memory allocation of 9 bytes failed\n",
+                pcm()
+            )
+            .unwrap_err(),
+            DecodeError::ResourceLimit("memory".into())
+        );
+        assert!(matches!(
+            outcome(status(11), "", b"", pcm()).unwrap_err(),
+            DecodeError::Crashed(m) if m.contains("signal 11")
+        ));
+        // Exit code 101 (a panic): exit status is code << 8.
+        let panic = b"thread 'main' panicked at src/x.rs:1:1:\nindex out of bounds\n";
+        assert!(matches!(
+            outcome(status(101 << 8), "", panic, pcm()).unwrap_err(),
+            DecodeError::Crashed(m) if m.contains("panicked")
+        ));
+        assert_eq!(
+            outcome(status(10 << 8), "not-audio: x", b"", pcm()).unwrap_err(),
+            DecodeError::NotAudio
+        );
+        // Success must agree with what was written.
+        assert!(matches!(
+            outcome(status(0), "ok wav 8000 1 2 4", b"", vec![0; 6]).unwrap_err(),
+            DecodeError::Crashed(_)
+        ));
+        assert!(matches!(
+            outcome(status(0), "garbage", b"", vec![0; 8]).unwrap_err(),
+            DecodeError::Crashed(_)
+        ));
+        let ok = outcome(status(0), "ok wav 8000 1 2 4", b"", vec![0; 8]).unwrap();
+        assert_eq!(ok.summary.output_frames, 4);
+    }
+
+    #[test]
+    fn the_address_space_size_is_read_from_proc() {
+        let size = vm_size().unwrap();
+        assert!(size > 1024 * 1024, "{size}");
+    }
+
     #[tokio::test]
     async fn output_past_the_bound_is_cut_and_flagged() {
         let data = vec![7u8; 100];
-        assert_eq!(read_bounded(&data[..], 100).await.unwrap(), (data.clone(), false));
+        assert_eq!(
+            read_bounded(&data[..], 100).await.unwrap(),
+            (data.clone(), false)
+        );
         let (kept, over) = read_bounded(&data[..], 99).await.unwrap();
         assert_eq!((kept.len(), over), (99, true));
     }

@@ -383,7 +383,9 @@ fn check_wav(b: &[u8], limits: &DecodeLimits) -> Result<(), DecodeError> {
             )));
         }
         if &id == b"fmt " {
-            let fmt = b.get(body_at..body_at.saturating_add(size)).unwrap_or_default();
+            let fmt = b
+                .get(body_at..body_at.saturating_add(size))
+                .unwrap_or_default();
             let (Some(&[c0, c1]), Some(&[r0, r1, r2, r3])) = (fmt.get(2..4), fmt.get(4..8)) else {
                 return Err(DecodeError::Corrupt("the fmt chunk is too short".into()));
             };
@@ -393,7 +395,9 @@ fn check_wav(b: &[u8], limits: &DecodeLimits) -> Result<(), DecodeError> {
         // Chunks are padded to an even size.
         at = body_at.saturating_add(size).saturating_add(size & 1);
     }
-    Err(DecodeError::Corrupt("too many chunks before the data".into()))
+    Err(DecodeError::Corrupt(
+        "too many chunks before the data".into(),
+    ))
 }
 
 /// Mixes one decoded buffer down to mono: the mean of its channels, non-finite samples
@@ -404,7 +408,10 @@ fn mix_down(buf: &GenericAudioBufferRef<'_>, scratch: &mut Vec<f32>, mono: &mut 
     mono.clear();
     let scale = 1.0 / ch as f32;
     mono.extend(scratch.chunks_exact(ch).map(|frame| {
-        let sum: f32 = frame.iter().map(|s| if s.is_finite() { *s } else { 0.0 }).sum();
+        let sum: f32 = frame
+            .iter()
+            .map(|s| if s.is_finite() { *s } else { 0.0 })
+            .sum();
         sum * scale
     }));
 }
@@ -521,7 +528,12 @@ impl<'w, W: Write> Sink<'w, W> {
 }
 
 impl Resampling {
-    fn run<W: Write>(&mut self, bytes: &mut Vec<u8>, out: &mut W, written: &mut u64) -> Result<(), DecodeError> {
+    fn run<W: Write>(
+        &mut self,
+        bytes: &mut Vec<u8>,
+        out: &mut W,
+        written: &mut u64,
+    ) -> Result<(), DecodeError> {
         self.run_limited(bytes, out, written, u64::MAX)
     }
 
@@ -548,7 +560,9 @@ impl Resampling {
         let skip = self.skip.min(out_frames.len());
         self.skip -= skip;
         let usable = out_frames.get(skip..).unwrap_or_default();
-        let take = usize::try_from(limit).unwrap_or(usize::MAX).min(usable.len());
+        let take = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .min(usable.len());
         write_s16(bytes, out, usable.get(..take).unwrap_or_default(), written)
     }
 }

@@ -124,8 +124,8 @@ pub enum FetchError {
 /// Cancel-safe: dropping the future closes the connection.
 ///
 /// # Errors
-/// Every [`FetchError`] but none other; never reads past `max_bytes + 1`... bytes of
-/// body beyond what one network read delivers.
+/// A [`FetchError`]. A body over `max_bytes` is never read further than the network
+/// read that passed the limit.
 pub async fn fetch(url: &str, s: &FetchSettings) -> Result<Fetched, FetchError> {
     match fetch_if_changed(url, &Validators::default(), s).await? {
         Fetch::Body(f) => Ok(f),
@@ -151,7 +151,11 @@ pub async fn fetch_if_changed(
     }
 }
 
-async fn follow(url: &str, validators: &Validators, s: &FetchSettings) -> Result<Fetch, FetchError> {
+async fn follow(
+    url: &str,
+    validators: &Validators,
+    s: &FetchSettings,
+) -> Result<Fetch, FetchError> {
     let mut url = parse(url)?;
     let mut hops = 0u8;
     loop {
@@ -234,7 +238,11 @@ async fn request(
         .build()
         .map_err(|e| FetchError::Transport(e.to_string()))?;
     let mut headers = HeaderMap::new();
-    if let Some(v) = validators.etag.as_deref().and_then(|v| HeaderValue::from_str(v).ok()) {
+    if let Some(v) = validators
+        .etag
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok())
+    {
         headers.insert(IF_NONE_MATCH, v);
     }
     if let Some(v) = validators
@@ -308,7 +316,11 @@ fn chain(e: &dyn std::error::Error) -> String {
 }
 
 /// Reads the body chunk by chunk, refusing as soon as it is over `limit`.
-async fn read_body(url: Url, mut response: reqwest::Response, limit: u64) -> Result<Fetched, FetchError> {
+async fn read_body(
+    url: Url,
+    mut response: reqwest::Response,
+    limit: u64,
+) -> Result<Fetched, FetchError> {
     if response.content_length().is_some_and(|n| n > limit) {
         return Err(FetchError::TooLarge { limit });
     }

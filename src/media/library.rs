@@ -124,7 +124,9 @@ impl MediaError {
                     format!("fetching the file took longer than {} s", t.as_secs())
                 }
                 FetchError::Dns { host, .. } => format!("fileUrl host {host} cannot be resolved"),
-                FetchError::Connect { host, .. } => format!("cannot connect to fileUrl host {host}"),
+                FetchError::Connect { host, .. } => {
+                    format!("cannot connect to fileUrl host {host}")
+                }
                 FetchError::Status(code) => format!("the file server answered HTTP {code}"),
                 FetchError::TooManyRedirects(n) => {
                     format!("the file server redirected more than {n} times")
@@ -296,7 +298,9 @@ impl MediaLibrary {
     }
 
     fn remember(&self, url: &str, entry: UrlEntry) {
-        let Ok(mut urls) = self.urls.lock() else { return };
+        let Ok(mut urls) = self.urls.lock() else {
+            return;
+        };
         if urls.len() >= self.settings.max_urls && !urls.contains_key(url) {
             let oldest = urls
                 .iter()
@@ -388,8 +392,22 @@ mod tests {
             ),
             (FetchError::TooLarge { limit: 1 }.into(), 413),
             (FetchError::Timeout(Duration::from_secs(1)).into(), 504),
-            (FetchError::Dns { host: "h".into(), detail: "d".into() }.into(), 502),
-            (FetchError::Connect { host: "h".into(), detail: "d".into() }.into(), 502),
+            (
+                FetchError::Dns {
+                    host: "h".into(),
+                    detail: "d".into(),
+                }
+                .into(),
+                502,
+            ),
+            (
+                FetchError::Connect {
+                    host: "h".into(),
+                    detail: "d".into(),
+                }
+                .into(),
+                502,
+            ),
             (FetchError::Status(404).into(), 502),
             (FetchError::TooManyRedirects(3).into(), 502),
             (FetchError::BadRedirect("x".into()).into(), 502),
@@ -399,8 +417,23 @@ mod tests {
             (DecodeError::Corrupt("x".into()).into(), 415),
             (DecodeError::NoAudio.into(), 415),
             (DecodeError::Unsupported("x".into()).into(), 415),
-            (DecodeError::TooManyChannels { channels: 9, max: 8 }.into(), 415),
-            (DecodeError::SampleRate { rate: 1, min: 2, max: 3 }.into(), 415),
+            (
+                DecodeError::TooManyChannels {
+                    channels: 9,
+                    max: 8,
+                }
+                .into(),
+                415,
+            ),
+            (
+                DecodeError::SampleRate {
+                    rate: 1,
+                    min: 2,
+                    max: 3,
+                }
+                .into(),
+                415,
+            ),
             (DecodeError::Crashed("x".into()).into(), 415),
             (DecodeError::ResourceLimit("memory".into()).into(), 415),
             (DecodeError::OutputTooLarge(1).into(), 415),
@@ -425,11 +458,25 @@ mod tests {
             why: Refusal::Metadata,
         });
         let m = denied.message();
-        assert!(m.contains("not allowed") && m.contains("files.example"), "{m}");
-        assert!(!m.contains("169.254"), "the resolved address stays in the log: {m}");
-        assert!(MediaError::from(FetchError::Status(503)).message().contains("503"));
+        assert!(
+            m.contains("not allowed") && m.contains("files.example"),
+            "{m}"
+        );
+        assert!(
+            !m.contains("169.254"),
+            "the resolved address stays in the log: {m}"
+        );
+        assert!(
+            MediaError::from(FetchError::Status(503))
+                .message()
+                .contains("503")
+        );
         let corrupt = MediaError::from(DecodeError::Corrupt("mpa: invalid main_data_begin".into()));
-        assert!(!corrupt.message().contains("main_data"), "{}", corrupt.message());
+        assert!(
+            !corrupt.message().contains("main_data"),
+            "{}",
+            corrupt.message()
+        );
         let storage = MediaError::Storage("/var/lib/asterisk/x: EACCES".into());
         assert!(!storage.message().contains("/var"));
     }

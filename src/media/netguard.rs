@@ -52,7 +52,9 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
@@ -193,7 +195,12 @@ impl NetGuard {
     /// The reason it may not.
     pub fn check(&self, ip: IpAddr) -> Result<(), Refusal> {
         let forms = forms(ip);
-        let listed = |list: &[Cidr]| forms.iter().flatten().any(|f| list.iter().any(|c| c.contains(*f)));
+        let listed = |list: &[Cidr]| {
+            forms
+                .iter()
+                .flatten()
+                .any(|f| list.iter().any(|c| c.contains(*f)))
+        };
         if listed(&self.deny) {
             return Err(Refusal::Denied);
         }
@@ -201,10 +208,13 @@ impl NetGuard {
             return Ok(());
         }
         for form in forms.iter().flatten() {
-            if let Some((_, _, why)) = DEFAULT_REFUSED
-                .iter()
-                .find(|(net, prefix, _)| Cidr { addr: *net, prefix: *prefix }.contains(*form))
-            {
+            if let Some((_, _, why)) = DEFAULT_REFUSED.iter().find(|(net, prefix, _)| {
+                Cidr {
+                    addr: *net,
+                    prefix: *prefix,
+                }
+                .contains(*form)
+            }) {
                 return Err(*why);
             }
         }
@@ -269,7 +279,10 @@ mod tests {
     fn ipv6_spellings_of_a_refused_ipv4_address_are_refused_too() {
         let g = NetGuard::default();
         assert_eq!(g.check(ip("::ffff:127.0.0.1")), Err(Refusal::Loopback));
-        assert_eq!(g.check(ip("::ffff:169.254.169.254")), Err(Refusal::Metadata));
+        assert_eq!(
+            g.check(ip("::ffff:169.254.169.254")),
+            Err(Refusal::Metadata)
+        );
         assert_eq!(g.check(ip("64:ff9b::7f00:1")), Err(Refusal::Loopback));
         assert_eq!(g.check(ip("::ffff:8.8.8.8")), Ok(()));
     }
@@ -304,7 +317,11 @@ mod tests {
         assert_eq!(g.check(ip("127.0.0.2")), Err(Refusal::Loopback));
         assert_eq!(g.check(ip("fe80::5")), Ok(()));
 
-        let g = NetGuard::parse(&["10.0.0.0/8", "127.0.0.1"], &["10.9.0.0/16", "127.0.0.0/8"]).unwrap();
+        let g = NetGuard::parse(
+            &["10.0.0.0/8", "127.0.0.1"],
+            &["10.9.0.0/16", "127.0.0.0/8"],
+        )
+        .unwrap();
         assert_eq!(g.check(ip("10.1.0.1")), Ok(()));
         assert_eq!(g.check(ip("10.9.3.4")), Err(Refusal::Denied));
         assert_eq!(g.check(ip("127.0.0.1")), Err(Refusal::Denied));
@@ -345,11 +362,22 @@ mod tests {
             " 192.168.1.7 ".parse::<Cidr>(),
             Ok(Cidr::new(ip("192.168.1.7"), 32).unwrap())
         );
-        assert_eq!("fe80::/10".parse::<Cidr>().unwrap().to_string(), "fe80::/10");
+        assert_eq!(
+            "fe80::/10".parse::<Cidr>().unwrap().to_string(),
+            "fe80::/10"
+        );
         assert_eq!("::1".parse::<Cidr>().unwrap().to_string(), "::1/128");
         for bad in [
-            "10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0.0/+8", "10.0.0/8", "host/8", "", "/8",
-            "10.0.0.0/0008", "10.0.0.0/8/8",
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "10.0.0/8",
+            "host/8",
+            "",
+            "/8",
+            "10.0.0.0/0008",
+            "10.0.0.0/8/8",
         ] {
             assert_eq!(bad.parse::<Cidr>(), Err(CidrError(bad.to_owned())), "{bad}");
         }
@@ -362,7 +390,10 @@ mod tests {
         let c: Cidr = "10.1.2.3/8".parse().unwrap();
         assert!(c.contains(ip("10.200.0.1")));
         assert!(!c.contains(ip("11.0.0.1")));
-        assert!(!c.contains(ip("::ffff:10.0.0.1")), "families never mix inside Cidr");
+        assert!(
+            !c.contains(ip("::ffff:10.0.0.1")),
+            "families never mix inside Cidr"
+        );
         let c: Cidr = "2001:db8::/32".parse().unwrap();
         assert!(c.contains(ip("2001:db8:ffff::1")));
         assert!(!c.contains(ip("2001:db9::1")));

@@ -67,11 +67,19 @@ fn id3v2_len(b: &[u8]) -> Option<usize> {
         return None;
     };
     // Versions 2.2–2.4; the size is "syncsafe": seven bits per byte.
-    if !(2..=4).contains(&major) || minor == 0xff || [s0, s1, s2, s3].iter().any(|s| s & 0x80 != 0) {
+    if !(2..=4).contains(&major) || minor == 0xff || [s0, s1, s2, s3].iter().any(|s| s & 0x80 != 0)
+    {
         return None;
     }
-    let body = (usize::from(s0) << 21) | (usize::from(s1) << 14) | (usize::from(s2) << 7) | usize::from(s3);
-    let footer = if major == 4 && flags & 0x10 != 0 { 10 } else { 0 };
+    let body = (usize::from(s0) << 21)
+        | (usize::from(s1) << 14)
+        | (usize::from(s2) << 7)
+        | usize::from(s3);
+    let footer = if major == 4 && flags & 0x10 != 0 {
+        10
+    } else {
+        0
+    };
     Some(10 + body + footer)
 }
 
@@ -111,9 +119,15 @@ impl FrameHeader {
         if b3 & 0b11 == 0b10 {
             return None;
         }
-        const MPEG1: [u32; 16] = [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 0];
-        const MPEG2: [u32; 16] = [0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 0];
-        let kbps = if version == 1 { MPEG1 } else { MPEG2 }.get(bitrate_index).copied()?;
+        const MPEG1: [u32; 16] = [
+            0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 0,
+        ];
+        const MPEG2: [u32; 16] = [
+            0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160, 0,
+        ];
+        let kbps = if version == 1 { MPEG1 } else { MPEG2 }
+            .get(bitrate_index)
+            .copied()?;
         // Index 0 is "free format", 15 is invalid: neither is accepted.
         if kbps == 0 {
             return None;
@@ -176,7 +190,10 @@ mod tests {
     fn the_frame_length_follows_the_layer_iii_formula() {
         assert_eq!(FrameHeader::parse(&HDR_128_44).unwrap().len, 417);
         // Padding bit set: one byte more.
-        assert_eq!(FrameHeader::parse(&[0xff, 0xfb, 0x92, 0x64]).unwrap().len, 418);
+        assert_eq!(
+            FrameHeader::parse(&[0xff, 0xfb, 0x92, 0x64]).unwrap().len,
+            418
+        );
         // MPEG-2, 64 kbit/s, 22.05 kHz: 72 × 64000 / 22050 = 208.
         let h = FrameHeader::parse(&[0xff, 0xf3, 0x80, 0xc4]).unwrap();
         assert_eq!((h.version, h.sample_rate, h.len), (2, 22_050, 208));
@@ -184,7 +201,10 @@ mod tests {
         let h = FrameHeader::parse(&[0xff, 0xe3, 0x18, 0xc4]).unwrap();
         assert_eq!((h.version, h.sample_rate, h.len), (25, 8_000, 72));
         // MPEG-1, 320 kbit/s, 32 kHz: 144 × 320000 / 32000 = 1440.
-        assert_eq!(FrameHeader::parse(&[0xff, 0xfb, 0xe8, 0x00]).unwrap().len, 1440);
+        assert_eq!(
+            FrameHeader::parse(&[0xff, 0xfb, 0xe8, 0x00]).unwrap().len,
+            1440
+        );
     }
 
     #[test]
@@ -265,7 +285,11 @@ mod tests {
         assert_eq!(skip_id3v2(&id3(0)), 10);
         let mut v = id3(200);
         v.truncate(50);
-        assert_eq!(skip_id3v2(&v), 50, "a tag longer than the body ends at the end");
+        assert_eq!(
+            skip_id3v2(&v),
+            50,
+            "a tag longer than the body ends at the end"
+        );
         // A size byte with its top bit set is not a tag.
         assert_eq!(skip_id3v2(b"ID3\x04\x00\x00\x80\x00\x00\x00"), 0);
         // Version 2.5 is unknown; 2.2 is known.

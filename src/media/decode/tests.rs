@@ -34,7 +34,9 @@ fn assert_dominant_1khz(pcm: &[u8]) {
     let x = samples(pcm);
     let mid = &x[x.len() / 4..x.len() * 3 / 4];
     let tone = goertzel(mid, 16_000.0, 1_000.0);
-    for other in [250.0, 500.0, 750.0, 1_250.0, 1_500.0, 2_000.0, 3_000.0, 4_000.0, 7_000.0] {
+    for other in [
+        250.0, 500.0, 750.0, 1_250.0, 1_500.0, 2_000.0, 3_000.0, 4_000.0, 7_000.0,
+    ] {
         let p = goertzel(mid, 16_000.0, other);
         assert!(tone > 1_000.0 * p, "1 kHz power {tone} vs {other} Hz {p}");
     }
@@ -47,7 +49,11 @@ const MP3_FRAME_AT_16K: i64 = 418;
 
 #[test]
 fn the_mp3_tone_decodes_to_3_s_of_1_khz_at_16_khz_mono() {
-    let d = decode(&fixture("tone-1k-44k1-stereo.mp3"), &DecodeLimits::default()).unwrap();
+    let d = decode(
+        &fixture("tone-1k-44k1-stereo.mp3"),
+        &DecodeLimits::default(),
+    )
+    .unwrap();
     assert_eq!(d.summary.kind, AudioKind::Mp3);
     assert_eq!((d.summary.input_rate, d.summary.channels), (44_100, 2));
     assert_eq!(d.pcm.len() as u64, d.summary.output_frames * 2);
@@ -126,7 +132,11 @@ fn decoding_stops_as_soon_as_the_duration_cap_is_passed() {
     let e = decode_to(&fixture("tone-1k-44k1-stereo.mp3"), &limits, &mut written).unwrap_err();
     assert_eq!(e, DecodeError::TooLong { max_secs: 1 });
     // Stopped near one second of output, not after three.
-    assert!(written.len() <= 2 * 16_000 + 2 * 2_048, "{} bytes written", written.len());
+    assert!(
+        written.len() <= 2 * 16_000 + 2 * 2_048,
+        "{} bytes written",
+        written.len()
+    );
     let e = decode(&fixture("tone-1k-8k-mono.wav"), &limits).unwrap_err();
     assert_eq!(e, DecodeError::TooLong { max_secs: 1 });
     // Exactly at the cap is allowed.
@@ -145,15 +155,29 @@ fn channel_and_rate_caps_refuse_before_decoding() {
     };
     assert_eq!(
         decode(&fixture("tone-1k-44k1-stereo.mp3"), &one).unwrap_err(),
-        DecodeError::TooManyChannels { channels: 2, max: 1 }
+        DecodeError::TooManyChannels {
+            channels: 2,
+            max: 1
+        }
     );
     assert_eq!(
-        decode(&fixture("crash-wav-65535-channels.wav"), &DecodeLimits::default()).unwrap_err(),
-        DecodeError::TooManyChannels { channels: 65_535, max: 8 }
+        decode(
+            &fixture("crash-wav-65535-channels.wav"),
+            &DecodeLimits::default()
+        )
+        .unwrap_err(),
+        DecodeError::TooManyChannels {
+            channels: 65_535,
+            max: 8
+        }
     );
     assert_eq!(
         decode(&fixture("crash-wav-rate-1hz.wav"), &DecodeLimits::default()).unwrap_err(),
-        DecodeError::SampleRate { rate: 1, min: 8_000, max: 192_000 }
+        DecodeError::SampleRate {
+            rate: 1,
+            min: 8_000,
+            max: 192_000
+        }
     );
     let high = DecodeLimits {
         max_sample_rate: 22_050,
@@ -177,7 +201,10 @@ fn channel_and_rate_caps_refuse_before_decoding() {
     ));
     let mut wav = wav_header(0, 8_000, 16, 2);
     wav.extend_from_slice(&[0, 0]);
-    assert!(matches!(decode(&wav, &DecodeLimits::default()).unwrap_err(), DecodeError::Corrupt(_)));
+    assert!(matches!(
+        decode(&wav, &DecodeLimits::default()).unwrap_err(),
+        DecodeError::Corrupt(_)
+    ));
 }
 
 #[test]
@@ -194,7 +221,11 @@ fn chunks_claiming_more_bytes_than_the_file_has_are_refused_before_symphonia_rea
 #[test]
 fn a_zero_block_alignment_does_not_divide_by_zero_and_the_samples_still_decode() {
     // symphonia derives the frame size from channels × bits, not the header's field.
-    let d = decode(&fixture("crash-wav-zero-block-align.wav"), &DecodeLimits::default()).unwrap();
+    let d = decode(
+        &fixture("crash-wav-zero-block-align.wav"),
+        &DecodeLimits::default(),
+    )
+    .unwrap();
     assert_eq!(d.summary.input_frames, 800);
     assert_eq!(d.pcm.len(), 1_600 * 2);
 }
@@ -210,13 +241,25 @@ fn an_mp3_body_that_is_mostly_not_frames_is_corrupt() {
 #[test]
 fn id3_tags_are_cut_off_before_the_decoder_sees_them() {
     // A frame inside the tag claims 4 GiB: never read.
-    let d = decode(&fixture("crash-id3-huge-frame.mp3"), &DecodeLimits::default()).unwrap();
+    let d = decode(
+        &fixture("crash-id3-huge-frame.mp3"),
+        &DecodeLimits::default(),
+    )
+    .unwrap();
     assert_eq!(d.summary.input_rate, 44_100);
     // A picture inside the tag holds the sync of an 8 kHz mono stream: the real one wins.
-    let d = decode(&fixture("crash-id3-false-sync.mp3"), &DecodeLimits::default()).unwrap();
+    let d = decode(
+        &fixture("crash-id3-false-sync.mp3"),
+        &DecodeLimits::default(),
+    )
+    .unwrap();
     assert_eq!((d.summary.input_rate, d.summary.channels), (44_100, 2));
     assert_eq!(
-        decode(&fixture("crash-id3-flags-only.mp3"), &DecodeLimits::default()).unwrap_err(),
+        decode(
+            &fixture("crash-id3-flags-only.mp3"),
+            &DecodeLimits::default()
+        )
+        .unwrap_err(),
         DecodeError::NotAudio
     );
 }
@@ -230,7 +273,11 @@ fn an_mp3_cut_mid_stream_plays_what_is_there() {
 
 #[test]
 fn an_mp3_cut_inside_its_first_audio_frame_has_no_audio() {
-    let e = decode(&fixture("truncated-first-frame.mp3"), &DecodeLimits::default()).unwrap_err();
+    let e = decode(
+        &fixture("truncated-first-frame.mp3"),
+        &DecodeLimits::default(),
+    )
+    .unwrap_err();
     assert!(
         matches!(e, DecodeError::NoAudio | DecodeError::Corrupt(_)),
         "{e:?}"
@@ -254,7 +301,10 @@ fn an_html_page_named_mp3_is_not_audio() {
 #[test]
 fn a_wav_header_without_samples_has_no_audio() {
     let wav = wav_header(1, 8_000, 16, 0);
-    assert_eq!(decode(&wav, &DecodeLimits::default()).unwrap_err(), DecodeError::NoAudio);
+    assert_eq!(
+        decode(&wav, &DecodeLimits::default()).unwrap_err(),
+        DecodeError::NoAudio
+    );
     assert_eq!(
         decode(b"RIFF\x04\0\0\0WAVE", &DecodeLimits::default()).unwrap_err(),
         DecodeError::NoAudio
@@ -272,7 +322,11 @@ fn a_failing_writer_ends_the_decode_with_an_output_error() {
             Ok(())
         }
     }
-    let e = decode_to(&fixture("tone-1k-8k-mono.wav"), &DecodeLimits::default(), &mut Broken);
+    let e = decode_to(
+        &fixture("tone-1k-8k-mono.wav"),
+        &DecodeLimits::default(),
+        &mut Broken,
+    );
     assert!(matches!(e, Err(DecodeError::Output(_))), "{e:?}");
 }
 
