@@ -54,7 +54,7 @@ impl Default for ChildLimits {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DecodeArgs {
     #[arg(long)]
-    pub max_seconds_ms: u64,
+    pub max_duration_ms: u64,
     #[arg(long)]
     pub max_channels: u16,
     #[arg(long)]
@@ -74,7 +74,7 @@ pub struct DecodeArgs {
 impl DecodeArgs {
     fn from_limits(l: &ChildLimits) -> DecodeArgs {
         DecodeArgs {
-            max_seconds_ms: u64::try_from(l.decode.max_duration.as_millis()).unwrap_or(u64::MAX),
+            max_duration_ms: u64::try_from(l.decode.max_duration.as_millis()).unwrap_or(u64::MAX),
             max_channels: l.decode.max_channels,
             min_rate: l.decode.min_sample_rate,
             max_rate: l.decode.max_sample_rate,
@@ -87,7 +87,7 @@ impl DecodeArgs {
     fn to_args(&self) -> Vec<String> {
         vec![
             "decode".into(),
-            format!("--max-seconds-ms={}", self.max_seconds_ms),
+            format!("--max-duration-ms={}", self.max_duration_ms),
             format!("--max-channels={}", self.max_channels),
             format!("--min-rate={}", self.min_rate),
             format!("--max-rate={}", self.max_rate),
@@ -99,7 +99,7 @@ impl DecodeArgs {
 
     fn decode_limits(&self) -> DecodeLimits {
         DecodeLimits {
-            max_duration: Duration::from_millis(self.max_seconds_ms),
+            max_duration: Duration::from_millis(self.max_duration_ms),
             max_channels: self.max_channels,
             min_sample_rate: self.min_rate,
             max_sample_rate: self.max_rate,
@@ -510,7 +510,7 @@ mod tests {
         let text = args.to_args();
         assert_eq!(text.first().map(String::as_str), Some("decode"));
         for want in [
-            "--max-seconds-ms=600000",
+            "--max-duration-ms=600000",
             "--max-channels=8",
             "--min-rate=8000",
             "--max-rate=192000",

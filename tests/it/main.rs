@@ -22,6 +22,7 @@ mod crm_dialplan;
 mod directory;
 mod events;
 mod foundation;
+mod media_corpus;
 mod media_fetch;
 mod openapi;
 mod replay;

@@ -407,7 +407,7 @@ async fn the_child_sets_its_limits_before_it_reads_any_input() {
     let mut child = std::process::Command::new(exe())
         .args([
             "decode",
-            "--max-seconds-ms=600000",
+            "--max-duration-ms=600000",
             "--max-channels=8",
             "--min-rate=8000",
             "--max-rate=192000",

@@ -432,14 +432,11 @@ async fn revalidation_sends_the_validators_and_a_304_is_not_modified() {
     };
     let by_date = fetch_if_changed(&url, &v, &local()).await.unwrap();
     assert!(matches!(by_date, Fetch::Body(_)));
-    let heads = server.heads.lock().unwrap();
+    let third = server.heads.lock().unwrap()[2].to_lowercase();
     assert!(
-        heads[2]
-            .to_lowercase()
-            .contains("if-modified-since: tue, 01 dec 2026")
+        third.contains("if-modified-since: tue, 01 dec 2026"),
+        "{third}"
     );
-    // An unconditional fetch answered 304 has no body to give.
-    drop(heads);
     let odd = serve(|_| Reply::Body {
         head: "HTTP/1.1 304 Not Modified".into(),
         body: Arc::new(Vec::new()),
