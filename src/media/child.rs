@@ -54,7 +54,7 @@ impl Default for ChildLimits {
 #[derive(Debug, Clone, clap::Args)]
 pub struct DecodeArgs {
     #[arg(long)]
-    pub max_seconds_ms: u64,
+    pub max_duration_ms: u64,
     #[arg(long)]
     pub max_channels: u16,
     #[arg(long)]
@@ -74,7 +74,7 @@ pub struct DecodeArgs {
 impl DecodeArgs {
     fn from_limits(l: &ChildLimits) -> DecodeArgs {
         DecodeArgs {
-            max_seconds_ms: u64::try_from(l.decode.max_duration.as_millis()).unwrap_or(u64::MAX),
+            max_duration_ms: u64::try_from(l.decode.max_duration.as_millis()).unwrap_or(u64::MAX),
             max_channels: l.decode.max_channels,
             min_rate: l.decode.min_sample_rate,
             max_rate: l.decode.max_sample_rate,
@@ -87,7 +87,7 @@ impl DecodeArgs {
     fn to_args(&self) -> Vec<String> {
         vec![
             "decode".into(),
-            format!("--max-seconds-ms={}", self.max_seconds_ms),
+            format!("--max-duration-ms={}", self.max_duration_ms),
             format!("--max-channels={}", self.max_channels),
             format!("--min-rate={}", self.min_rate),
             format!("--max-rate={}", self.max_rate),
@@ -99,7 +99,7 @@ impl DecodeArgs {
 
     fn decode_limits(&self) -> DecodeLimits {
         DecodeLimits {
-            max_duration: Duration::from_millis(self.max_seconds_ms),
+            max_duration: Duration::from_millis(self.max_duration_ms),
             max_channels: self.max_channels,
             min_sample_rate: self.min_rate,
             max_sample_rate: self.max_rate,
@@ -136,7 +136,9 @@ pub fn run_child(args: &DecodeArgs) -> ExitCode {
 
 fn child(args: &DecodeArgs) -> Result<Summary, DecodeError> {
     apply_limits(args).map_err(|e| DecodeError::ResourceLimit(format!("setting limits: {e}")))?;
-    let mut input = Vec::new();
+    // Sized once: growing by doubling would copy, and hold two buffers at the peak.
+    let mut input =
+        Vec::with_capacity(usize::try_from(args.max_input_bytes.saturating_add(1)).unwrap_or(0));
     std::io::stdin()
         .lock()
         .take(args.max_input_bytes.saturating_add(1))
@@ -168,7 +170,19 @@ fn apply_limits(args: &DecodeArgs) -> std::io::Result<()> {
     // stdin, stdout, stderr and what the runtime opens.
     setrlimit(Resource::Nofile, fixed(16))?;
     if args.memory_bytes > 0 {
+        // mimalloc reserves a 1 GiB arena at start unless `MIMALLOC_ARENA_RESERVE=0`
+        // (the parent sets it): allocations inside a reservation made before the
+        // limit are not bounded by it. Fail closed if the space is already taken.
+        // (Measured before the limit: reading the file allocates.)
+        let size = vm_size().unwrap_or(u64::MAX);
         setrlimit(Resource::As, fixed(args.memory_bytes))?;
+        if size > args.memory_bytes {
+            return Err(std::io::Error::other(format!(
+                "{size} bytes of address space already reserved, over the limit of {} \
+                 (is MIMALLOC_ARENA_RESERVE=0 set?)",
+                args.memory_bytes
+            )));
+        }
     }
     if args.cpu_seconds > 0 {
         // The soft limit sends SIGXCPU; the hard one, a second later, SIGKILL.
@@ -181,6 +195,14 @@ fn apply_limits(args: &DecodeArgs) -> std::io::Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// This process's address-space size (`VmSize` of `/proc/self/status`), in bytes.
+fn vm_size() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("VmSize:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 fn summary_line(s: &Summary) -> String {
@@ -291,6 +313,8 @@ pub async fn decode_in_child(
     let mut child = tokio::process::Command::new(exe)
         .args(DecodeArgs::from_limits(limits).to_args())
         .env_clear()
+        // Without it mimalloc reserves 1 GiB before `main`, out of RLIMIT_AS's reach.
+        .env("MIMALLOC_ARENA_RESERVE", "0")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -486,7 +510,7 @@ mod tests {
         let text = args.to_args();
         assert_eq!(text.first().map(String::as_str), Some("decode"));
         for want in [
-            "--max-seconds-ms=600000",
+            "--max-duration-ms=600000",
             "--max-channels=8",
             "--min-rate=8000",
             "--max-rate=192000",
@@ -496,6 +520,69 @@ mod tests {
         ] {
             assert!(text.iter().any(|a| a == want), "{want} in {text:?}");
         }
+    }
+
+    fn status(raw: i32) -> ExitStatus {
+        ExitStatus::from_raw(raw)
+    }
+
+    #[test]
+    fn each_way_the_child_can_die_maps_to_an_error() {
+        let pcm = Vec::new;
+        // Killed by a signal: raw wait status is the signal number.
+        assert_eq!(
+            outcome(status(24), "", b"", pcm()).unwrap_err(),
+            DecodeError::ResourceLimit("CPU time".into())
+        );
+        assert_eq!(
+            outcome(status(9), "", b"", pcm()).unwrap_err(),
+            DecodeError::ResourceLimit("CPU time".into())
+        );
+        assert_eq!(
+            outcome(status(25), "", b"", pcm()).unwrap_err(),
+            DecodeError::ResourceLimit("file size".into())
+        );
+        assert_eq!(
+            outcome(
+                status(6),
+                "",
+                b"memory allocation of 9 bytes failed\n",
+                pcm()
+            )
+            .unwrap_err(),
+            DecodeError::ResourceLimit("memory".into())
+        );
+        assert!(matches!(
+            outcome(status(11), "", b"", pcm()).unwrap_err(),
+            DecodeError::Crashed(m) if m.contains("signal 11")
+        ));
+        // Exit code 101 (a panic): exit status is code << 8.
+        let panic = b"thread 'main' panicked at src/x.rs:1:1:\nindex out of bounds\n";
+        assert!(matches!(
+            outcome(status(101 << 8), "", panic, pcm()).unwrap_err(),
+            DecodeError::Crashed(m) if m.contains("panicked")
+        ));
+        assert_eq!(
+            outcome(status(10 << 8), "not-audio: x", b"", pcm()).unwrap_err(),
+            DecodeError::NotAudio
+        );
+        // Success must agree with what was written.
+        assert!(matches!(
+            outcome(status(0), "ok wav 8000 1 2 4", b"", vec![0; 6]).unwrap_err(),
+            DecodeError::Crashed(_)
+        ));
+        assert!(matches!(
+            outcome(status(0), "garbage", b"", vec![0; 8]).unwrap_err(),
+            DecodeError::Crashed(_)
+        ));
+        let ok = outcome(status(0), "ok wav 8000 1 2 4", b"", vec![0; 8]).unwrap();
+        assert_eq!(ok.summary.output_frames, 4);
+    }
+
+    #[test]
+    fn the_address_space_size_is_read_from_proc() {
+        let size = vm_size().unwrap();
+        assert!(size > 1024 * 1024, "{size}");
     }
 
     #[tokio::test]

@@ -124,8 +124,8 @@ pub enum FetchError {
 /// Cancel-safe: dropping the future closes the connection.
 ///
 /// # Errors
-/// Every [`FetchError`] but none other; never reads past `max_bytes + 1`... bytes of
-/// body beyond what one network read delivers.
+/// A [`FetchError`]. A body over `max_bytes` is never read further than the network
+/// read that passed the limit.
 pub async fn fetch(url: &str, s: &FetchSettings) -> Result<Fetched, FetchError> {
     match fetch_if_changed(url, &Validators::default(), s).await? {
         Fetch::Body(f) => Ok(f),

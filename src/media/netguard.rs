@@ -386,6 +386,13 @@ mod tests {
     }
 
     #[test]
+    fn each_refusal_reads_as_the_kind_of_address() {
+        assert_eq!(Refusal::Metadata.to_string(), "a cloud metadata address");
+        assert_eq!(Refusal::Loopback.to_string(), "a loopback address");
+        assert_eq!(Refusal::Denied.to_string(), "a denied network");
+    }
+
+    #[test]
     fn host_bits_below_the_prefix_do_not_matter() {
         let c: Cidr = "10.1.2.3/8".parse().unwrap();
         assert!(c.contains(ip("10.200.0.1")));

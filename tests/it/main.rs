@@ -23,6 +23,8 @@ mod crm_dialplan;
 mod directory;
 mod events;
 mod foundation;
+mod media_corpus;
+mod media_fetch;
 mod openapi;
 mod recording_file;
 mod replay;
