@@ -24,4 +24,5 @@ mod events;
 mod foundation;
 mod openapi;
 mod replay;
+mod stream;
 mod support;
