@@ -15,6 +15,7 @@ mod agi_corpus;
 mod ami_client;
 mod ami_corpus;
 mod ami_faults;
+mod audiosocket_corpus;
 mod calls;
 mod conference_audio;
 mod conversation;
