@@ -349,10 +349,11 @@ async fn ws_listener(port: u16, token: String, epoch: Instant) -> Heard {
 }
 
 /// A chunked listener that reads the response head and then nothing: its socket is
-/// kept (small receive buffer, so it fills within seconds) until dropped.
+/// kept (a 4 KiB receive buffer, so it and the server's send buffer fill within
+/// seconds instead of absorbing the whole phase) until dropped.
 async fn stuck_listener(port: u16, token: &str) -> TcpStream {
     let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(64 * 1024).expect("rcvbuf");
+    socket.set_recv_buffer_size(4096).expect("rcvbuf");
     let mut socket = socket
         .connect(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
         .await
