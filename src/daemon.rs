@@ -555,6 +555,52 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_audiosocket_settings_carry_the_section_and_an_empty_allow_means_loopback_and_the_pbxs() {
+        let vars = [
+            ("MEDCALL__AUDIOSOCKET__LISTEN", "127.0.0.1:9300"),
+            ("MEDCALL__AUDIOSOCKET__MAX_FRAME_BYTES", "2001"),
+            ("MEDCALL__AUDIOSOCKET__UUID_TIMEOUT_MS", "2002"),
+            ("MEDCALL__AUDIOSOCKET__LISTENER_QUEUE_FRAMES", "2003"),
+            ("MEDCALL__AUDIOSOCKET__LISTENER_CUT_AFTER_MS", "2004"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = Config::load(None, vars).unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let pbxs = PbxAddresses::from_entries(vec![(
+            crate::pbx::PbxName::new("main").unwrap(),
+            vec![ip("10.0.0.5")],
+        )]);
+        let s = audiosocket_settings(&config, &pbxs);
+        assert_eq!(s.listen.to_string(), "127.0.0.1:9300");
+        assert_eq!(s.max_frame_bytes, 2001);
+        assert_eq!(s.uuid_timeout, Duration::from_millis(2002));
+        assert_eq!(
+            s.fanout,
+            streams::FanOutSettings {
+                listener_queue_frames: 2003,
+                cut_after: Duration::from_millis(2004),
+            }
+        );
+        assert_eq!(
+            s.allow,
+            streams::PeerAllow {
+                loopback: true,
+                addresses: vec![ip("10.0.0.5")],
+            }
+        );
+        let vars = [("MEDCALL__AUDIOSOCKET__ALLOW", "[\"192.0.2.9\"]")]
+            .map(|(k, v)| (k.to_string(), v.to_string()));
+        let config = Config::load(None, vars).unwrap();
+        assert_eq!(
+            audiosocket_settings(&config, &pbxs).allow,
+            streams::PeerAllow {
+                loopback: false,
+                addresses: vec![ip("192.0.2.9")],
+            }
+        );
+    }
+
     #[tokio::test]
     async fn run_until_starts_the_daemon_and_returns_once_the_token_is_cancelled() {
         let dir = tempfile::tempdir().unwrap();

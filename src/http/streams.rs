@@ -166,35 +166,50 @@ fn wav(listener: StreamListener) -> Response {
     response
 }
 
+/// How one WebSocket send went.
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    Yes,
+    /// The connection failed or closed.
+    Failed,
+    /// Not done within the patience: the client stopped reading.
+    Stalled,
+}
+
 /// One WebSocket listener: the format, the frames, the close.
 async fn websocket(mut socket: WebSocket, mut listener: StreamListener, patience: Duration) {
     // A send that cannot finish within `patience` drops the socket: unlike the chunked
     // body (written by hyper), this task owns the writes and can close a stuck client.
-    let send = async |socket: &mut WebSocket, message: Message| {
-        matches!(
-            tokio::time::timeout(patience, socket.send(message)).await,
-            Ok(Ok(()))
-        )
+    let send = async |socket: &mut WebSocket, message: Message| match tokio::time::timeout(
+        patience,
+        socket.send(message),
+    )
+    .await
+    {
+        Ok(Ok(())) => Sent::Yes,
+        Ok(Err(_)) => Sent::Failed,
+        Err(_) => Sent::Stalled,
     };
-    if !send(&mut socket, Message::Text(ws_hello().into())).await {
-        return;
-    }
-    let ending = loop {
-        tokio::select! {
-            frame = listener.next() => match frame {
-                Some(frame) => {
-                    if !send(&mut socket, Message::Binary(frame)).await {
-                        return;
-                    }
-                }
-                None => break listener.ending(),
-            },
-            incoming = socket.recv() => match incoming {
-                // Pings are answered by the socket itself; anything else is ignored.
-                Some(Ok(Message::Close(_)) | Err(_)) | None => return,
-                Some(Ok(_)) => {}
-            },
-        }
+    let ending = match send(&mut socket, Message::Text(ws_hello().into())).await {
+        Sent::Yes => loop {
+            tokio::select! {
+                frame = listener.next() => match frame {
+                    Some(frame) => match send(&mut socket, Message::Binary(frame)).await {
+                        Sent::Yes => {}
+                        Sent::Failed => return,
+                        Sent::Stalled => return listener.abandon(),
+                    },
+                    None => break listener.ending(),
+                },
+                incoming = socket.recv() => match incoming {
+                    // Pings are answered by the socket itself; anything else is ignored.
+                    Some(Ok(Message::Close(_)) | Err(_)) | None => return,
+                    Some(Ok(_)) => {}
+                },
+            }
+        },
+        Sent::Failed => return,
+        Sent::Stalled => return listener.abandon(),
     };
     let (code, reason) = match ending {
         Ending::Ended => (1000, "stream ended"),
@@ -204,7 +219,7 @@ async fn websocket(mut socket: WebSocket, mut listener: StreamListener, patience
         code,
         reason: reason.into(),
     }));
-    if send(&mut socket, close).await {
+    if send(&mut socket, close).await == Sent::Yes {
         // The closing handshake: wait a little for the client's close.
         let _ = tokio::time::timeout(WS_CLOSE_WAIT, async {
             while let Some(Ok(_)) = socket.recv().await {}

@@ -326,5 +326,21 @@ impl Encoder<Frame> for AudioSocketCodec {
     }
 }
 
+/// Every frame of `bytes` read at once, up to the first error (returned with the frames
+/// before it): the reference the fuzz target and the corpus test compare a stream cut
+/// into reads against.
+pub fn decode_all(bytes: &[u8], max_frame_bytes: usize) -> (Vec<Frame>, Option<FrameError>) {
+    let mut codec = AudioSocketCodec::new(max_frame_bytes);
+    let mut buf = BytesMut::from(bytes);
+    let mut frames = Vec::new();
+    loop {
+        match codec.decode_eof(&mut buf) {
+            Ok(Some(frame)) => frames.push(frame),
+            Ok(None) => return (frames, None),
+            Err(e) => return (frames, Some(e)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

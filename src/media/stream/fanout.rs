@@ -32,21 +32,25 @@ pub enum Ending {
     Cut,
 }
 
-const ENDED: u8 = 0;
-const CUT: u8 = 1;
+const OPEN: u8 = 0;
+const ENDED: u8 = 1;
+const CUT: u8 = 2;
 
-/// How a listener's queue ended, written before its sender is dropped: a receiver that
-/// saw the queue close reads the reason that was set before it closed.
+/// How a listener's queue ended, set once (the first of "ended" and "cut" wins) and
+/// before its sender is dropped: a receiver that saw its queue close reads the reason.
 #[derive(Debug, Default)]
 pub(super) struct EndMark(AtomicU8);
 
 impl EndMark {
-    fn set(&self, ending: Ending) {
+    /// Marks the ending; false when it was already marked.
+    pub(super) fn set(&self, ending: Ending) -> bool {
         let v = match ending {
             Ending::Ended => ENDED,
             Ending::Cut => CUT,
         };
-        self.0.store(v, Ordering::Release);
+        self.0
+            .compare_exchange(OPEN, v, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
     pub(super) fn get(&self) -> Ending {
@@ -277,6 +281,20 @@ mod tests {
             }
         );
         assert_eq!(fanout.len(), 1);
+    }
+
+    #[test]
+    fn the_first_ending_marked_is_the_one_kept() {
+        let mark = EndMark::default();
+        assert_eq!(mark.get(), Ending::Ended, "read as ended while open");
+        assert!(mark.set(Ending::Cut));
+        assert!(!mark.set(Ending::Ended));
+        assert!(!mark.set(Ending::Cut));
+        assert_eq!(mark.get(), Ending::Cut);
+        let mark = EndMark::default();
+        assert!(mark.set(Ending::Ended));
+        assert!(!mark.set(Ending::Cut));
+        assert_eq!(mark.get(), Ending::Ended);
     }
 
     #[test]

@@ -362,6 +362,14 @@ impl StreamListener {
     pub fn ending(&self) -> Ending {
         self.end.get()
     }
+
+    /// Gives this listener up as too slow (its client stopped taking data): counted as
+    /// cut, unless the stream had already ended or cut it.
+    pub fn abandon(self) {
+        if self.end.set(Ending::Cut) {
+            self.metrics.listeners_cut.inc();
+        }
+    }
 }
 
 impl Drop for StreamListener {
