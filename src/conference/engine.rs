@@ -1305,14 +1305,31 @@ impl Engine {
 
     /// `call.audio/stop` / `call.stream/stop`: every live leg of `role` is hung up.
     fn stop_helpers(&mut self, step: &mut Step, op: OpId, thread: &ThreadId, role: Role) {
+        let stopped = ApiHangup::Stopped;
+        self.hang_up_where(step, op, thread, OpKind::StopMedia, stopped, |l| {
+            l.role == role
+        });
+    }
+
+    /// Opens `op` and hangs up every live leg `pick` chooses, marked as hung up by the
+    /// API for `why`; answered once every hangup was answered.
+    fn hang_up_where(
+        &mut self,
+        step: &mut Step,
+        op: OpId,
+        thread: &ThreadId,
+        kind: OpKind,
+        why: ApiHangup,
+        pick: impl Fn(&LegRecord) -> bool,
+    ) {
         let Engine { rooms, pending, .. } = self;
         let Some(room) = active_room(rooms, step, thread, op) else {
             return;
         };
-        pending.open(op, OpKind::StopMedia);
+        pending.open(op, kind);
         for leg in room.legs.values_mut() {
-            if leg.rec.role == role && leg.is_live() {
-                leg.api.get_or_insert(ApiHangup::Stopped);
+            if leg.is_live() && pick(&leg.rec) {
+                leg.api.get_or_insert(why);
                 pending.hang_up(step, &room.call.key, leg, Some(op));
             }
         }
@@ -1400,20 +1417,11 @@ impl Engine {
     }
 
     fn exclude(&mut self, step: &mut Step, op: OpId, thread: &ThreadId, users: &[UserId]) {
-        let Engine { rooms, pending, .. } = self;
-        let Some(room) = active_room(rooms, step, thread, op) else {
-            return;
-        };
-        pending.open(op, OpKind::Exclude);
         let users: HashSet<&UserId> = users.iter().collect();
-        for leg in room.legs.values_mut() {
-            let theirs = leg.rec.user.as_ref().is_some_and(|u| users.contains(u));
-            if theirs && leg.is_live() {
-                leg.api.get_or_insert(ApiHangup::Excluded);
-                pending.hang_up(step, &room.call.key, leg, Some(op));
-            }
-        }
-        pending.finish(op, step);
+        let excluded = ApiHangup::Excluded;
+        self.hang_up_where(step, op, thread, OpKind::Exclude, excluded, |l| {
+            l.user.as_ref().is_some_and(|u| users.contains(u))
+        });
     }
 
     fn pause(

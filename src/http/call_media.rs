@@ -39,6 +39,22 @@ pub fn new_token() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
+/// The team and thread of a `{threadId}` request, checked: the key may act for the
+/// team, the body is a JSON object with a valid `threadId`, the thread's open call (if
+/// any) is the team's.
+async fn thread_request(
+    app: &AppState,
+    team_id: &str,
+    principal: &Principal,
+    raw: Body,
+) -> Result<(TeamId, ThreadId), EnvelopeError> {
+    let team = team(principal, team_id)?;
+    let body = body(app, raw).await?;
+    let thread = thread(&body)?;
+    check_thread_team(conference(app)?, &thread, &team).await?;
+    Ok((team, thread))
+}
+
 /// The thread must have an open call of the path's team (404 otherwise).
 async fn require_call(
     handle: &ConferenceHandle,
@@ -242,11 +258,8 @@ async fn stop_helpers(
     stream: bool,
 ) -> Response {
     let run = async {
-        let team = team(&principal, &team_id)?;
-        let body = body(&app, raw).await?;
-        let thread = thread(&body)?;
+        let (_, thread) = thread_request(&app, &team_id, &principal, raw).await?;
         let handle = conference(&app)?;
-        check_thread_team(handle, &thread, &team).await?;
         let command = if stream {
             Command::StopStream { thread }
         } else {
@@ -281,11 +294,8 @@ pub async fn start_stream(
     raw: Body,
 ) -> Response {
     let run = async {
-        let team = team(&principal, &team_id)?;
-        let body = body(&app, raw).await?;
-        let thread = thread(&body)?;
+        let (_, thread) = thread_request(&app, &team_id, &principal, raw).await?;
         let handle = conference(&app)?;
-        check_thread_team(handle, &thread, &team).await?;
         let ticket = app.streams.open();
         let Some(dial) = handle.stream_dial(&ticket.uuid) else {
             app.streams.discard(&ticket.uuid);
@@ -348,11 +358,8 @@ pub async fn start_recording(
     raw: Body,
 ) -> Response {
     let run = async {
-        let team = team(&principal, &team_id)?;
-        let body = body(&app, raw).await?;
-        let thread = thread(&body)?;
+        let (_, thread) = thread_request(&app, &team_id, &principal, raw).await?;
         let handle = conference(&app)?;
-        check_thread_team(handle, &thread, &team).await?;
         let command = Command::StartRecording {
             thread,
             token: new_token(),
@@ -387,11 +394,8 @@ pub async fn stop_recording(
     raw: Body,
 ) -> Response {
     let run = async {
-        let team = team(&principal, &team_id)?;
-        let body = body(&app, raw).await?;
-        let thread = thread(&body)?;
+        let (team, thread) = thread_request(&app, &team_id, &principal, raw).await?;
         let handle = conference(&app)?;
-        check_thread_team(handle, &thread, &team).await?;
         let stopped = match execute(
             handle,
             Command::StopRecording {
