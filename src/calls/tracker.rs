@@ -92,6 +92,9 @@ pub struct CallTracker {
     /// Asterisk sends `OriginateResponse` outside the stasis message bus, so it can
     /// overtake the events of the channel it names.
     early_reasons: Map<String, (Option<i64>, DateTime<Utc>)>,
+    /// Conferences joined by channels whose `Newchannel` has not come yet (under load
+    /// Asterisk can report the join first): applied to the leg when it appears.
+    early_conferences: Map<String, String>,
     /// Legs moved to a call key's call (uniqueid → key, and when moved or ended): their
     /// CDR names the channel's own `Linkedid` and comes after the `Hangup`, when the leg
     /// is forgotten, so it is filed by this instead. Empty unless legs moved.
@@ -142,6 +145,7 @@ impl CallTracker {
                 .map(|c| (c.name.clone(), c))
                 .collect(),
             early_reasons: Map::default(),
+            early_conferences: Map::default(),
             moved: Map::default(),
             pending: Pending::default(),
         }
@@ -301,6 +305,7 @@ impl CallTracker {
         if let Some((reason, _)) = self.early_reasons.remove(&uniqueid) {
             leg.originate_reason = reason;
         }
+        leg.conference = self.early_conferences.remove(&uniqueid);
         fill_leg(&mut leg, ev);
         if leg.state.as_deref() == Some("Up") {
             leg.answered_at = Some(at);
@@ -539,6 +544,16 @@ impl CallTracker {
                         None
                     };
                     self.touch(&uid);
+                } else if name == "ConfbridgeJoin" {
+                    // Bounded: past the cap the oldest guesses go (a lost membership is
+                    // a conference name missing on a leg, never a wrong one).
+                    if self.early_conferences.len() >= MAX_EARLY_REASONS {
+                        self.early_conferences.clear();
+                    }
+                    self.early_conferences
+                        .insert(uid.into_owned(), conf.clone());
+                } else {
+                    self.early_conferences.remove(uid.as_ref());
                 }
             }
         }
@@ -1284,6 +1299,21 @@ mod tests {
             out.iter()
                 .any(|c| matches!(c, CallChange::Conference(r) if r.ended_at == Some(t(3))))
         );
+    }
+
+    #[test]
+    fn a_join_reported_before_the_legs_newchannel_still_puts_the_leg_in_the_conference() {
+        let mut tr = CallTracker::new("rig", vec![], vec![], vec![]);
+        tr.apply(&Ev::parse("Event: ConfbridgeJoin\nConference: thread-1\nUniqueid: 9.0\nChannel: Local/a@b-1;2"), t(1));
+        tr.apply(&Ev::parse("Event: ConfbridgeJoin\nConference: thread-1\nUniqueid: 8.0\nChannel: Local/c@b-1;2"), t(1));
+        tr.apply(
+            &Ev::parse("Event: ConfbridgeLeave\nConference: thread-1\nUniqueid: 8.0"),
+            t(1),
+        );
+        let out = tr.apply(&newchannel("9.0", "9.0", "Local/a@b-1;2", "Up"), t(2));
+        assert_eq!(legs(&out)[0].conference.as_deref(), Some("thread-1"));
+        let out = tr.apply(&newchannel("8.0", "8.0", "Local/c@b-1;2", "Up"), t(2));
+        assert_eq!(legs(&out)[0].conference, None, "it left before it appeared");
     }
 
     fn originate_response(uid: &str, reason: &str) -> Ev {
