@@ -46,6 +46,7 @@ pub struct Config {
     pub calls: CallsConfig,
     pub media: MediaConfig,
     pub audiosocket: AudioSocketConfig,
+    pub booking: BookingConfig,
     #[serde(default)]
     pub pbx: Vec<PbxConfig>,
     #[serde(default)]
@@ -213,6 +214,44 @@ pub struct AudioSocketConfig {
     pub listener_queue_frames: usize,
     /// A listener whose queue stays full this long is cut off, in milliseconds.
     pub listener_cut_after_ms: u64,
+}
+
+/// Booking of timetable cells (seed 004; SPEC §3, §7).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookingConfig {
+    /// How far a request's `X-Timestamp` may be from medcall's clock, either way, in s.
+    pub signature_window_s: u64,
+    /// How often lapsed holds are marked expired, in ms (a lapsed hold stops counting
+    /// the moment it lapses whatever this is).
+    pub sweep_interval_ms: u64,
+    /// Most booking writes committed together (one fsync for all of them).
+    pub group_commit_max: usize,
+    /// The clients allowed to book, each with its signing secret.
+    #[serde(default)]
+    pub clients: Vec<BookingClientConfig>,
+}
+
+/// A booking client: the `X-Client-Id` it signs as, and its HMAC secret.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BookingClientConfig {
+    /// `X-Client-Id`: 1–64 characters of `A-Za-z0-9._-`.
+    pub id: String,
+    /// Shown in a ticket's history (`client.name`); default: the id.
+    #[serde(default)]
+    pub name: String,
+    /// The HMAC-SHA256 key, at least 16 characters.
+    pub secret: Secret,
+    /// The ticket's `source` and `sourceName` (default 0, `Internet`).
+    #[serde(default)]
+    pub source: i64,
+    #[serde(default = "default_source_name")]
+    pub source_name: String,
+}
+
+fn default_source_name() -> String {
+    "Internet".to_string()
 }
 
 /// How every AMI connection behaves (one `[ami]` section for all `[[pbx]]` entries).
@@ -397,6 +436,52 @@ impl Config {
                     ));
                 }
             }
+        }
+        let mut client_ids = BTreeSet::new();
+        for (i, client) in self.booking.clients.iter().enumerate() {
+            let id_ok = (1..=64).contains(&client.id.len())
+                && client
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+            if !id_ok {
+                return Err(invalid(
+                    format!("booking.clients[{i}].id"),
+                    "must be 1-64 characters of A-Za-z0-9._-",
+                ));
+            }
+            if !client_ids.insert(client.id.as_str()) {
+                return Err(invalid(
+                    format!("booking.clients[{i}].id"),
+                    "duplicate booking client id",
+                ));
+            }
+            if client.secret.expose().chars().count() < 16 {
+                return Err(invalid(
+                    format!("booking.clients[{i}].secret"),
+                    "must be at least 16 characters",
+                ));
+            }
+            for (key, value) in [("name", &client.name), ("source_name", &client.source_name)] {
+                if value.chars().any(char::is_control) || value.chars().count() > 256 {
+                    return Err(invalid(
+                        format!("booking.clients[{i}].{key}"),
+                        "must be at most 256 characters, none a control character",
+                    ));
+                }
+            }
+        }
+        if self.booking.signature_window_s == 0 || self.booking.signature_window_s > 3600 {
+            return Err(invalid(
+                "booking.signature_window_s".into(),
+                "must be 1-3600 seconds",
+            ));
+        }
+        if self.booking.group_commit_max == 0 || self.booking.sweep_interval_ms == 0 {
+            return Err(invalid(
+                "booking".into(),
+                "group_commit_max and sweep_interval_ms must be positive",
+            ));
         }
         if !self.calls.pbx.is_empty() && !self.pbx.iter().any(|p| p.name.as_str() == self.calls.pbx)
         {

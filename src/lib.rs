@@ -6,6 +6,7 @@ pub mod agi;
 pub mod ami;
 pub mod auth;
 pub mod backoff;
+pub mod booking;
 pub mod calls;
 pub mod conference;
 pub mod config;

@@ -27,6 +27,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("migrations/0007_conference.sql"),
     ),
     (8, "media", include_str!("migrations/0008_media.sql")),
+    (9, "booking", include_str!("migrations/0009_booking.sql")),
 ];
 
 /// Applies every migration newer than the database's `user_version`, each in its own
