@@ -62,6 +62,9 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("the store thread has stopped")]
     Closed,
+    /// The commit shared by a group of writes failed: none of them is stored.
+    #[error("group commit failed: {0}")]
+    GroupCommit(String),
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -86,7 +89,20 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+/// Work for the store thread.
+enum Job {
+    /// Runs alone, with the connection to itself.
+    Solo(Box<dyn FnOnce(&mut Connection) + Send>),
+    /// Runs in a savepoint of a transaction shared with the grouped jobs queued behind
+    /// it, committed once for all of them ([`Store::grouped`]); returns what to do once
+    /// that commit is known.
+    Grouped(GroupedJob),
+}
+
+/// Given the open transaction's connection, or why the transaction could not begin.
+type GroupedJob = Box<dyn FnOnce(Result<&Connection, &str>) -> Finish + Send>;
+/// Told whether the shared commit succeeded (its error as text: one error, many jobs).
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
 
 /// How far a committed transaction is guaranteed to have gone when the commit returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,11 +120,20 @@ pub enum Durability {
 }
 
 /// A cloneable handle to the store thread.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Store {
     jobs: mpsc::Sender<Job>,
     path: PathBuf,
 }
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Most grouped jobs one commit takes (`Store::open_with_group`).
+pub const DEFAULT_GROUP_MAX: usize = 512;
 
 impl Store {
     /// Opens (creating if needed) the database at `path`, applies pending migrations and
@@ -117,6 +142,14 @@ impl Store {
     /// # Errors
     /// The directory cannot be made, the file cannot be opened, or a migration fails.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_group(path, DEFAULT_GROUP_MAX)
+    }
+
+    /// Like [`Store::open`], committing at most `group_max` grouped jobs together.
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with_group(path: &Path, group_max: usize) -> Result<Store, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
                 path: dir.to_path_buf(),
@@ -128,12 +161,7 @@ impl Store {
         let (jobs, rx) = mpsc::channel::<Job>();
         thread::Builder::new()
             .name("medcall-store".into())
-            .spawn(move || {
-                // Jobs run in order; the loop ends when every Store handle is gone.
-                while let Ok(job) = rx.recv() {
-                    job(&mut conn);
-                }
-            })
+            .spawn(move || run_jobs(&mut conn, &rx, group_max.max(1)))
             .map_err(|source| StoreError::DataDir {
                 path: path.to_path_buf(),
                 source,
@@ -163,10 +191,49 @@ impl Store {
         let (tx, rx) = oneshot::channel();
         let span = tracing::Span::current();
         self.jobs
-            .send(Box::new(move |conn| {
+            .send(Job::Solo(Box::new(move |conn| {
                 let _entered = span.enter();
                 let _ = tx.send(f(conn));
-            }))
+            })))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `f` in a transaction shared with the other grouped writes queued at the
+    /// same time, committed `Durability::Disk` once for all of them: many acknowledged
+    /// writes, one fsync. `f` runs alone on the store thread, after every job queued
+    /// before it, so what it reads is what the earlier jobs wrote: a check and the write
+    /// it allows are as serial as in their own transaction. `f` runs in a savepoint: an
+    /// `Err` undoes only its own writes. The answer is sent only after the commit; if the
+    /// commit fails, every job of the group gets [`StoreError::GroupCommit`].
+    ///
+    /// Cancel-safety: as [`Store::call`].
+    ///
+    /// # Errors
+    /// Whatever `f` returns, the shared commit's failure, or [`StoreError::Closed`].
+    pub async fn grouped<R, F>(&self, f: F) -> Result<R, StoreError>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let span = tracing::Span::current();
+        self.jobs
+            .send(Job::Grouped(Box::new(move |conn| {
+                let out = match conn {
+                    Ok(conn) => {
+                        let _entered = span.enter();
+                        in_savepoint(conn, f)
+                    }
+                    Err(e) => Err(StoreError::GroupCommit(e.to_string())),
+                };
+                Box::new(move |committed| {
+                    let _ = tx.send(match committed {
+                        Ok(()) => out,
+                        Err(e) => Err(StoreError::GroupCommit(e)),
+                    });
+                })
+            })))
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -217,6 +284,75 @@ impl Store {
         })
         .await
     }
+}
+
+/// The store thread: jobs in order until every [`Store`] handle is gone. A grouped job
+/// takes the grouped jobs queued behind it (up to `group_max`) into its transaction; a
+/// solo job found while gathering runs right after that group's commit, so the order
+/// of jobs is kept.
+fn run_jobs(conn: &mut Connection, rx: &mpsc::Receiver<Job>, group_max: usize) {
+    let mut next = rx.recv().ok();
+    while let Some(job) = next.take() {
+        match job {
+            Job::Solo(f) => f(conn),
+            Job::Grouped(first) => {
+                let mut group = vec![first];
+                while group.len() < group_max {
+                    match rx.try_recv() {
+                        Ok(Job::Grouped(g)) => group.push(g),
+                        Ok(solo) => {
+                            next = Some(solo);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                run_group(conn, group);
+            }
+        }
+        if next.is_none() {
+            next = rx.recv().ok();
+        }
+    }
+}
+
+/// One transaction for `group`, committed once; then each job hears the outcome.
+fn run_group(conn: &mut Connection, group: Vec<GroupedJob>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let e = e.to_string();
+        tracing::error!(error = %e, "cannot begin a group transaction");
+        for job in group {
+            // Told why instead of run: outside a transaction its writes would not be one.
+            job(Err(&e))(Err(e.clone()));
+        }
+        return;
+    }
+    let finishes: Vec<Finish> = group.into_iter().map(|job| job(Ok(conn))).collect();
+    let committed = conn.execute_batch("COMMIT").map_err(|e| {
+        let text = e.to_string();
+        let _ = conn.execute_batch("ROLLBACK");
+        text
+    });
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, jobs = finishes.len(), "a group commit failed");
+    }
+    for finish in finishes {
+        finish(committed.clone());
+    }
+}
+
+/// `f` in a savepoint: released on `Ok`, rolled back on `Err`.
+fn in_savepoint<R>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<R, StoreError>,
+) -> Result<R, StoreError> {
+    conn.execute_batch("SAVEPOINT medcall_job")?;
+    let out = f(conn);
+    match &out {
+        Ok(_) => conn.execute_batch("RELEASE medcall_job")?,
+        Err(_) => conn.execute_batch("ROLLBACK TO medcall_job; RELEASE medcall_job")?,
+    }
+    out
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -312,6 +448,134 @@ mod tests {
         let store = Store::open(&path).unwrap();
         let page_size: i64 = pragma(&store, "page_size").await;
         assert_eq!(page_size, 4_096);
+    }
+
+    /// `f`, polled once (so its job is queued now, in call order), to be awaited later.
+    fn queued<F: std::future::Future>(f: F) -> std::pin::Pin<Box<F>> {
+        let mut f = Box::pin(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(f.as_mut().poll(&mut cx).is_pending());
+        f
+    }
+
+    /// A solo job holding the store thread until `release` is dropped, so the jobs queued
+    /// meanwhile are gathered into one group.
+    fn hold_thread(store: &Store) -> std::sync::mpsc::Sender<()> {
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let held = store.call(move |_| {
+            let _ = wait.recv();
+            Ok(())
+        });
+        std::mem::drop(queued(held));
+        release
+    }
+
+    async fn table(store: &Store, sql: &'static str) {
+        store.call(move |c| Ok(c.execute_batch(sql)?)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn grouped_jobs_run_in_order_each_in_its_savepoint_and_share_one_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        table(&store, "CREATE TABLE t (x INTEGER)").await;
+        let release = hold_thread(&store);
+        let insert = |x: i64, fail: bool| {
+            store.grouped(move |c| {
+                assert!(!c.is_autocommit(), "inside the group's transaction");
+                c.execute("INSERT INTO t VALUES (?1)", [x])?;
+                if fail {
+                    return Err(StoreError::Closed);
+                }
+                Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))?)
+            })
+        };
+        let first = queued(insert(1, false));
+        let failing = queued(insert(2, true));
+        let third = queued(insert(3, false));
+        drop(release);
+        assert_eq!(first.await.unwrap(), 1);
+        assert!(matches!(failing.await, Err(StoreError::Closed)));
+        assert_eq!(third.await.unwrap(), 2, "the failed job's row was undone");
+        let rows: Vec<i64> = store
+            .call(|c| {
+                let mut st = c.prepare("SELECT x FROM t ORDER BY x")?;
+                let rows = st.query_map([], |r| r.get(0))?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(rows, vec![1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_failed_group_commit_fails_every_job_of_the_group_and_no_other() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("m.db")).unwrap();
+        // A deferred foreign key is checked at COMMIT: a job can pass its savepoint and
+        // still make the shared commit fail.
+        table(
+            &store,
+            "CREATE TABLE p (id INTEGER PRIMARY KEY);
+             CREATE TABLE c (p INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED);
+             CREATE TABLE t (x INTEGER)",
+        )
+        .await;
+        let release = hold_thread(&store);
+        let good = queued(store.grouped(|c| Ok(c.execute("INSERT INTO t VALUES (1)", [])?)));
+        let orphan = queued(store.grouped(|c| Ok(c.execute("INSERT INTO c VALUES (99)", [])?)));
+        drop(release);
+        assert!(matches!(good.await, Err(StoreError::GroupCommit(_))));
+        assert!(matches!(orphan.await, Err(StoreError::GroupCommit(_))));
+        // The next group commits: the failed one left no transaction open.
+        let later = store
+            .grouped(|c| Ok(c.execute("INSERT INTO t VALUES (2)", [])?))
+            .await;
+        assert_eq!(later.unwrap(), 1);
+        let rows: i64 = store
+            .call(|c| Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?))
+            .await
+            .unwrap();
+        assert_eq!(rows, 1, "only the later job's row");
+    }
+
+    #[tokio::test]
+    async fn a_solo_job_between_grouped_ones_runs_after_the_first_group_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with_group(&dir.path().join("m.db"), 2).unwrap();
+        table(
+            &store,
+            "CREATE TABLE p (id INTEGER PRIMARY KEY);
+             CREATE TABLE c (p INTEGER REFERENCES p (id) DEFERRABLE INITIALLY DEFERRED);
+             CREATE TABLE t (x INTEGER)",
+        )
+        .await;
+        let release = hold_thread(&store);
+        let count = |c: &Connection| -> Result<i64, StoreError> {
+            Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?)
+        };
+        let insert = |x: i64| {
+            store.grouped(move |c| {
+                c.execute("INSERT INTO t VALUES (?1)", [x])?;
+                count(c)
+            })
+        };
+        let g1 = queued(insert(1));
+        let solo = queued(store.call(move |c| Ok((c.is_autocommit(), count(c)?))));
+        let g2 = queued(insert(2));
+        // Fails the commit of its group: g2 and g3 are one group of two, g4 the next.
+        let g3 = queued(store.grouped(|c| Ok(c.execute("INSERT INTO c VALUES (9)", [])? as i64)));
+        let g4 = queued(insert(4));
+        drop(release);
+        assert_eq!(g1.await.unwrap(), 1);
+        assert_eq!(
+            solo.await.unwrap(),
+            (true, 1),
+            "after g1's commit, outside any transaction"
+        );
+        assert!(matches!(g2.await, Err(StoreError::GroupCommit(_))));
+        assert!(matches!(g3.await, Err(StoreError::GroupCommit(_))));
+        assert_eq!(g4.await.unwrap(), 2, "in a group of its own, after g2 was undone");
     }
 
     #[tokio::test]
