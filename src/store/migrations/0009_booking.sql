@@ -54,9 +54,9 @@ CREATE TABLE booking_tickets (
     patient_name  TEXT,
     birth_date    TEXT
 ) WITHOUT ROWID;
--- The capacity check: a cell's live tickets.
-CREATE INDEX booking_tickets_live ON booking_tickets (cell_guid, expires_at)
-    WHERE state IN ('held', 'appointment');
+-- The capacity check: a cell's holds (its appointments are `booked_count`).
+CREATE INDEX booking_tickets_held ON booking_tickets (cell_guid, expires_at)
+    WHERE state = 'held';
 -- The sweeper: holds by when they lapse.
 CREATE INDEX booking_tickets_holds ON booking_tickets (expires_at) WHERE state = 'held';
 -- 4008: a patient's appointments.
