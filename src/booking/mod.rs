@@ -9,5 +9,6 @@
 
 pub mod model;
 pub mod rules;
+pub mod ticket;
 
 pub use model::{AgeCategory, AgeMask, Guid, UtcOffset};

@@ -174,8 +174,7 @@ pub fn reserve(
         TimeTable::NotAGuid => return Err(Refusal::NotFound),
         TimeTable::Cell(guid) => guid,
     };
-    let (Some(lpu_guid), Some(lpu), Some(cell)) = (&facts.lpu_guid, &facts.lpu, &facts.cell)
-    else {
+    let (Some(lpu_guid), Some(lpu), Some(cell)) = (&facts.lpu_guid, &facts.lpu, &facts.cell) else {
         return Err(Refusal::NotFound);
     };
     if &cell.lpu_guid != lpu_guid {
@@ -372,15 +371,18 @@ pub fn confirm(
             return Err(Refusal::Taken);
         }
     }
-    if facts.patient.as_ref().is_some_and(|p| p.self_booking_forbidden) {
+    if facts
+        .patient
+        .as_ref()
+        .is_some_and(|p| p.self_booking_forbidden)
+    {
         return Err(Refusal::SelfBookingForbidden);
     }
     if facts.dispensary_required {
-        let registered = facts.patient.as_ref().is_some_and(|p| {
-            p.dispensary
-                .iter()
-                .any(|s| same_name(s, &facts.speciality))
-        });
+        let registered = facts
+            .patient
+            .as_ref()
+            .is_some_and(|p| p.dispensary.iter().any(|s| same_name(s, &facts.speciality)));
         if !registered {
             return Err(Refusal::NotOnDispensaryRegister);
         }

@@ -10,6 +10,8 @@ use rusqlite::Row;
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 use serde::de::DeserializeOwned;
 
+use crate::booking::Guid;
+use crate::booking::rules::TicketState;
 use crate::conference::engine::{
     CallPhase, CallResult, Direction, EndReason, LegState, RecordingState, Role,
 };
@@ -112,6 +114,16 @@ stored_word!(
     RequestStatus,
     [RequestStatus::Open, RequestStatus::Closed],
     "open or closed"
+);
+stored_word!(
+    TicketState,
+    [
+        TicketState::Held,
+        TicketState::Appointment,
+        TicketState::Cancelled,
+        TicketState::Expired
+    ],
+    "held, appointment, cancelled or expired"
 );
 stored_word!(CdrSource, [CdrSource::Api, CdrSource::Ami], "api or ami");
 stored_word!(
@@ -224,6 +236,7 @@ stored_text!(TeamId, "a team id (24 lowercase hex digits)");
 stored_text!(UserId, "a user id (24 lowercase hex digits)");
 stored_text!(ThreadId, "a thread id (24 lowercase hex digits)");
 stored_text!(DoctorGuid, "a doctor's GUID in lowercase");
+stored_text!(Guid, "a GUID in lowercase");
 stored_text!(Endpoint, "a dial string (TECH/resource)");
 stored_text!(
     InboundNumber,

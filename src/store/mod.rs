@@ -13,6 +13,7 @@
 //! column decodes strictly (`column`): what cannot be read is [`StoreError::BadValue`],
 //! never a default.
 
+mod booking;
 mod calls;
 mod column;
 mod conference;
@@ -22,6 +23,7 @@ mod keys;
 mod migrations;
 mod time;
 
+pub use booking::{Render, ReplayKey, StoredAnswer};
 pub use calls::{AgiSessionRow, CallDetailRow, CallFilter, CallRow, EventRow, LegRow, LiveState};
 pub use column::BadValue;
 pub use conference::{CallWithLegs, MediaFile, RecordingFacts, StoredRecording};
@@ -471,7 +473,10 @@ mod tests {
     }
 
     async fn table(store: &Store, sql: &'static str) {
-        store.call(move |c| Ok(c.execute_batch(sql)?)).await.unwrap();
+        store
+            .call(move |c| Ok(c.execute_batch(sql)?))
+            .await
+            .unwrap();
     }
 
     #[tokio::test]
@@ -575,7 +580,11 @@ mod tests {
         );
         assert!(matches!(g2.await, Err(StoreError::GroupCommit(_))));
         assert!(matches!(g3.await, Err(StoreError::GroupCommit(_))));
-        assert_eq!(g4.await.unwrap(), 2, "in a group of its own, after g2 was undone");
+        assert_eq!(
+            g4.await.unwrap(),
+            2,
+            "in a group of its own, after g2 was undone"
+        );
     }
 
     #[tokio::test]

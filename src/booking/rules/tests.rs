@@ -120,7 +120,17 @@ fn a_request_breaking_two_rules_gets_the_first_rules_code() {
     cell.taken = 2;
     assert_eq!(code(reserve(&a, &x, now)), 4036);
     a.time_table = TimeTable::Cell(guid(3));
-    assert_eq!(code(reserve(&a, &ReservationFacts { cell: None, ..x.clone() }, now)), 4040);
+    assert_eq!(
+        code(reserve(
+            &a,
+            &ReservationFacts {
+                cell: None,
+                ..x.clone()
+            },
+            now
+        )),
+        4040
+    );
     a.time_table = TimeTable::Cell(guid(2));
     assert_eq!(code(reserve(&a, &x, now)), 4005);
     x.lpu.as_mut().unwrap().is_children_polyclinic = false;
@@ -140,7 +150,13 @@ fn a_request_breaking_two_rules_gets_the_first_rules_code() {
 #[test]
 fn every_refusal_has_the_seeds_status_type_and_message() {
     let cases = [
-        (Refusal::BadSignature, 5009, 403, "Error", "Подпись запроса некорректна"),
+        (
+            Refusal::BadSignature,
+            5009,
+            403,
+            "Error",
+            "Подпись запроса некорректна",
+        ),
         (
             Refusal::EmptyTimeTable,
             4036,
@@ -148,15 +164,60 @@ fn every_refusal_has_the_seeds_status_type_and_message() {
             "Error",
             "Время и гайд врача или гайд ячейки расписания не должны быть пустыми",
         ),
-        (Refusal::NotFound, 4040, 404, "Error", "ЛПУ, ячейка расписания или запись на прием не найдены"),
-        (Refusal::ChildrenOnly, 4005, 400, "Validation", "Вы пытаетесь записаться в детское учреждение. Запись пациентов старше 18 лет запрещена."),
-        (Refusal::AgeGroup, 4029, 400, "Validation", "Запись недоступна для данной возрастной группы. Сотрудниками МО было установлено ограничение по возрасту при записи на прием."),
-        (Refusal::Taken, 4009, 400, "Validation", "Это время уже занято. Выберите другое свободное время приема."),
-        (Refusal::Invalid("x".into()), 4000, 400, "Validation", "Некорректный запрос: x"),
-        (Refusal::SelfBookingForbidden, 4007, 400, "Validation", "Вам запрещена самостоятельная запись на прием через интернет или инфомат. Для записи на прием обратитесь в регистратуру медицинского учреждения лично или по телефону."),
-        (Refusal::NotOnDispensaryRegister, 4007, 400, "Validation", "Вы не состоите на диспансерном учете у данного специалиста. Запись невозможна."),
         (
-            Refusal::AlreadyBooked { doctor: "Петрова М. И.".into(), at: "18.04.2019 08:45".into() },
+            Refusal::NotFound,
+            4040,
+            404,
+            "Error",
+            "ЛПУ, ячейка расписания или запись на прием не найдены",
+        ),
+        (
+            Refusal::ChildrenOnly,
+            4005,
+            400,
+            "Validation",
+            "Вы пытаетесь записаться в детское учреждение. Запись пациентов старше 18 лет запрещена.",
+        ),
+        (
+            Refusal::AgeGroup,
+            4029,
+            400,
+            "Validation",
+            "Запись недоступна для данной возрастной группы. Сотрудниками МО было установлено ограничение по возрасту при записи на прием.",
+        ),
+        (
+            Refusal::Taken,
+            4009,
+            400,
+            "Validation",
+            "Это время уже занято. Выберите другое свободное время приема.",
+        ),
+        (
+            Refusal::Invalid("x".into()),
+            4000,
+            400,
+            "Validation",
+            "Некорректный запрос: x",
+        ),
+        (
+            Refusal::SelfBookingForbidden,
+            4007,
+            400,
+            "Validation",
+            "Вам запрещена самостоятельная запись на прием через интернет или инфомат. Для записи на прием обратитесь в регистратуру медицинского учреждения лично или по телефону.",
+        ),
+        (
+            Refusal::NotOnDispensaryRegister,
+            4007,
+            400,
+            "Validation",
+            "Вы не состоите на диспансерном учете у данного специалиста. Запись невозможна.",
+        ),
+        (
+            Refusal::AlreadyBooked {
+                doctor: "Петрова М. И.".into(),
+                at: "18.04.2019 08:45".into(),
+            },
             4008,
             400,
             "Validation",
@@ -184,7 +245,10 @@ fn held(expires: &str) -> TicketFacts {
 fn a_hold_lapses_at_its_expiry_whether_swept_or_not() {
     let h = held("2030-01-01T09:10:00Z");
     assert_eq!(state_at(&h, t("2030-01-01T09:09:59Z")), TicketState::Held);
-    assert_eq!(state_at(&h, t("2030-01-01T09:10:00Z")), TicketState::Expired);
+    assert_eq!(
+        state_at(&h, t("2030-01-01T09:10:00Z")),
+        TicketState::Expired
+    );
     assert!(lapsed_unswept(&h, t("2030-01-01T09:10:00Z")));
     assert!(!lapsed_unswept(&h, t("2030-01-01T09:09:00Z")));
     let appointment = TicketFacts {
@@ -240,19 +304,29 @@ fn confirm_facts() -> ConfirmFacts {
     }
 }
 
-fn confirm_code(p: Result<&PatientAsk, String>, f: &ConfirmFacts, now: &str) -> Result<Confirmation, u16> {
+fn confirm_code(
+    p: Result<&PatientAsk, String>,
+    f: &ConfirmFacts,
+    now: &str,
+) -> Result<Confirmation, u16> {
     confirm(p, f, t(now)).map_err(|e| e.code())
 }
 
 #[test]
 fn confirming_a_live_hold_for_a_known_or_unknown_patient() {
     let p = patient();
-    assert_eq!(confirm_code(Ok(&p), &confirm_facts(), NOW), Ok(Confirmation::Confirm));
+    assert_eq!(
+        confirm_code(Ok(&p), &confirm_facts(), NOW),
+        Ok(Confirmation::Confirm)
+    );
     let unknown = ConfirmFacts {
         patient: None,
         ..confirm_facts()
     };
-    assert_eq!(confirm_code(Ok(&p), &unknown, NOW), Ok(Confirmation::Confirm));
+    assert_eq!(
+        confirm_code(Ok(&p), &unknown, NOW),
+        Ok(Confirmation::Confirm)
+    );
     let required = ConfirmFacts {
         dispensary_required: true,
         ..confirm_facts()
@@ -280,7 +354,8 @@ fn each_confirmation_rule_answers_its_code_in_order() {
         Err(4000)
     );
     assert_eq!(
-        with(&|x| x.patient.as_mut().unwrap().birth_date = NaiveDate::from_ymd_opt(1981, 5, 17).unwrap()),
+        with(&|x| x.patient.as_mut().unwrap().birth_date =
+            NaiveDate::from_ymd_opt(1981, 5, 17).unwrap()),
         Err(4000)
     );
     assert_eq!(
@@ -395,7 +470,10 @@ fn cancelling_frees_a_live_ticket_and_leaves_an_ended_one() {
     );
     for state in [TicketState::Cancelled, TicketState::Expired] {
         let ended = TicketFacts { state, ..h.clone() };
-        assert_eq!(cancel(Some(&ended), Some(&lpu), now), Ok(Cancellation::Unchanged));
+        assert_eq!(
+            cancel(Some(&ended), Some(&lpu), now),
+            Ok(Cancellation::Unchanged)
+        );
     }
     assert_eq!(
         cancel(Some(&h), Some(&lpu), t("2030-01-01T09:10:00Z")),
@@ -403,6 +481,9 @@ fn cancelling_frees_a_live_ticket_and_leaves_an_ended_one() {
         "a lapsed hold"
     );
     assert_eq!(cancel(None, Some(&lpu), now), Err(Refusal::NotFound));
-    assert_eq!(cancel(Some(&h), Some(&guid(5)), now), Err(Refusal::NotFound));
+    assert_eq!(
+        cancel(Some(&h), Some(&guid(5)), now),
+        Err(Refusal::NotFound)
+    );
     assert_eq!(cancel(Some(&h), None, now), Err(Refusal::NotFound));
 }
