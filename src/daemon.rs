@@ -69,7 +69,8 @@ async fn serve(
     tasks: TaskTracker,
 ) -> anyhow::Result<()> {
     let store_path = config.store.path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&store_path))
+    let group_max = config.booking.group_commit_max;
+    let store = tokio::task::spawn_blocking(move || Store::open_with_group(&store_path, group_max))
         .await?
         .with_context(|| format!("opening the store at {}", config.store.path.display()))?;
     let (keys, created) = auth::load_key_ring(&config.api_keys, &store, &config.store.data_dir())
@@ -152,8 +153,14 @@ async fn serve(
         media: media.map(Arc::new),
         public_base: config.http.public_base(),
         recording_wait: Duration::from_millis(config.calls.recording_final_wait_ms),
+        booking: Arc::new(http::booking::BookingAccess::from_config(&config.booking)),
     };
     tasks.spawn(session_log_writer);
+    tasks.spawn(crate::sweeper::run(
+        app.store.clone(),
+        Duration::from_millis(config.booking.sweep_interval_ms),
+        shutdown.child_token(),
+    ));
     let agi_shutdown = shutdown.child_token();
     tasks.spawn(agi_server.serve(agi_listener, agi_shutdown));
     tasks.spawn(streams::serve(

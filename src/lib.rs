@@ -24,5 +24,6 @@ pub mod routes;
 pub mod secret;
 pub mod signing;
 pub mod store;
+pub mod sweeper;
 pub mod telemetry;
 pub mod timefmt;

@@ -10,10 +10,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::Json;
-use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use chrono::{NaiveDate, Utc};
@@ -161,10 +159,7 @@ async fn signed(app: &AppState, req: Request) -> Result<Signed, Response> {
             send(error_answer(
                 413,
                 413,
-                format!(
-                    "Тело запроса больше {} байт.",
-                    app.max_body_bytes
-                ),
+                format!("Тело запроса больше {} байт.", app.max_body_bytes),
                 "Error",
             ))
         })?;
@@ -196,8 +191,9 @@ async fn signed(app: &AppState, req: Request) -> Result<Signed, Response> {
         return Err(refuse("wrong signature"));
     }
     let window = i64::try_from(app.booking.window_s).unwrap_or(i64::MAX);
-    let keep_until = chrono::DateTime::from_timestamp(ts.saturating_add(window).saturating_add(1), 0)
-        .map_or_else(StoredTime::now, StoredTime::at);
+    let keep_until =
+        chrono::DateTime::from_timestamp(ts.saturating_add(window).saturating_add(1), 0)
+            .map_or_else(StoredTime::now, StoredTime::at);
     Ok(Signed {
         client: client.clone(),
         key: ReplayKey {
@@ -233,7 +229,9 @@ fn full_response(query: Option<&str>) -> Result<bool, Refusal> {
 fn object(body: &[u8]) -> Result<serde_json::Map<String, Value>, Refusal> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(map)) => Ok(map),
-        _ => Err(Refusal::Invalid("тело запроса должно быть объектом JSON".into())),
+        _ => Err(Refusal::Invalid(
+            "тело запроса должно быть объектом JSON".into(),
+        )),
     }
 }
 
@@ -260,7 +258,10 @@ fn reservation_ask(body: &serde_json::Map<String, Value>) -> ReservationAsk {
 }
 
 /// The patient of a confirmation, or what is wrong with it (Russian, for 4000).
-fn patient_ask(body: &serde_json::Map<String, Value>, today: NaiveDate) -> Result<PatientAsk, String> {
+fn patient_ask(
+    body: &serde_json::Map<String, Value>,
+    today: NaiveDate,
+) -> Result<PatientAsk, String> {
     let text = |name: &str| body.get(name).and_then(Value::as_str);
     let policy = text("policyNumber")
         .filter(|p| (1..=32).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
@@ -478,7 +479,7 @@ fn answered(result: Result<StoredAnswer, crate::store::StoreError>) -> Response 
     ),
     request_body(content = ReservationBody, content_type = "application/json"),
     responses(
-        (status = 200, body = TicketVisitWithLpu, description = "The hold (with fullResponse=false: TicketVisitShort)"),
+        (status = 200, body = TicketView, description = "The hold (with fullResponse=false only lpu, num and ticketGuid: TicketVisitShort)"),
         (status = 400, body = BookingError, description = "4036, 4005, 4029, 4009, 4000"),
         (status = 401, body = BookingError), (status = 403, body = BookingError, description = "5009: the signature"),
         (status = 404, body = BookingError, description = "4040"), (status = 413, body = BookingError),
@@ -503,7 +504,6 @@ pub async fn reserve(
         Ok(body) => body,
         Err(refusal) => return send(refusal_answer(&refusal)),
     };
-    let _ = &signed.client;
     let ask = reservation_ask(&body);
     let render = renderer(Arc::clone(&app.booking), full);
     answered(
@@ -524,7 +524,7 @@ pub async fn reserve(
     ),
     request_body(content = PatientBody, content_type = "application/json"),
     responses(
-        (status = 200, body = TicketVisitWithLpu, description = "The appointment"),
+        (status = 200, body = TicketView, description = "The appointment"),
         (status = 400, body = BookingError, description = "4000, 4009, 4007, 4008"),
         (status = 401, body = BookingError), (status = 403, body = BookingError, description = "5009"),
         (status = 404, body = BookingError, description = "4040"), (status = 413, body = BookingError),
@@ -569,7 +569,7 @@ pub async fn confirm(
         ("X-Client-Id" = String, Header), ("X-Timestamp" = String, Header), ("X-Signature" = String, Header),
     ),
     responses(
-        (status = 200, body = TicketVisitWithLpu, description = "The ticket, cancelled (or as it was, if it had ended)"),
+        (status = 200, body = TicketView, description = "The ticket, cancelled (or as it was, if it had ended)"),
         (status = 400, body = BookingError, description = "4000"),
         (status = 401, body = BookingError), (status = 403, body = BookingError, description = "5009"),
         (status = 404, body = BookingError, description = "4040"), (status = 413, body = BookingError),
@@ -608,7 +608,7 @@ pub async fn cancel(
         ("X-Client-Id" = String, Header), ("X-Timestamp" = String, Header), ("X-Signature" = String, Header),
     ),
     responses(
-        (status = 200, body = TicketVisitWithLpu, description = "The ticket as it is now"),
+        (status = 200, body = TicketView, description = "The ticket as it is now"),
         (status = 400, body = BookingError, description = "4000"),
         (status = 401, body = BookingError), (status = 403, body = BookingError, description = "5009"),
         (status = 404, body = BookingError, description = "4040"), (status = 413, body = BookingError),
@@ -640,6 +640,3 @@ pub async fn read_ticket(
         Err(e) => internal(&e),
     }
 }
-
-#[allow(dead_code)]
-fn _headers(_: &HeaderMap, _: Body, _: Json<()>) {}

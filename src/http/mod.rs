@@ -9,6 +9,7 @@
 
 mod admin;
 mod auth;
+pub mod booking;
 mod call_media;
 mod calls;
 pub mod conversation;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub public_base: String,
     /// How long `call.recording/stop` waits for the WAV to be final.
     pub recording_wait: std::time::Duration,
+    /// The booking clients and their signature window.
+    pub booking: Arc<booking::BookingAccess>,
 }
 
 #[derive(Debug, OpenApi)]
@@ -72,7 +75,7 @@ pub struct AppState {
     info(title = "medcall", description = "Asterisk ↔ clinic integration daemon"),
     modifiers(&BearerAuth),
     components(schemas(ErrorBody)),
-    tags((name = "system", description = "Health, metrics, this document"), (name = "admin", description = "What the PBX is doing (admin scope)"), (name = "events", description = "Seed 003: leads, incoming calls, call records, arrival, number lookup (events scope)"), (name = "calls", description = "Seed 002: call control of a conversation thread on one ConfBridge (calls scope, limited to the key's teams); every answer is {code, message, data}"), (name = "streams", description = "Seed 002: live audio of a call (call.stream/start's streamUrl), chunked WAV or WebSocket; the URL's token is the credential"))
+    tags((name = "system", description = "Health, metrics, this document"), (name = "admin", description = "What the PBX is doing (admin scope)"), (name = "events", description = "Seed 003: leads, incoming calls, call records, arrival, number lookup (events scope)"), (name = "calls", description = "Seed 002: call control of a conversation thread on one ConfBridge (calls scope, limited to the key's teams); every answer is {code, message, data}"), (name = "streams", description = "Seed 002: live audio of a call (call.stream/start's streamUrl), chunked WAV or WebSocket; the URL's token is the credential"), (name = "booking", description = "Seed 004: booking a timetable cell (booking scope); every request signed (X-Client-Id, X-Timestamp, X-Signature); errors are {code, message, type}"))
 )]
 struct ApiDoc;
 
@@ -275,6 +278,16 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
                 .routes(routes!(events::coming))
                 .routes(routes!(events::number_from_id)),
         ))
+        .merge(
+            OpenApiRouter::new()
+                .routes(routes!(booking::reserve))
+                .routes(routes!(booking::confirm))
+                .routes(routes!(booking::cancel, booking::read_ticket))
+                .route_layer(middleware::from_fn_with_state(
+                    app.clone(),
+                    booking::require_booking,
+                )),
+        )
         .merge(
             OpenApiRouter::new()
                 .routes(routes!(conversation::start))

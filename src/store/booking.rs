@@ -41,7 +41,7 @@ pub struct StoredAnswer {
 pub type Render = Box<dyn FnOnce(Result<&Ticket, &Refusal>) -> StoredAnswer + Send>;
 
 /// How many lapsed holds one sweep marks at most (the rest wait for the next).
-const SWEEP_BATCH: usize = 1_000;
+pub const SWEEP_BATCH: usize = 1_000;
 
 impl Store {
     /// `POST /visit/{lpu}/reservation`: the first answer again for a replay; otherwise

@@ -23,7 +23,7 @@ mod keys;
 mod migrations;
 mod time;
 
-pub use booking::{Render, ReplayKey, StoredAnswer};
+pub use booking::{Render, ReplayKey, SWEEP_BATCH, StoredAnswer};
 pub use calls::{AgiSessionRow, CallDetailRow, CallFilter, CallRow, EventRow, LegRow, LiveState};
 pub use column::BadValue;
 pub use conference::{CallWithLegs, MediaFile, RecordingFacts, StoredRecording};
