@@ -8,5 +8,6 @@
 //!   capacity and holds given `now`; confirming and cancelling.
 
 pub mod model;
+pub mod schedule;
 
 pub use model::{AgeCategory, AgeMask, Guid, UtcOffset};
