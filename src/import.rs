@@ -1,4 +1,5 @@
-//! `medcall import clients FILE` and `medcall import directory FILE`: load a document
+//! `medcall import clients FILE`, `medcall import directory FILE` and `medcall import
+//! schedule FILE`: load a document
 //! into the store the daemon uses, validated whole first, then upserted with progress on
 //! a terminal (none in a pipe).
 
@@ -8,6 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 
+use crate::booking::schedule::{ScheduleCounts, ScheduleDocument};
 use crate::config::Config;
 use crate::crm::import::ClientsDocument;
 use crate::directory::{DirectoryCounts, DirectoryDocument, UpsertCounts};
@@ -123,19 +125,79 @@ pub async fn directory(config: &Config, file: &Path) -> anyhow::Result<Directory
     Ok(counts)
 }
 
+/// Imports the schedule document `file` (the one `PUT /admin/schedule` takes) in one
+/// transaction; on a terminal, a progress bar of the entries done. Prints the counts.
+///
+/// # Errors
+/// The file cannot be read or is not a schedule document, an entry is refused (every
+/// problem is listed; nothing is written), or the store fails.
+pub async fn schedule(config: &Config, file: &Path) -> anyhow::Result<ScheduleCounts> {
+    let started = Instant::now();
+    let path = file.to_path_buf();
+    let doc = tokio::task::spawn_blocking(move || -> anyhow::Result<ScheduleDocument> {
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        ScheduleDocument::from_json(&bytes).map_err(|e| {
+            anyhow::anyhow!("{} is not a valid schedule document: {e}", path.display())
+        })
+    })
+    .await??;
+    let store_path = config.store.path.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&store_path)).await??;
+    // Drawn only on a terminal: a pipe or a log file gets the summary line alone.
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let style = indicatif::ProgressStyle::with_template(
+            "importing the schedule {bar:40} {pos}/{len} entries",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+        indicatif::ProgressBar::new(doc.len() as u64).with_style(style)
+    });
+    let shown = bar.clone();
+    let counts = store
+        .import_schedule_with_progress(doc, move |p| {
+            if let Some(bar) = &shown {
+                bar.set_length(p.total as u64);
+                bar.set_position(p.done as u64);
+            }
+        })
+        .await;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let counts = counts?;
+    eprintln!(
+        "imported the schedule in {:.2} s: {}",
+        started.elapsed().as_secs_f64(),
+        schedule_summary(&counts)
+    );
+    Ok(counts)
+}
+
+/// `name 1 inserted, 0 updated, 0 unchanged`.
+fn kind(name: &str, k: UpsertCounts) -> String {
+    format!(
+        "{name} {} inserted, {} updated, {} unchanged",
+        k.inserted, k.updated, k.unchanged
+    )
+}
+
 /// `teams 1 inserted, 0 updated, 0 unchanged; users …`.
 fn summary(c: &DirectoryCounts) -> String {
-    let kind = |name: &str, k: UpsertCounts| {
-        format!(
-            "{name} {} inserted, {} updated, {} unchanged",
-            k.inserted, k.updated, k.unchanged
-        )
-    };
     [
         kind("teams", c.teams),
         kind("users", c.users),
         kind("doctors", c.doctors),
         kind("inbound", c.inbound),
+    ]
+    .join("; ")
+}
+
+/// `lpus 1 inserted, 0 updated, 0 unchanged; cells …; patients …`.
+fn schedule_summary(c: &ScheduleCounts) -> String {
+    [
+        kind("lpus", c.lpus),
+        kind("cells", c.cells),
+        kind("patients", c.patients),
     ]
     .join("; ")
 }

@@ -51,6 +51,8 @@ enum ImportWhat {
     Clients { file: PathBuf },
     /// Teams, users, doctors and inbound routes (the document `PUT /admin/directory` takes).
     Directory { file: PathBuf },
+    /// LPUs, timetable cells and patients (the document `PUT /admin/schedule` takes).
+    Schedule { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -109,6 +111,9 @@ fn main() -> ExitCode {
                             }
                             ImportWhat::Directory { file } => {
                                 medcall::import::directory(&config, &file).await.map(drop)
+                            }
+                            ImportWhat::Schedule { file } => {
+                                medcall::import::schedule(&config, &file).await.map(drop)
                             }
                         }
                     })

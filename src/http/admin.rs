@@ -1,6 +1,7 @@
-//! Admin routes that load reference data (SPEC §8): `PUT /admin/clients` and
-//! `PUT /admin/directory` take the same JSON documents as `medcall import clients FILE`
-//! and `medcall import directory FILE`.
+//! Admin routes that load reference data (SPEC §8): `PUT /admin/clients`,
+//! `PUT /admin/directory` and `PUT /admin/schedule` take the same JSON documents as
+//! `medcall import clients FILE`, `medcall import directory FILE` and `medcall import
+//! schedule FILE`.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -8,9 +9,10 @@ use axum::extract::State;
 
 use super::AppState;
 use super::error::{ApiError, BadRequest, ErrorBody, PayloadTooLarge};
+use crate::booking::schedule::{ScheduleCounts, ScheduleDocument};
 use crate::crm::import::ClientsDocument;
 use crate::directory::document::{DirectoryCounts, DirectoryDocument, UpsertCounts};
-use crate::store::{DirectoryImportError, ImportCounts};
+use crate::store::{DirectoryImportError, ImportCounts, ScheduleImportError};
 
 /// How many rows an import wrote.
 #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
@@ -171,6 +173,102 @@ pub async fn put_directory(
     }
 }
 
+/// What a schedule import did, per kind of entry.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = ScheduleCounts)]
+pub struct ScheduleCountsView {
+    lpus: UpsertCountsView,
+    cells: UpsertCountsView,
+    patients: UpsertCountsView,
+}
+
+impl From<ScheduleCounts> for ScheduleCountsView {
+    fn from(c: ScheduleCounts) -> Self {
+        ScheduleCountsView {
+            lpus: c.lpus.into(),
+            cells: c.cells.into(),
+            patients: c.patients.into(),
+        }
+    }
+}
+
+/// Upserts the booking schedule: LPUs (seed 004's `lpu` object and medcall's
+/// `utcOffset`), timetable cells and patients. The whole document is validated first, each
+/// cell's LPU against the document and the store and its doctor against the directory:
+/// one bad entry and nothing is written, every problem named by its entry
+/// (`cells[1] "12d4…": …`). Nothing is deleted; a cell's places booked through medcall are
+/// kept. Importing the same document again writes nothing and counts every entry
+/// `unchanged`.
+#[utoipa::path(
+    put, path = "/admin/schedule", tag = "admin",
+    request_body(content = ScheduleDocument, content_type = "application/json", example = json!({
+        "lpus": [{
+            "status": {"name": "Online", "lastChangeTime": "2018-08-21T09:15:27+03:00", "ping": 9},
+            "guid": "c3c977af-c3b4-4517-9d57-50a6844ec660",
+            "name": "ГБУЗ МО «Дубненская городская больница»",
+            "type": ["lpu"],
+            "phone": "8-496-416-04-13",
+            "isChildrenPolyclinic": false,
+            "isActive": true,
+            "haveSchedule": true,
+            "worktimes": {"monday": "8:00 - 18:00", "tuesday": "8:00 - 18:00", "wednesday": "8:00 - 18:00", "thursday": "8:00 - 18:00", "friday": "8:00 - 18:00", "saturday": "", "sunday": ""},
+            "utcOffset": "+03:00"
+        }],
+        "cells": [{
+            "guid": "12d4329b-cbe3-4ca3-8cdc-0e7a8f23e0d5",
+            "lpuGuid": "c3c977af-c3b4-4517-9d57-50a6844ec660",
+            "docGuid": "f05d7650-a2a0-49dc-99f1-bb57829bc46a",
+            "beginTime": "2030-04-18T08:45:00+03:00",
+            "endTime": "2030-04-18T09:00:00+03:00",
+            "planCount": 1,
+            "room": "202",
+            "flat": 0,
+            "busyType": {"name": "", "type": 1, "code": ""},
+            "ageCategories": ["TEEN", "ADULT"]
+        }],
+        "patients": [{"policyNumber": "5098799789000154", "birthDate": "1985-03-14", "fullName": "Иванов Иван Иванович", "dispensary": ["терапия"]}]
+    })),
+    responses(
+        (status = 200, body = ScheduleCountsView, example = json!({
+            "lpus": {"inserted": 1, "updated": 0, "unchanged": 0},
+            "cells": {"inserted": 1, "updated": 0, "unchanged": 0},
+            "patients": {"inserted": 1, "updated": 0, "unchanged": 0}
+        })),
+        (status = 400, body = ErrorBody, example = json!({
+            "success": false,
+            "messages": ["cells[0] \"12d4329b-cbe3-4ca3-8cdc-0e7a8f23e0d5\": endTime must be after beginTime"]
+        })),
+        (status = 409, body = ErrorBody, description = "A key given twice, or a cell naming an LPU neither in the document nor stored or a doctor the directory does not have; nothing was written", example = json!({
+            "success": false,
+            "messages": ["cells[0] \"12d4329b-cbe3-4ca3-8cdc-0e7a8f23e0d5\": docGuid \"f05d7650-a2a0-49dc-99f1-bb57829bc46a\" is not a doctor of the directory"]
+        })),
+        (status = 413, body = ErrorBody)
+    )
+)]
+pub async fn put_schedule(
+    State(app): State<AppState>,
+    body: Bytes,
+) -> Result<Json<ScheduleCountsView>, ApiError> {
+    // A large schedule takes a while to parse: off the async runtime.
+    let doc = tokio::task::spawn_blocking(move || ScheduleDocument::from_json(&body))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::bad_request(format!("The schedule document is malformed: {e}.")))?;
+    match app.store.import_schedule(doc).await {
+        Ok(counts) => Ok(Json(counts.into())),
+        Err(ScheduleImportError::Invalid(messages)) => Err(ApiError {
+            status: axum::http::StatusCode::BAD_REQUEST,
+            messages,
+        }),
+        Err(ScheduleImportError::Conflict(messages)) => Err(ApiError {
+            status: axum::http::StatusCode::CONFLICT,
+            messages,
+        }),
+        Err(ScheduleImportError::Store(e)) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +321,28 @@ mod tests {
         );
         assert_eq!(DirectoryCountsView::name(), "DirectoryCounts");
         assert_eq!(UpsertCountsView::name(), "UpsertCounts");
+    }
+
+    #[test]
+    fn the_schedule_import_answer_keeps_its_field_names_and_schema_names() {
+        let kind = |n| UpsertCounts {
+            inserted: n,
+            updated: n + 1,
+            unchanged: n + 2,
+        };
+        let counts = ScheduleCounts {
+            lpus: kind(0),
+            cells: kind(10),
+            patients: kind(20),
+        };
+        assert_eq!(
+            serde_json::to_value(ScheduleCountsView::from(counts)).unwrap(),
+            json!({
+                "lpus": {"inserted": 0, "updated": 1, "unchanged": 2},
+                "cells": {"inserted": 10, "updated": 11, "unchanged": 12},
+                "patients": {"inserted": 20, "updated": 21, "unchanged": 22}
+            })
+        );
+        assert_eq!(ScheduleCountsView::name(), "ScheduleCounts");
     }
 }

@@ -266,6 +266,7 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
             OpenApiRouter::new()
                 .routes(routes!(admin::put_clients))
                 .routes(routes!(admin::put_directory))
+                .routes(routes!(admin::put_schedule))
                 .layer(DefaultBodyLimit::max(config.max_import_bytes)),
         ))
         .merge(scoped(

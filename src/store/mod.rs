@@ -8,7 +8,7 @@
 //! FastAGI session timeline) may be committed [`Durability::Kernel`]: they survive
 //! `kill -9`, and are on disk at the next `FULL` commit or checkpoint.
 //!
-//! Submodules add typed queries per domain (`keys`, `calls`, `crm`, `directory`); nothing outside
+//! Submodules add typed queries per domain (`keys`, `calls`, `crm`, `directory`, `schedule`); nothing outside
 //! `store` writes SQL. Every time column is a [`StoredTime`] (`time`), every enum or JSON
 //! column decodes strictly (`column`): what cannot be read is [`StoreError::BadValue`],
 //! never a default.
@@ -21,6 +21,7 @@ mod crm;
 mod directory;
 mod keys;
 mod migrations;
+mod schedule;
 mod time;
 
 pub use booking::{Render, ReplayKey, SWEEP_BATCH, StoredAnswer};
@@ -30,6 +31,7 @@ pub use conference::{CallWithLegs, MediaFile, RecordingFacts, StoredRecording};
 pub use crm::ImportCounts;
 pub use directory::{DirectoryImportError, DirectoryProgress};
 pub use keys::StoredKey;
+pub use schedule::{ScheduleImportError, ScheduleProgress};
 pub use time::StoredTime;
 
 use std::path::{Path, PathBuf};
