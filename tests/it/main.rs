@@ -16,6 +16,7 @@ mod ami_client;
 mod ami_corpus;
 mod ami_faults;
 mod audiosocket_corpus;
+mod booking;
 mod call_media;
 mod calls;
 mod conference_audio;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod audiosocket;
+pub mod booking;
 pub mod rig;
 pub mod web;
 
@@ -31,9 +32,11 @@ pub struct Daemon {
     pub data: tempfile::TempDir,
     pub stdout_path: PathBuf,
     pub stderr_path: PathBuf,
+    options: DaemonOptions,
 }
 
 /// How to start a daemon; `Default` points its one PBX at the rig.
+#[derive(Clone)]
 pub struct DaemonOptions {
     pub env: Vec<(String, String)>,
     pub config: Option<String>,
@@ -81,41 +84,64 @@ impl Daemon {
         let audiosocket_port = free_port();
         let stdout_path = data.path().join("stdout.log");
         let stderr_path = data.path().join("stderr.log");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_medcall"));
-        cmd.arg("run")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("MEDCALL__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
-            .env("MEDCALL__AGI__LISTEN", format!("127.0.0.1:{agi_port}"))
-            .env(
-                "MEDCALL__AUDIOSOCKET__LISTEN",
-                format!("127.0.0.1:{audiosocket_port}"),
-            )
-            .env("MEDCALL__STORE__PATH", data.path().join("medcall.db"))
-            .env("MEDCALL__LOG__LEVEL", "debug")
-            .stdin(Stdio::null())
-            .stdout(std::fs::File::create(&stdout_path).unwrap())
-            .stderr(std::fs::File::create(&stderr_path).unwrap());
-        if let Some(toml) = &options.config {
-            let path = data.path().join("medcall.toml");
-            std::fs::write(&path, toml).unwrap();
-            cmd.arg("--config").arg(path);
-        }
-        for (k, v) in &options.env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("spawn medcall");
         let mut daemon = Daemon {
-            child: Some(child),
+            child: None,
             http: format!("http://127.0.0.1:{http_port}"),
             agi_port,
             audiosocket_port,
             data,
             stdout_path,
             stderr_path,
+            options,
         };
+        daemon.spawn(http_port);
         daemon.wait_until_healthy().await;
         daemon
+    }
+
+    fn spawn(&mut self, http_port: u16) {
+        let data = self.data.path();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_medcall"));
+        cmd.arg("run")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("MEDCALL__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
+            .env(
+                "MEDCALL__AGI__LISTEN",
+                format!("127.0.0.1:{}", self.agi_port),
+            )
+            .env(
+                "MEDCALL__AUDIOSOCKET__LISTEN",
+                format!("127.0.0.1:{}", self.audiosocket_port),
+            )
+            .env("MEDCALL__STORE__PATH", data.join("medcall.db"))
+            .env("MEDCALL__LOG__LEVEL", "debug")
+            .stdin(Stdio::null())
+            .stdout(append(&self.stdout_path))
+            .stderr(append(&self.stderr_path));
+        if let Some(toml) = &self.options.config {
+            let path = data.join("medcall.toml");
+            std::fs::write(&path, toml).unwrap();
+            cmd.arg("--config").arg(path);
+        }
+        for (k, v) in &self.options.env {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn medcall"));
+    }
+
+    /// `kill -9`, then the daemon again on the same data directory and ports, with
+    /// `env` added to its options; waits until it is healthy.
+    pub async fn kill9_and_restart(&mut self, env: &[(&str, &str)]) {
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        for (k, v) in env {
+            self.options.env.push(((*k).to_string(), (*v).to_string()));
+        }
+        let port: u16 = self.http.rsplit(':').next().unwrap().parse().unwrap();
+        self.spawn(port);
+        self.wait_until_healthy().await;
     }
 
     async fn wait_until_healthy(&mut self) {
@@ -224,6 +250,16 @@ impl Daemon {
             .await
             .unwrap()
     }
+}
+
+/// `path` opened for appending (created if missing): a restarted daemon's output
+/// follows the first one's.
+fn append(path: &Path) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap()
 }
 
 impl Drop for Daemon {
