@@ -22,6 +22,7 @@ pub mod pbx;
 pub mod replay;
 pub mod routes;
 pub mod secret;
+pub mod signing;
 pub mod store;
 pub mod telemetry;
 pub mod timefmt;
