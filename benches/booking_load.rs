@@ -227,9 +227,10 @@ fn start_daemon(port: u16, data: &std::path::Path, access: &Access) -> Child {
         .env("MEDCALL__AGI__LISTEN", format!("127.0.0.1:{}", free_port()))
         .env("MEDCALL__AUDIOSOCKET__LISTEN", "127.0.0.1:0")
         .env("MEDCALL__STORE__PATH", data.join("medcall.db"))
-        // Nothing listens there: the AMI client keeps retrying, booking needs no PBX.
+        // Nothing listens there: the AMI client keeps retrying (its warnings filtered
+        // out below); booking needs no PBX.
         .env("MEDCALL__PBX__0__PORT", free_port().to_string())
-        .env("MEDCALL__LOG__LEVEL", "warn")
+        .env("MEDCALL__LOG__LEVEL", "warn,medcall::ami=error")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(data.join("stderr.log")).unwrap())
         .spawn()
