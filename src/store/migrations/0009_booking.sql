@@ -1,8 +1,11 @@
 -- Booking a doctor's timetable cell (seed 004; SPEC §7, §8).
 -- The schedule (LPUs, cells, patients) is upserted by the schedule import, never deleted
 -- by it. Tickets and their history are medcall's own: the import never touches them, and
--- `booked_count` (medcall's appointments of a cell) is kept apart from the document's
--- `used_count` (places taken outside medcall) so a re-import cannot undo a booking.
+-- `booked_count` (medcall's appointments of a cell) and `held_count` (its tickets stored
+-- as held) are kept apart from the document's `used_count` (places taken outside
+-- medcall) so a re-import cannot undo a booking. The live holds of a cell are
+-- `held_count` less those of its held tickets whose time is up (an index range over the
+-- lapsed ones only): the capacity check never counts a cell's every hold.
 
 CREATE TABLE booking_lpus (
     guid                   TEXT PRIMARY KEY,   -- lowercase GUID
@@ -22,6 +25,7 @@ CREATE TABLE booking_cells (
     plan_count          INTEGER NOT NULL,
     used_count          INTEGER NOT NULL,      -- the document's: taken outside medcall
     booked_count        INTEGER NOT NULL DEFAULT 0, -- medcall's appointments (confirm +1, cancel -1)
+    held_count          INTEGER NOT NULL DEFAULT 0, -- tickets in state 'held', lapsed or not
     room                TEXT NOT NULL,
     flat                INTEGER NOT NULL,
     busy_type           TEXT NOT NULL,         -- JSON {name, type, code}
