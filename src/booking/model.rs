@@ -226,6 +226,7 @@ mod tests {
                 .is_err()
         );
         assert!("x".parse::<Guid>().is_err());
+        assert_eq!(g.to_string(), "c3c977af-c3b4-4517-9d57-50a6844ec660");
         let r = Guid::random();
         assert_eq!(r.as_str().parse::<Guid>().unwrap(), r);
         assert_eq!(&r.as_str()[14..15], "4");
@@ -255,6 +256,8 @@ mod tests {
         assert_eq!(AgeMask::from_bits(3), Some(m));
         assert_eq!(m.categories(), vec![AgeCategory::Child, AgeCategory::Teen]);
         assert_eq!(AgeMask::of([]), None);
+        let twice = AgeMask::of([AgeCategory::Teen, AgeCategory::Teen]).unwrap();
+        assert_eq!(twice.bits(), 2, "a category named twice is allowed once");
         assert_eq!(AgeMask::from_bits(0), None);
         assert_eq!(AgeMask::from_bits(8), None);
         assert_eq!(AgeMask::from_bits(7), Some(AgeMask::ALL));
