@@ -616,14 +616,24 @@ impl Upsert {
     }
 }
 
-/// `kind[index] "key"`: how a problem names its entry. The key is quoted as Rust escapes
-/// it and cut at 40 characters (as the directory document names its entries).
-fn entry(kind: &str, index: usize, key: &str) -> String {
-    let mut shown: String = key.chars().take(40).collect();
-    if shown.len() < key.len() {
-        shown.push('…');
+/// How a problem names its entry: `kind[index] "key"`, the key quoted as Rust escapes it
+/// and cut at 40 characters (as the directory document names its entries). Written only
+/// when a problem is: a million good cells format nothing.
+#[derive(Debug, Clone, Copy)]
+struct Entry<'a> {
+    kind: &'static str,
+    index: usize,
+    key: &'a str,
+}
+
+impl fmt::Display for Entry<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown: String = self.key.chars().take(40).collect();
+        if shown.len() < self.key.len() {
+            shown.push('…');
+        }
+        write!(f, "{}[{}] {shown:?}", self.kind, self.index)
     }
-    format!("{kind}[{index}] {shown:?}")
 }
 
 /// A text of at most `max` characters with no control characters; when `required`, not
@@ -648,12 +658,12 @@ struct Problems {
 }
 
 impl Problems {
-    fn push(&mut self, what: &str, problem: impl fmt::Display) {
+    fn push(&mut self, what: &Entry<'_>, problem: impl fmt::Display) {
         self.all.push(format!("{what}: {problem}"));
     }
 
     /// A problem between entries (the same key twice), not of one entry alone.
-    fn push_duplicate(&mut self, what: &str, problem: impl fmt::Display) {
+    fn push_duplicate(&mut self, what: &Entry<'_>, problem: impl fmt::Display) {
         self.push(what, problem);
         self.duplicates += 1;
     }
@@ -663,13 +673,13 @@ impl Problems {
         !self.all.is_empty() && self.duplicates == self.all.len()
     }
 
-    fn text(&mut self, what: &str, field: &str, value: &str, max: usize, required: bool) {
+    fn text(&mut self, what: &Entry<'_>, field: &str, value: &str, max: usize, required: bool) {
         if let Some(p) = text_problem(field, value, max, required) {
             self.push(what, p);
         }
     }
 
-    fn guid<T: FromStr>(&mut self, what: &str, field: &str, value: &str) -> Option<T>
+    fn guid<T: FromStr>(&mut self, what: &Entry<'_>, field: &str, value: &str) -> Option<T>
     where
         T::Err: fmt::Display,
     {
@@ -682,7 +692,7 @@ impl Problems {
     /// `value` within `range`, or a problem naming `field`.
     fn range(
         &mut self,
-        what: &str,
+        what: &Entry<'_>,
         field: &str,
         value: i64,
         range: std::ops::RangeInclusive<i64>,
@@ -701,7 +711,12 @@ impl Problems {
         ok
     }
 
-    fn time(&mut self, what: &str, field: &str, value: &str) -> Option<DateTime<FixedOffset>> {
+    fn time(
+        &mut self,
+        what: &Entry<'_>,
+        field: &str,
+        value: &str,
+    ) -> Option<DateTime<FixedOffset>> {
         seed_time(value)
             .map_err(|e| self.push(what, format!("{field} {e}")))
             .ok()
@@ -723,23 +738,28 @@ impl Problems {
     }
 }
 
-/// The first entry seen with each key; a later one with the same key is a problem naming
-/// both.
-struct FirstSeen<K>(HashMap<K, String>);
+/// The index of the first entry seen with each key; a later one with the same key is a
+/// problem naming both (the first by its key as validated).
+struct FirstSeen<K>(HashMap<K, usize>);
 
-impl<K: std::hash::Hash + Eq> FirstSeen<K> {
-    fn new() -> FirstSeen<K> {
-        FirstSeen(HashMap::new())
+impl<K: std::hash::Hash + Eq + Clone + fmt::Display> FirstSeen<K> {
+    fn with_capacity(n: usize) -> FirstSeen<K> {
+        FirstSeen(HashMap::with_capacity(n))
     }
 
-    fn check(&mut self, problems: &mut Problems, what: &str, field: &str, key: Option<K>) {
+    fn check(&mut self, problems: &mut Problems, what: &Entry<'_>, field: &str, key: Option<&K>) {
         let Some(key) = key else { return };
-        match self.0.get(&key) {
+        match self.0.get(key) {
             Some(first) => {
+                let first = Entry {
+                    kind: what.kind,
+                    index: *first,
+                    key: &key.to_string(),
+                };
                 problems.push_duplicate(what, format!("{field} is also that of {first}"));
             }
             None => {
-                self.0.insert(key, what.to_string());
+                self.0.insert(key.clone(), what.index);
             }
         }
     }
@@ -861,43 +881,20 @@ impl ScheduleDocument {
             patients: Vec::with_capacity(self.patients.len()),
         };
 
-        let mut seen_lpus = FirstSeen::new();
+        let mut seen = FirstSeen::with_capacity(self.lpus.len());
         for (i, l) in self.lpus.into_iter().enumerate() {
-            let what = entry("lpus", i, &l.guid);
-            let lpu = validate_lpu(&mut problems, &what, l);
-            seen_lpus.check(
-                &mut problems,
-                &what,
-                "guid",
-                lpu.as_ref().map(|l| l.guid.clone()),
-            );
-            out.lpus.extend(lpu);
+            out.lpus
+                .extend(validate_lpu(&mut problems, &mut seen, i, l));
         }
-
-        let mut seen_cells = FirstSeen::new();
+        let mut seen = FirstSeen::with_capacity(self.cells.len());
         for (i, c) in self.cells.into_iter().enumerate() {
-            let what = entry("cells", i, &c.guid);
-            let cell = validate_cell(&mut problems, &what, c);
-            seen_cells.check(
-                &mut problems,
-                &what,
-                "guid",
-                cell.as_ref().map(|c| c.guid.clone()),
-            );
-            out.cells.extend(cell);
+            out.cells
+                .extend(validate_cell(&mut problems, &mut seen, i, c));
         }
-
-        let mut seen_patients = FirstSeen::new();
+        let mut seen = FirstSeen::with_capacity(self.patients.len());
         for (i, p) in self.patients.into_iter().enumerate() {
-            let what = entry("patients", i, &p.policy_number);
-            let patient = validate_patient(&mut problems, &what, p);
-            seen_patients.check(
-                &mut problems,
-                &what,
-                "policyNumber",
-                patient.as_ref().map(|p| p.policy_number.clone()),
-            );
-            out.patients.extend(patient);
+            out.patients
+                .extend(validate_patient(&mut problems, &mut seen, i, p));
         }
         let only_duplicates = problems.only_duplicates();
         problems.finish(out).map_err(|p| (p, only_duplicates))
@@ -905,9 +902,21 @@ impl ScheduleDocument {
 }
 
 /// The LPU, or `None` with its problems recorded.
-fn validate_lpu(problems: &mut Problems, what: &str, mut l: LpuIn) -> Option<Lpu> {
+fn validate_lpu(
+    problems: &mut Problems,
+    seen: &mut FirstSeen<Guid>,
+    index: usize,
+    mut l: LpuIn,
+) -> Option<Lpu> {
     let before = problems.all.len();
+    let key = l.guid.clone();
+    let what = &Entry {
+        kind: "lpus",
+        index,
+        key: &key,
+    };
     let guid: Option<Guid> = problems.guid(what, "guid", &l.guid);
+    seen.check(problems, what, "guid", guid.as_ref());
     let texts: [(&str, &str); 31] = [
         ("name", &l.name),
         ("ferName", &l.fer_name),
@@ -1003,9 +1012,20 @@ fn validate_lpu(problems: &mut Problems, what: &str, mut l: LpuIn) -> Option<Lpu
 }
 
 /// The cell, or `None` with its problems recorded.
-fn validate_cell(problems: &mut Problems, what: &str, c: CellIn) -> Option<Cell> {
+fn validate_cell(
+    problems: &mut Problems,
+    seen: &mut FirstSeen<Guid>,
+    index: usize,
+    c: CellIn,
+) -> Option<Cell> {
     let before = problems.all.len();
+    let what = &Entry {
+        kind: "cells",
+        index,
+        key: &c.guid,
+    };
     let guid: Option<Guid> = problems.guid(what, "guid", &c.guid);
+    seen.check(problems, what, "guid", guid.as_ref());
     let lpu: Option<Guid> = problems.guid(what, "lpuGuid", &c.lpu_guid);
     let doctor: Option<DoctorGuid> = problems.guid(what, "docGuid", &c.doc_guid);
     let begin = problems.time(what, "beginTime", &c.begin_time);
@@ -1078,13 +1098,24 @@ fn birth_date(text: &str) -> Result<NaiveDate, String> {
 }
 
 /// The patient, or `None` with its problems recorded.
-fn validate_patient(problems: &mut Problems, what: &str, p: PatientIn) -> Option<Patient> {
+fn validate_patient(
+    problems: &mut Problems,
+    seen: &mut FirstSeen<PolicyNumber>,
+    index: usize,
+    p: PatientIn,
+) -> Option<Patient> {
     let before = problems.all.len();
+    let what = &Entry {
+        kind: "patients",
+        index,
+        key: &p.policy_number,
+    };
     let policy_number = p
         .policy_number
         .parse::<PolicyNumber>()
         .map_err(|e| problems.push(what, format!("policyNumber {e}")))
         .ok();
+    seen.check(problems, what, "policyNumber", policy_number.as_ref());
     let birth = birth_date(&p.birth_date)
         .map_err(|e| problems.push(what, format!("birthDate {e}")))
         .ok();
@@ -1129,7 +1160,11 @@ impl ValidSchedule {
             if lpu_known && doctor_known {
                 continue;
             }
-            let what = entry("cells", i, c.guid.as_str());
+            let what = Entry {
+                kind: "cells",
+                index: i,
+                key: c.guid.as_str(),
+            };
             if !lpu_known {
                 problems.push(
                     &what,
@@ -1170,8 +1205,7 @@ impl ValidSchedule {
 pub fn lpu_document(json: &[u8]) -> Result<String, Vec<String>> {
     let lpu: LpuIn = serde_json::from_slice(json).map_err(|e| vec![e.to_string()])?;
     let mut problems = Problems::default();
-    let what = entry("lpus", 0, &lpu.guid);
-    let valid = validate_lpu(&mut problems, &what, lpu);
+    let valid = validate_lpu(&mut problems, &mut FirstSeen::with_capacity(1), 0, lpu);
     match valid {
         Some(l) => Ok(l.document),
         None => problems.finish(String::new()),
