@@ -836,6 +836,12 @@ impl ScheduleDocument {
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err("the document must be a JSON object".to_string());
         }
+        // The plain parse is the fast one; only a document it refuses is read again, with
+        // the path tracked, to name the place (tracking every value cost a large schedule
+        // a fifth of its parse).
+        if let Ok(doc) = serde_json::from_slice(bytes) {
+            return Ok(doc);
+        }
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let doc = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
