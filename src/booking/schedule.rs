@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{AgeCategory, AgeMask, Guid, UtcOffset};
@@ -39,6 +39,8 @@ pub const MAX_PLAN_COUNT: i64 = 10_000;
 pub const MAX_LIST: usize = 64;
 /// The most bytes of an LPU's `ratings`, as medcall writes it back.
 pub const MAX_RATINGS_BYTES: usize = 16 * 1024;
+/// The seed's "no GUID".
+const NIL_GUID: &str = "00000000-0000-0000-0000-000000000000";
 /// The longest policy number.
 pub const MAX_POLICY_NUMBER: usize = 32;
 
@@ -124,7 +126,7 @@ pub struct LpuIn {
     pub post_index: String,
     /// Any JSON (at most 16 KiB as medcall writes it); absent: `null`.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub ratings: serde_json::Value,
     #[serde(default)]
     pub address_detail: AddressDetailIn,
@@ -222,11 +224,11 @@ pub struct LpuStatusIn {
         example = "Online"
     )]
     pub name: String,
-    /// RFC 3339 with an offset, whole seconds; written back as
+    /// RFC 3339; written back in its offset to the second, as
     /// `2018-08-21T09:15:27+03:00`. Absent: `null`.
     #[serde(default)]
     #[schema(
-        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.0+)?(Z|[+-][0-9]{2}:[0-9]{2})$",
+        format = DateTime,
         example = "2018-08-21T09:15:27+03:00"
     )]
     pub last_change_time: Option<String>,
@@ -240,6 +242,7 @@ pub struct LpuStatusIn {
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LpuParentIn {
+    /// A GUID; the nil GUID for none.
     #[schema(
         pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
     )]
@@ -318,22 +321,23 @@ pub struct CellIn {
         example = "f05d7650-a2a0-49dc-99f1-bb57829bc46a"
     )]
     pub doc_guid: String,
-    /// RFC 3339 with an offset, whole seconds; kept in that offset.
+    /// RFC 3339; kept in its offset, to the second (a fraction is dropped).
     #[schema(
-        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.0+)?(Z|[+-][0-9]{2}:[0-9]{2})$",
+        format = DateTime,
         example = "2030-04-18T08:45:00+03:00"
     )]
     pub begin_time: String,
-    /// After `beginTime`.
+    /// After `beginTime` (409 otherwise: a rule between two fields).
     #[schema(
-        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.0+)?(Z|[+-][0-9]{2}:[0-9]{2})$",
+        format = DateTime,
         example = "2030-04-18T09:00:00+03:00"
     )]
     pub end_time: String,
     #[serde(deserialize_with = "crate::json::whole_number")]
     #[schema(minimum = 0, maximum = 10000, example = 1)]
     pub plan_count: i64,
-    /// Places taken outside medcall, at most `planCount`.
+    /// Places taken outside medcall, at most `planCount` (409 past it: a rule between two
+    /// fields, which the schema cannot state).
     #[serde(default, deserialize_with = "crate::json::whole_number")]
     #[schema(minimum = 0, maximum = 10000, example = 0)]
     pub used_count: i64,
@@ -435,7 +439,7 @@ pub struct PatientIn {
     #[schema(pattern = "^[0-9A-Za-z]{1,32}$", example = "5098799789000154")]
     pub policy_number: String,
     /// `YYYY-MM-DD`, a real date.
-    #[schema(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", example = "1985-03-14")]
+    #[schema(format = Date, example = "1985-03-14")]
     pub birth_date: String,
     #[schema(
         min_length = 1,
@@ -662,13 +666,15 @@ impl Problems {
         self.all.push(format!("{what}: {problem}"));
     }
 
-    /// A problem between entries (the same key twice), not of one entry alone.
-    fn push_duplicate(&mut self, what: &Entry<'_>, problem: impl fmt::Display) {
+    /// A problem between entries (the same key twice) or between an entry's fields (an end
+    /// before its begin), which no JSON Schema can spell: a conflict, not a malformed
+    /// document.
+    fn push_conflict(&mut self, what: &Entry<'_>, problem: impl fmt::Display) {
         self.push(what, problem);
         self.duplicates += 1;
     }
 
-    /// Every problem recorded is a duplicate: the entries are each well formed.
+    /// Every problem recorded is a conflict: each value is well formed.
     fn only_duplicates(&self) -> bool {
         !self.all.is_empty() && self.duplicates == self.all.len()
     }
@@ -756,7 +762,7 @@ impl<K: std::hash::Hash + Eq + Clone + fmt::Display> FirstSeen<K> {
                     index: *first,
                     key: &key.to_string(),
                 };
-                problems.push_duplicate(what, format!("{field} is also that of {first}"));
+                problems.push_conflict(what, format!("{field} is also that of {first}"));
             }
             None => {
                 self.0.insert(key.clone(), what.index);
@@ -767,57 +773,19 @@ impl<K: std::hash::Hash + Eq + Clone + fmt::Display> FirstSeen<K> {
 
 const INT32: std::ops::RangeInclusive<i64> = (i32::MIN as i64)..=(i32::MAX as i64);
 
-/// A time as the seed writes them: RFC 3339 with `T` and an offset (`Z` or `±HH:MM`),
-/// whole seconds (a fraction of zeros is accepted).
+/// An RFC 3339 time (`2030-04-18T08:45:00+03:00`), to the second: a fraction of a second
+/// is dropped (the seed writes none, and a cell's columns hold none).
 ///
 /// # Errors
-/// Another form, a fraction that is not zero, a date or time that does not exist.
+/// Not RFC 3339 with an offset, or a date or time that does not exist.
 pub fn seed_time(text: &str) -> Result<DateTime<FixedOffset>, String> {
-    let bad = || {
-        format!(
-            "must be an RFC 3339 time with an offset, such as 2030-04-18T08:45:00+03:00, got {text:?}"
-        )
-    };
-    let b = text.as_bytes();
-    let digits = |range: std::ops::Range<usize>| {
-        b.get(range)
-            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
-    };
-    let shape = digits(0..4)
-        && b.get(4) == Some(&b'-')
-        && digits(5..7)
-        && b.get(7) == Some(&b'-')
-        && digits(8..10)
-        && b.get(10) == Some(&b'T')
-        && digits(11..13)
-        && b.get(13) == Some(&b':')
-        && digits(14..16)
-        && b.get(16) == Some(&b':')
-        && digits(17..19);
-    if !shape {
-        return Err(bad());
-    }
-    let mut rest = b.get(19..).unwrap_or_default();
-    if let Some((b'.', fraction)) = rest.split_first() {
-        let n = fraction.iter().take_while(|d| d.is_ascii_digit()).count();
-        let (digits, after) = fraction.split_at(n);
-        if digits.is_empty() {
-            return Err(bad());
-        }
-        if digits.iter().any(|d| *d != b'0') {
-            return Err(format!("must be whole seconds, got {text:?}"));
-        }
-        rest = after;
-    }
-    let offset = match rest {
-        [b'Z'] => true,
-        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit()),
-        _ => false,
-    };
-    if !offset {
-        return Err(bad());
-    }
-    DateTime::parse_from_rfc3339(text).map_err(|_| bad())
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.trunc_subsecs(0))
+        .map_err(|_| {
+            format!(
+                "must be an RFC 3339 time with an offset, such as 2030-04-18T08:45:00+03:00, got {text:?}"
+            )
+        })
 }
 
 /// `t` as the seed writes times, in its own offset: `2030-04-18T08:45:00+03:00`.
@@ -980,8 +948,12 @@ fn validate_lpu(
         }
     }
     if let Some(parent) = &mut l.parent {
-        if let Some(g) = problems.guid::<Guid>(what, "parent.guid", &parent.guid) {
-            parent.guid = g.to_string();
+        // The nil GUID is how the seed writes "none" (`elementGuid`): a parent that is no
+        // organisation is kept as given.
+        if parent.guid != NIL_GUID {
+            if let Some(g) = problems.guid::<Guid>(what, "parent.guid", &parent.guid) {
+                parent.guid = g.to_string();
+            }
         }
         problems.text(what, "parent.name", &parent.name, MAX_TEXT, false);
     }
@@ -1038,11 +1010,21 @@ fn validate_cell(
     let end = problems.time(what, "endTime", &c.end_time);
     if let (Some(begin), Some(end)) = (&begin, &end) {
         if end <= begin {
-            problems.push(what, "endTime must be after beginTime");
+            problems.push_conflict(what, "endTime must be after beginTime");
         }
     }
-    if problems.range(what, "planCount", c.plan_count, 0..=MAX_PLAN_COUNT) {
-        problems.range(what, "usedCount", c.used_count, 0..=c.plan_count);
+    let plan_ok = problems.range(what, "planCount", c.plan_count, 0..=MAX_PLAN_COUNT);
+    if problems.range(what, "usedCount", c.used_count, 0..=MAX_PLAN_COUNT)
+        && plan_ok
+        && c.used_count > c.plan_count
+    {
+        problems.push_conflict(
+            what,
+            format!(
+                "usedCount must be at most planCount ({}), got {}",
+                c.plan_count, c.used_count
+            ),
+        );
     }
     problems.text(what, "room", &c.room, MAX_TEXT, false);
     problems.range(what, "flat", c.flat, INT32);

@@ -215,8 +215,12 @@ async fn the_openapi_document_describes_put_admin_schedule_with_an_example_that_
     }
     let schemas = &doc["components"]["schemas"];
     assert_eq!(
-        schemas["CellIn"]["properties"]["beginTime"]["pattern"],
-        r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.0+)?(Z|[+-][0-9]{2}:[0-9]{2})$"
+        schemas["CellIn"]["properties"]["beginTime"]["format"],
+        "date-time"
+    );
+    assert_eq!(
+        schemas["PatientIn"]["properties"]["birthDate"]["format"],
+        "date"
     );
     assert_eq!(
         schemas["AgeCategory"]["enum"],
