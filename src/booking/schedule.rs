@@ -21,7 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::str::FromStr;
 
-use chrono::{DateTime, FixedOffset, NaiveDate, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{AgeCategory, AgeMask, Guid, UtcOffset};
@@ -39,6 +39,8 @@ pub const MAX_PLAN_COUNT: i64 = 10_000;
 pub const MAX_LIST: usize = 64;
 /// The most bytes of an LPU's `ratings`, as medcall writes it back.
 pub const MAX_RATINGS_BYTES: usize = 16 * 1024;
+/// The seed's "no GUID".
+const NIL_GUID: &str = "00000000-0000-0000-0000-000000000000";
 /// The longest policy number.
 pub const MAX_POLICY_NUMBER: usize = 32;
 
@@ -124,7 +126,7 @@ pub struct LpuIn {
     pub post_index: String,
     /// Any JSON (at most 16 KiB as medcall writes it); absent: `null`.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Value)]
     pub ratings: serde_json::Value,
     #[serde(default)]
     pub address_detail: AddressDetailIn,
@@ -222,11 +224,11 @@ pub struct LpuStatusIn {
         example = "Online"
     )]
     pub name: String,
-    /// RFC 3339 with an offset, whole seconds; written back as
+    /// RFC 3339; written back in its offset to the second, as
     /// `2018-08-21T09:15:27+03:00`. Absent: `null`.
     #[serde(default)]
     #[schema(
-        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.0+)?(Z|[+-][0-9]{2}:[0-9]{2})$",
+        format = DateTime,
         example = "2018-08-21T09:15:27+03:00"
     )]
     pub last_change_time: Option<String>,
@@ -240,6 +242,7 @@ pub struct LpuStatusIn {
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LpuParentIn {
+    /// A GUID; the nil GUID for none.
     #[schema(
         pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
     )]
@@ -318,22 +321,23 @@ pub struct CellIn {
         example = "f05d7650-a2a0-49dc-99f1-bb57829bc46a"
     )]
     pub doc_guid: String,
-    /// RFC 3339 with an offset, whole seconds; kept in that offset.
+    /// RFC 3339; kept in its offset, to the second (a fraction is dropped).
     #[schema(
-        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.0+)?(Z|[+-][0-9]{2}:[0-9]{2})$",
+        format = DateTime,
         example = "2030-04-18T08:45:00+03:00"
     )]
     pub begin_time: String,
-    /// After `beginTime`.
+    /// After `beginTime` (409 otherwise: a rule between two fields).
     #[schema(
-        pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.0+)?(Z|[+-][0-9]{2}:[0-9]{2})$",
+        format = DateTime,
         example = "2030-04-18T09:00:00+03:00"
     )]
     pub end_time: String,
     #[serde(deserialize_with = "crate::json::whole_number")]
     #[schema(minimum = 0, maximum = 10000, example = 1)]
     pub plan_count: i64,
-    /// Places taken outside medcall, at most `planCount`.
+    /// Places taken outside medcall, at most `planCount` (409 past it: a rule between two
+    /// fields, which the schema cannot state).
     #[serde(default, deserialize_with = "crate::json::whole_number")]
     #[schema(minimum = 0, maximum = 10000, example = 0)]
     pub used_count: i64,
@@ -435,7 +439,7 @@ pub struct PatientIn {
     #[schema(pattern = "^[0-9A-Za-z]{1,32}$", example = "5098799789000154")]
     pub policy_number: String,
     /// `YYYY-MM-DD`, a real date.
-    #[schema(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$", example = "1985-03-14")]
+    #[schema(format = Date, example = "1985-03-14")]
     pub birth_date: String,
     #[schema(
         min_length = 1,
@@ -616,14 +620,24 @@ impl Upsert {
     }
 }
 
-/// `kind[index] "key"`: how a problem names its entry. The key is quoted as Rust escapes
-/// it and cut at 40 characters (as the directory document names its entries).
-fn entry(kind: &str, index: usize, key: &str) -> String {
-    let mut shown: String = key.chars().take(40).collect();
-    if shown.len() < key.len() {
-        shown.push('…');
+/// How a problem names its entry: `kind[index] "key"`, the key quoted as Rust escapes it
+/// and cut at 40 characters (as the directory document names its entries). Written only
+/// when a problem is: a million good cells format nothing.
+#[derive(Debug, Clone, Copy)]
+struct Entry<'a> {
+    kind: &'static str,
+    index: usize,
+    key: &'a str,
+}
+
+impl fmt::Display for Entry<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut shown: String = self.key.chars().take(40).collect();
+        if shown.len() < self.key.len() {
+            shown.push('…');
+        }
+        write!(f, "{}[{}] {shown:?}", self.kind, self.index)
     }
-    format!("{kind}[{index}] {shown:?}")
 }
 
 /// A text of at most `max` characters with no control characters; when `required`, not
@@ -648,28 +662,30 @@ struct Problems {
 }
 
 impl Problems {
-    fn push(&mut self, what: &str, problem: impl fmt::Display) {
+    fn push(&mut self, what: &Entry<'_>, problem: impl fmt::Display) {
         self.all.push(format!("{what}: {problem}"));
     }
 
-    /// A problem between entries (the same key twice), not of one entry alone.
-    fn push_duplicate(&mut self, what: &str, problem: impl fmt::Display) {
+    /// A problem between entries (the same key twice) or between an entry's fields (an end
+    /// before its begin), which no JSON Schema can spell: a conflict, not a malformed
+    /// document.
+    fn push_conflict(&mut self, what: &Entry<'_>, problem: impl fmt::Display) {
         self.push(what, problem);
         self.duplicates += 1;
     }
 
-    /// Every problem recorded is a duplicate: the entries are each well formed.
+    /// Every problem recorded is a conflict: each value is well formed.
     fn only_duplicates(&self) -> bool {
         !self.all.is_empty() && self.duplicates == self.all.len()
     }
 
-    fn text(&mut self, what: &str, field: &str, value: &str, max: usize, required: bool) {
+    fn text(&mut self, what: &Entry<'_>, field: &str, value: &str, max: usize, required: bool) {
         if let Some(p) = text_problem(field, value, max, required) {
             self.push(what, p);
         }
     }
 
-    fn guid<T: FromStr>(&mut self, what: &str, field: &str, value: &str) -> Option<T>
+    fn guid<T: FromStr>(&mut self, what: &Entry<'_>, field: &str, value: &str) -> Option<T>
     where
         T::Err: fmt::Display,
     {
@@ -682,7 +698,7 @@ impl Problems {
     /// `value` within `range`, or a problem naming `field`.
     fn range(
         &mut self,
-        what: &str,
+        what: &Entry<'_>,
         field: &str,
         value: i64,
         range: std::ops::RangeInclusive<i64>,
@@ -701,7 +717,12 @@ impl Problems {
         ok
     }
 
-    fn time(&mut self, what: &str, field: &str, value: &str) -> Option<DateTime<FixedOffset>> {
+    fn time(
+        &mut self,
+        what: &Entry<'_>,
+        field: &str,
+        value: &str,
+    ) -> Option<DateTime<FixedOffset>> {
         seed_time(value)
             .map_err(|e| self.push(what, format!("{field} {e}")))
             .ok()
@@ -723,23 +744,28 @@ impl Problems {
     }
 }
 
-/// The first entry seen with each key; a later one with the same key is a problem naming
-/// both.
-struct FirstSeen<K>(HashMap<K, String>);
+/// The index of the first entry seen with each key; a later one with the same key is a
+/// problem naming both (the first by its key as validated).
+struct FirstSeen<K>(HashMap<K, usize>);
 
-impl<K: std::hash::Hash + Eq> FirstSeen<K> {
-    fn new() -> FirstSeen<K> {
-        FirstSeen(HashMap::new())
+impl<K: std::hash::Hash + Eq + Clone + fmt::Display> FirstSeen<K> {
+    fn with_capacity(n: usize) -> FirstSeen<K> {
+        FirstSeen(HashMap::with_capacity(n))
     }
 
-    fn check(&mut self, problems: &mut Problems, what: &str, field: &str, key: Option<K>) {
+    fn check(&mut self, problems: &mut Problems, what: &Entry<'_>, field: &str, key: Option<&K>) {
         let Some(key) = key else { return };
-        match self.0.get(&key) {
+        match self.0.get(key) {
             Some(first) => {
-                problems.push_duplicate(what, format!("{field} is also that of {first}"));
+                let first = Entry {
+                    kind: what.kind,
+                    index: *first,
+                    key: &key.to_string(),
+                };
+                problems.push_conflict(what, format!("{field} is also that of {first}"));
             }
             None => {
-                self.0.insert(key, what.to_string());
+                self.0.insert(key.clone(), what.index);
             }
         }
     }
@@ -747,57 +773,19 @@ impl<K: std::hash::Hash + Eq> FirstSeen<K> {
 
 const INT32: std::ops::RangeInclusive<i64> = (i32::MIN as i64)..=(i32::MAX as i64);
 
-/// A time as the seed writes them: RFC 3339 with `T` and an offset (`Z` or `±HH:MM`),
-/// whole seconds (a fraction of zeros is accepted).
+/// An RFC 3339 time (`2030-04-18T08:45:00+03:00`), to the second: a fraction of a second
+/// is dropped (the seed writes none, and a cell's columns hold none).
 ///
 /// # Errors
-/// Another form, a fraction that is not zero, a date or time that does not exist.
+/// Not RFC 3339 with an offset, or a date or time that does not exist.
 pub fn seed_time(text: &str) -> Result<DateTime<FixedOffset>, String> {
-    let bad = || {
-        format!(
-            "must be an RFC 3339 time with an offset, such as 2030-04-18T08:45:00+03:00, got {text:?}"
-        )
-    };
-    let b = text.as_bytes();
-    let digits = |range: std::ops::Range<usize>| {
-        b.get(range)
-            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
-    };
-    let shape = digits(0..4)
-        && b.get(4) == Some(&b'-')
-        && digits(5..7)
-        && b.get(7) == Some(&b'-')
-        && digits(8..10)
-        && b.get(10) == Some(&b'T')
-        && digits(11..13)
-        && b.get(13) == Some(&b':')
-        && digits(14..16)
-        && b.get(16) == Some(&b':')
-        && digits(17..19);
-    if !shape {
-        return Err(bad());
-    }
-    let mut rest = b.get(19..).unwrap_or_default();
-    if let Some((b'.', fraction)) = rest.split_first() {
-        let n = fraction.iter().take_while(|d| d.is_ascii_digit()).count();
-        let (digits, after) = fraction.split_at(n);
-        if digits.is_empty() {
-            return Err(bad());
-        }
-        if digits.iter().any(|d| *d != b'0') {
-            return Err(format!("must be whole seconds, got {text:?}"));
-        }
-        rest = after;
-    }
-    let offset = match rest {
-        [b'Z'] => true,
-        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|d| d.is_ascii_digit()),
-        _ => false,
-    };
-    if !offset {
-        return Err(bad());
-    }
-    DateTime::parse_from_rfc3339(text).map_err(|_| bad())
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.trunc_subsecs(0))
+        .map_err(|_| {
+            format!(
+                "must be an RFC 3339 time with an offset, such as 2030-04-18T08:45:00+03:00, got {text:?}"
+            )
+        })
 }
 
 /// `t` as the seed writes times, in its own offset: `2030-04-18T08:45:00+03:00`.
@@ -815,6 +803,12 @@ impl ScheduleDocument {
         // serde reads a struct from an array too; a document is an object.
         if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return Err("the document must be a JSON object".to_string());
+        }
+        // The plain parse is the fast one; only a document it refuses is read again, with
+        // the path tracked, to name the place (tracking every value cost a large schedule
+        // a fifth of its parse).
+        if let Ok(doc) = serde_json::from_slice(bytes) {
+            return Ok(doc);
         }
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let doc = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -861,43 +855,20 @@ impl ScheduleDocument {
             patients: Vec::with_capacity(self.patients.len()),
         };
 
-        let mut seen_lpus = FirstSeen::new();
+        let mut seen = FirstSeen::with_capacity(self.lpus.len());
         for (i, l) in self.lpus.into_iter().enumerate() {
-            let what = entry("lpus", i, &l.guid);
-            let lpu = validate_lpu(&mut problems, &what, l);
-            seen_lpus.check(
-                &mut problems,
-                &what,
-                "guid",
-                lpu.as_ref().map(|l| l.guid.clone()),
-            );
-            out.lpus.extend(lpu);
+            out.lpus
+                .extend(validate_lpu(&mut problems, &mut seen, i, l));
         }
-
-        let mut seen_cells = FirstSeen::new();
+        let mut seen = FirstSeen::with_capacity(self.cells.len());
         for (i, c) in self.cells.into_iter().enumerate() {
-            let what = entry("cells", i, &c.guid);
-            let cell = validate_cell(&mut problems, &what, c);
-            seen_cells.check(
-                &mut problems,
-                &what,
-                "guid",
-                cell.as_ref().map(|c| c.guid.clone()),
-            );
-            out.cells.extend(cell);
+            out.cells
+                .extend(validate_cell(&mut problems, &mut seen, i, c));
         }
-
-        let mut seen_patients = FirstSeen::new();
+        let mut seen = FirstSeen::with_capacity(self.patients.len());
         for (i, p) in self.patients.into_iter().enumerate() {
-            let what = entry("patients", i, &p.policy_number);
-            let patient = validate_patient(&mut problems, &what, p);
-            seen_patients.check(
-                &mut problems,
-                &what,
-                "policyNumber",
-                patient.as_ref().map(|p| p.policy_number.clone()),
-            );
-            out.patients.extend(patient);
+            out.patients
+                .extend(validate_patient(&mut problems, &mut seen, i, p));
         }
         let only_duplicates = problems.only_duplicates();
         problems.finish(out).map_err(|p| (p, only_duplicates))
@@ -905,9 +876,21 @@ impl ScheduleDocument {
 }
 
 /// The LPU, or `None` with its problems recorded.
-fn validate_lpu(problems: &mut Problems, what: &str, mut l: LpuIn) -> Option<Lpu> {
+fn validate_lpu(
+    problems: &mut Problems,
+    seen: &mut FirstSeen<Guid>,
+    index: usize,
+    mut l: LpuIn,
+) -> Option<Lpu> {
     let before = problems.all.len();
+    let key = l.guid.clone();
+    let what = &Entry {
+        kind: "lpus",
+        index,
+        key: &key,
+    };
     let guid: Option<Guid> = problems.guid(what, "guid", &l.guid);
+    seen.check(problems, what, "guid", guid.as_ref());
     let texts: [(&str, &str); 31] = [
         ("name", &l.name),
         ("ferName", &l.fer_name),
@@ -965,8 +948,12 @@ fn validate_lpu(problems: &mut Problems, what: &str, mut l: LpuIn) -> Option<Lpu
         }
     }
     if let Some(parent) = &mut l.parent {
-        if let Some(g) = problems.guid::<Guid>(what, "parent.guid", &parent.guid) {
-            parent.guid = g.to_string();
+        // The nil GUID is how the seed writes "none" (`elementGuid`): a parent that is no
+        // organisation is kept as given.
+        if parent.guid != NIL_GUID {
+            if let Some(g) = problems.guid::<Guid>(what, "parent.guid", &parent.guid) {
+                parent.guid = g.to_string();
+            }
         }
         problems.text(what, "parent.name", &parent.name, MAX_TEXT, false);
     }
@@ -1003,20 +990,41 @@ fn validate_lpu(problems: &mut Problems, what: &str, mut l: LpuIn) -> Option<Lpu
 }
 
 /// The cell, or `None` with its problems recorded.
-fn validate_cell(problems: &mut Problems, what: &str, c: CellIn) -> Option<Cell> {
+fn validate_cell(
+    problems: &mut Problems,
+    seen: &mut FirstSeen<Guid>,
+    index: usize,
+    c: CellIn,
+) -> Option<Cell> {
     let before = problems.all.len();
+    let what = &Entry {
+        kind: "cells",
+        index,
+        key: &c.guid,
+    };
     let guid: Option<Guid> = problems.guid(what, "guid", &c.guid);
+    seen.check(problems, what, "guid", guid.as_ref());
     let lpu: Option<Guid> = problems.guid(what, "lpuGuid", &c.lpu_guid);
     let doctor: Option<DoctorGuid> = problems.guid(what, "docGuid", &c.doc_guid);
     let begin = problems.time(what, "beginTime", &c.begin_time);
     let end = problems.time(what, "endTime", &c.end_time);
     if let (Some(begin), Some(end)) = (&begin, &end) {
         if end <= begin {
-            problems.push(what, "endTime must be after beginTime");
+            problems.push_conflict(what, "endTime must be after beginTime");
         }
     }
-    if problems.range(what, "planCount", c.plan_count, 0..=MAX_PLAN_COUNT) {
-        problems.range(what, "usedCount", c.used_count, 0..=c.plan_count);
+    let plan_ok = problems.range(what, "planCount", c.plan_count, 0..=MAX_PLAN_COUNT);
+    if problems.range(what, "usedCount", c.used_count, 0..=MAX_PLAN_COUNT)
+        && plan_ok
+        && c.used_count > c.plan_count
+    {
+        problems.push_conflict(
+            what,
+            format!(
+                "usedCount must be at most planCount ({}), got {}",
+                c.plan_count, c.used_count
+            ),
+        );
     }
     problems.text(what, "room", &c.room, MAX_TEXT, false);
     problems.range(what, "flat", c.flat, INT32);
@@ -1078,13 +1086,24 @@ fn birth_date(text: &str) -> Result<NaiveDate, String> {
 }
 
 /// The patient, or `None` with its problems recorded.
-fn validate_patient(problems: &mut Problems, what: &str, p: PatientIn) -> Option<Patient> {
+fn validate_patient(
+    problems: &mut Problems,
+    seen: &mut FirstSeen<PolicyNumber>,
+    index: usize,
+    p: PatientIn,
+) -> Option<Patient> {
     let before = problems.all.len();
+    let what = &Entry {
+        kind: "patients",
+        index,
+        key: &p.policy_number,
+    };
     let policy_number = p
         .policy_number
         .parse::<PolicyNumber>()
         .map_err(|e| problems.push(what, format!("policyNumber {e}")))
         .ok();
+    seen.check(problems, what, "policyNumber", policy_number.as_ref());
     let birth = birth_date(&p.birth_date)
         .map_err(|e| problems.push(what, format!("birthDate {e}")))
         .ok();
@@ -1129,7 +1148,11 @@ impl ValidSchedule {
             if lpu_known && doctor_known {
                 continue;
             }
-            let what = entry("cells", i, c.guid.as_str());
+            let what = Entry {
+                kind: "cells",
+                index: i,
+                key: c.guid.as_str(),
+            };
             if !lpu_known {
                 problems.push(
                     &what,
@@ -1170,8 +1193,7 @@ impl ValidSchedule {
 pub fn lpu_document(json: &[u8]) -> Result<String, Vec<String>> {
     let lpu: LpuIn = serde_json::from_slice(json).map_err(|e| vec![e.to_string()])?;
     let mut problems = Problems::default();
-    let what = entry("lpus", 0, &lpu.guid);
-    let valid = validate_lpu(&mut problems, &what, lpu);
+    let valid = validate_lpu(&mut problems, &mut FirstSeen::with_capacity(1), 0, lpu);
     match valid {
         Some(l) => Ok(l.document),
         None => problems.finish(String::new()),

@@ -263,8 +263,9 @@ fn patient_ask(
     today: NaiveDate,
 ) -> Result<PatientAsk, String> {
     let text = |name: &str| body.get(name).and_then(Value::as_str);
+    // As the register stores it (`PolicyNumber`: letters in uppercase).
     let policy = text("policyNumber")
-        .filter(|p| (1..=32).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .and_then(|p| p.parse::<crate::booking::schedule::PolicyNumber>().ok())
         .ok_or("policyNumber должен быть номером полиса: 1–32 латинские буквы или цифры")?;
     let birth = text("birthDate")
         .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
@@ -276,7 +277,7 @@ fn patient_ask(
         })
         .ok_or("fullName должно быть ФИО пациента (до 256 символов)")?;
     Ok(PatientAsk {
-        policy_number: policy.to_string(),
+        policy_number: policy.as_str().to_string(),
         birth_date: birth,
         full_name: name.trim().to_string(),
     })

@@ -169,11 +169,17 @@ fn write_schedule(
              dispensary_required = excluded.dispensary_required,
              updated_at = excluded.updated_at",
     )?;
+    // Into an empty table (the first import) every cell is new: no lookups.
+    let none_stored = !tx.query_row("SELECT EXISTS (SELECT 1 FROM booking_cells)", [], |r| {
+        r.get::<_, bool>(0)
+    })?;
     for c in &valid.cells {
         let begin_utc = StoredTime::at(c.begin_utc);
         let busy_type = c.busy_type.json();
-        let stored = same
-            .query_row(
+        let stored = if none_stored {
+            None
+        } else {
+            same.query_row(
                 params![
                     c.guid.as_str(),
                     c.lpu.as_str(),
@@ -192,7 +198,8 @@ fn write_schedule(
                 ],
                 |r| r.get(0),
             )
-            .optional()?;
+            .optional()?
+        };
         if Upsert::decide(stored).count(&mut counts.cells) {
             up.execute(params![
                 c.guid.as_str(),

@@ -30,5 +30,6 @@ mod media_fetch;
 mod openapi;
 mod recording_file;
 mod replay;
+mod schedule_import;
 mod stream;
 mod support;
