@@ -8,8 +8,8 @@
 //! `CONCURRENCY` workers in a closed loop, each with its own keep-alive HTTP/1.1
 //! connection, every request signed (`medcall::signing`) and distinct: the daemon answers
 //! a repeated signed request from its replay table, so within one second of
-//! `X-Timestamp` the body differs — `reserveTime` runs over 30–60 and, past 31 requests
-//! in a second, trailing JSON whitespace is added.
+//! `X-Timestamp` the body differs — every request asks for 30 minutes, and the n-th
+//! request of a worker within a second carries n trailing spaces (JSON ignores them).
 //!
 //! Scenarios:
 //! - **spread**: `CELLS` cells × `PLAN` places, request *i* for cell *i* mod `CELLS`.
@@ -64,10 +64,8 @@ const ADMIN_KEY: &str = "bench-booking-admin-key";
 const BOOKING_KEY: &str = "bench-booking-key";
 const CLIENT_ID: &str = "bench";
 const CLIENT_SECRET: &str = "bench-booking-secret-0123456789";
-/// The shortest hold a request asks for, in minutes; `reserveTime` runs up from it.
+/// The hold every request asks for, in minutes.
 const MIN_RESERVE: u64 = 30;
-/// How many `reserveTime` values there are (30–60).
-const RESERVE_SPAN: u64 = 31;
 /// Cells per doctor: 09:00, 09:15, … on 2031-01-01 (+03:00).
 const SLOTS_PER_DOCTOR: usize = 20;
 
@@ -462,10 +460,13 @@ impl Distinct {
 }
 
 fn body(cell: &str, seq: u64) -> Vec<u8> {
-    let reserve = MIN_RESERVE + seq % RESERVE_SPAN;
-    let pad = " ".repeat((seq / RESERVE_SPAN) as usize);
-    format!("{{\"timeTable\":\"{cell}\",\"ageCategory\":\"ADULT\",\"reserveTime\":{reserve}}}{pad}")
-        .into_bytes()
+    // One hold length for every request, as a real client sends; trailing whitespace
+    // (JSON ignores it) keeps the requests of one second distinct.
+    let pad = " ".repeat(seq as usize);
+    format!(
+        "{{\"timeTable\":\"{cell}\",\"ageCategory\":\"ADULT\",\"reserveTime\":{MIN_RESERVE}}}{pad}"
+    )
+    .into_bytes()
 }
 
 impl Scenario {

@@ -222,9 +222,10 @@ fn signed(
 ) -> Result<StoredAnswer, StoreError> {
     let replay = c
         .prepare_cached(
-            "SELECT status, body FROM booking_replays WHERE client_id = ?1 AND signature = ?2",
+            "SELECT status, body FROM booking_replays
+             WHERE keep_until = ?1 AND client_id = ?2 AND signature = ?3",
         )?
-        .query_row(params![key.client_id, key.signature], |r| {
+        .query_row(params![key.keep_until, key.client_id, key.signature], |r| {
             Ok(StoredAnswer {
                 status: read(r, 0)?,
                 body: read(r, 1)?,
@@ -269,27 +270,44 @@ fn mask_of(bits: i64) -> Result<AgeMask, StoreError> {
     })
 }
 
-/// The holds of `cell` still live at `now`: its `held_count` less the held tickets whose
-/// time is up (lapsed, not yet swept: usually none), so the check costs the same for a
-/// cell of ten thousand holds as for one of ten.
-fn live_holds(c: &Connection, cell: &Guid, held: i64, now: StoredTime) -> Result<i64, StoreError> {
+/// The holds of `cell` still live at `now`: its stored holds less those whose time is up
+/// and the sweeper has not written down yet (a range of the holds index over the lapsed
+/// holds only: usually none), so the check costs the same for a cell of ten thousand
+/// holds as for one of ten.
+fn live_holds(c: &Connection, cell: &Guid, now: StoredTime) -> Result<i64, StoreError> {
+    let held: i64 = c
+        .prepare_cached("SELECT held FROM booking_cell_holds WHERE cell_guid = ?1")?
+        .query_row(params![cell], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    if held == 0 {
+        return Ok(0);
+    }
     let lapsed: i64 = c
         .prepare_cached(
             "SELECT count(*) FROM booking_tickets
-             WHERE cell_guid = ?1 AND state = 'held' AND expires_at <= ?2",
+             WHERE state = 'held' AND expires_at <= ?2 AND cell_guid = ?1",
         )?
         .query_row(params![cell, now], |r| r.get(0))?;
     Ok(held - lapsed)
 }
 
-/// `held_count` of the ticket's cell moves by `by` (a hold made, or one that ended).
-fn count_hold(c: &Connection, ticket: &Guid, by: i64) -> Result<(), StoreError> {
+/// The stored holds of `cell` move by `by` (a hold made, or one that ended).
+fn count_hold(c: &Connection, cell: &Guid, by: i64) -> Result<(), StoreError> {
     c.prepare_cached(
-        "UPDATE booking_cells SET held_count = held_count + ?2
-         WHERE guid = (SELECT cell_guid FROM booking_tickets WHERE guid = ?1)",
+        "INSERT INTO booking_cell_holds (cell_guid, held) VALUES (?1, ?2)
+         ON CONFLICT (cell_guid) DO UPDATE SET held = held + excluded.held",
     )?
-    .execute(params![ticket, by])?;
+    .execute(params![cell, by])?;
     Ok(())
+}
+
+/// The cell of `ticket`.
+fn cell_of(c: &Connection, ticket: &Guid) -> Result<Guid, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT cell_guid FROM booking_tickets WHERE guid = ?1")?
+            .query_row(params![ticket], |r| read(r, 0))?,
+    )
 }
 
 fn reservation_facts(
@@ -312,8 +330,7 @@ fn reservation_facts(
         rules::TimeTable::Cell(guid) => {
             let row = c
                 .prepare_cached(
-                    "SELECT lpu_guid, begin_utc, plan_count, used_count + booked_count, age_categories,
-                            held_count
+                    "SELECT lpu_guid, begin_utc, plan_count, used_count + booked_count, age_categories
                      FROM booking_cells WHERE guid = ?1",
                 )?
                 .query_row(params![guid], |r| {
@@ -323,17 +340,16 @@ fn reservation_facts(
                         read::<i64>(r, 2)?,
                         read::<i64>(r, 3)?,
                         read::<i64>(r, 4)?,
-                        read::<i64>(r, 5)?,
                     ))
                 })
                 .optional()?;
             match row {
                 None => None,
-                Some((lpu_guid, begins, plan_count, used, bits, held)) => Some(CellFacts {
+                Some((lpu_guid, begins, plan_count, used, bits)) => Some(CellFacts {
                     lpu_guid,
                     begins: begins.time(),
                     plan_count,
-                    taken: used + live_holds(c, guid, held, now)?,
+                    taken: used + live_holds(c, guid, now)?,
                     ages: mask_of(bits)?,
                 }),
             }
@@ -368,7 +384,7 @@ fn write_hold(
              RETURNING last",
         )?
         .query_row(params![cell.lpu_guid, day], |r| r.get(0))?;
-    let guid = Guid::random();
+    let guid = Guid::time_ordered(now.time());
     c.prepare_cached(
         "INSERT INTO booking_tickets
          (guid, lpu_guid, cell_guid, client_id, num, state, created_at, expires_at)
@@ -383,8 +399,7 @@ fn write_hold(
         now,
         StoredTime::at(hold.expires)
     ])?;
-    c.prepare_cached("UPDATE booking_cells SET held_count = held_count + 1 WHERE guid = ?1")?
-        .execute(params![hold.cell])?;
+    count_hold(c, &hold.cell, 1)?;
     insert_history(
         c,
         &guid,
@@ -432,7 +447,7 @@ fn expire(
         )?
         .execute(params![guid])?;
     if changed == 1 {
-        count_hold(c, guid, -1)?;
+        count_hold(c, &cell_of(c, guid)?, -1)?;
         insert_history(c, guid, &lapse_entry(client_id, expires.time()))?;
     }
     Ok(())
@@ -591,10 +606,11 @@ fn write_confirm(
         patient.birth_date.format("%Y-%m-%d").to_string()
     ])?;
     c.prepare_cached(
-        "UPDATE booking_cells SET booked_count = booked_count + 1, held_count = held_count - 1
+        "UPDATE booking_cells SET booked_count = booked_count + 1
          WHERE guid = (SELECT cell_guid FROM booking_tickets WHERE guid = ?1)",
     )?
     .execute(params![guid])?;
+    count_hold(c, &cell_of(c, guid)?, -1)?;
     insert_history(
         c,
         guid,
@@ -626,7 +642,7 @@ fn write_cancel(
         )?
         .execute(params![guid])?;
     } else {
-        count_hold(c, guid, -1)?;
+        count_hold(c, &cell_of(c, guid)?, -1)?;
     }
     insert_history(
         c,
@@ -653,7 +669,6 @@ fn load_ticket(
         .prepare_cached(
             "SELECT t.lpu_guid, l.document, l.utc_offset_minutes, t.cell_guid,
                     c.begin_time, c.end_time, c.plan_count, c.used_count + c.booked_count,
-                    c.held_count,
                     c.room, c.flat, c.busy_type, c.uchastok_num,
                     d.guid, d.full_name, d.role, d.speciality,
                     t.num, t.created_at, t.state, t.expires_at, t.policy_number
@@ -674,32 +689,31 @@ fn load_ticket(
                     read::<String>(r, 5)?,
                     read::<i64>(r, 6)?,
                     read::<i64>(r, 7)?,
-                    read::<i64>(r, 8)?,
                 ),
                 (
-                    read::<String>(r, 9)?,
-                    read::<i64>(r, 10)?,
+                    read::<String>(r, 8)?,
+                    read::<i64>(r, 9)?,
+                    read::<String>(r, 10)?,
                     read::<String>(r, 11)?,
-                    read::<String>(r, 12)?,
                 ),
                 TicketDoctor {
-                    guid: read(r, 13)?,
-                    full_name: read(r, 14)?,
-                    role: read(r, 15)?,
-                    speciality: read(r, 16)?,
+                    guid: read(r, 12)?,
+                    full_name: read(r, 13)?,
+                    role: read(r, 14)?,
+                    speciality: read(r, 15)?,
                 },
                 (
-                    read::<String>(r, 17)?,
-                    read::<StoredTime>(r, 18)?,
-                    read::<TicketState>(r, 19)?,
-                    read::<StoredTime>(r, 20)?,
-                    read::<Option<String>>(r, 21)?,
+                    read::<String>(r, 16)?,
+                    read::<StoredTime>(r, 17)?,
+                    read::<TicketState>(r, 18)?,
+                    read::<StoredTime>(r, 19)?,
+                    read::<Option<String>>(r, 20)?,
                 ),
             ))
         })
         .optional()?;
     let Some((
-        (lpu_guid, lpu_document, minutes, cell_guid, begin_time, end_time, plan_count, used, held),
+        (lpu_guid, lpu_document, minutes, cell_guid, begin_time, end_time, plan_count, used),
         (room, flat, busy_type, uchastok_num),
         doctor,
         (num, created_at, state, expires_at, policy_number),
@@ -733,7 +747,7 @@ fn load_ticket(
     if rules::lapsed_unswept(&facts, now.time()) {
         history.push(lapse_entry(client_id, expires_at.time()));
     }
-    let used_count = used + live_holds(c, &cell_guid, held, now)?;
+    let used_count = used + live_holds(c, &cell_guid, now)?;
     Ok(Some(Ticket {
         guid: guid.clone(),
         lpu_guid,

@@ -1,11 +1,17 @@
 -- Booking a doctor's timetable cell (seed 004; SPEC §7, §8).
 -- The schedule (LPUs, cells, patients) is upserted by the schedule import, never deleted
 -- by it. Tickets and their history are medcall's own: the import never touches them, and
--- `booked_count` (medcall's appointments of a cell) and `held_count` (its tickets stored
--- as held) are kept apart from the document's `used_count` (places taken outside
--- medcall) so a re-import cannot undo a booking. The live holds of a cell are
--- `held_count` less those of its held tickets whose time is up (an index range over the
--- lapsed ones only): the capacity check never counts a cell's every hold.
+-- `booked_count` (medcall's appointments of a cell) and `booking_cell_holds` (its tickets
+-- stored as held) are kept apart from the document's `used_count` (places taken outside
+-- medcall) so a re-import cannot undo a booking. The live holds of a cell are its
+-- stored holds less those whose time is up and the sweeper has not written down yet (an
+-- index range over the lapsed holds only): the capacity check never counts a cell's
+-- every hold.
+--
+-- Every table a reservation writes grows at its end, so a group commit of many
+-- reservations dirties few pages: ticket GUIDs are time-ordered (UUID version 7), history
+-- rows follow their ticket, replays are keyed by their time first, and the per-cell hold
+-- counts live in a narrow table of their own rather than in the wide cell rows.
 
 CREATE TABLE booking_lpus (
     guid                   TEXT PRIMARY KEY,   -- lowercase GUID
@@ -25,7 +31,6 @@ CREATE TABLE booking_cells (
     plan_count          INTEGER NOT NULL,
     used_count          INTEGER NOT NULL,      -- the document's: taken outside medcall
     booked_count        INTEGER NOT NULL DEFAULT 0, -- medcall's appointments (confirm +1, cancel -1)
-    held_count          INTEGER NOT NULL DEFAULT 0, -- tickets in state 'held', lapsed or not
     room                TEXT NOT NULL,
     flat                INTEGER NOT NULL,
     busy_type           TEXT NOT NULL,         -- JSON {name, type, code}
@@ -58,11 +63,14 @@ CREATE TABLE booking_tickets (
     patient_name  TEXT,
     birth_date    TEXT
 ) WITHOUT ROWID;
--- The capacity check: a cell's holds (its appointments are `booked_count`).
-CREATE INDEX booking_tickets_held ON booking_tickets (cell_guid, expires_at)
-    WHERE state = 'held';
--- The sweeper: holds by when they lapse.
+-- The sweeper, and the capacity check's lapsed holds: holds by when they lapse.
 CREATE INDEX booking_tickets_holds ON booking_tickets (expires_at) WHERE state = 'held';
+
+-- A cell's tickets in state 'held' (lapsed or not); its appointments are `booked_count`.
+CREATE TABLE booking_cell_holds (
+    cell_guid TEXT PRIMARY KEY REFERENCES booking_cells (guid),
+    held      INTEGER NOT NULL
+) WITHOUT ROWID;
 -- 4008: a patient's appointments.
 CREATE INDEX booking_tickets_patient ON booking_tickets (policy_number)
     WHERE state = 'appointment';
@@ -88,12 +96,13 @@ CREATE TABLE booking_numbers (
 ) WITHOUT ROWID;
 
 -- Signed requests already answered: the same request again gets the same answer.
+-- `keep_until` follows from the request's signed timestamp (past its window the request
+-- is refused as stale anyway), so a replay has the same key, and new rows go to the end.
 CREATE TABLE booking_replays (
+    keep_until TEXT NOT NULL,
     client_id  TEXT NOT NULL,
     signature  TEXT NOT NULL,
-    keep_until TEXT NOT NULL,                  -- past the signature window: prunable
     status     INTEGER NOT NULL,
     body       BLOB NOT NULL,
-    PRIMARY KEY (client_id, signature)
+    PRIMARY KEY (keep_until, client_id, signature)
 ) WITHOUT ROWID;
-CREATE INDEX booking_replays_keep ON booking_replays (keep_until);
