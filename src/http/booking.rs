@@ -641,3 +641,254 @@ pub async fn read_ticket(
         Err(e) => internal(&e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::booking::UtcOffset;
+    use crate::booking::rules::TicketState;
+    use crate::booking::ticket::TicketDoctor;
+    use serde_json::json;
+
+    fn map(v: Value) -> serde_json::Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn full_response_is_true_unless_false_and_nothing_else() {
+        assert_eq!(full_response(None), Ok(true));
+        assert_eq!(full_response(Some("")), Ok(true));
+        assert_eq!(full_response(Some("fullResponse=true")), Ok(true));
+        assert_eq!(full_response(Some("fullResponse=TRUE")), Ok(true));
+        assert_eq!(full_response(Some("fullResponse=false")), Ok(false));
+        assert_eq!(full_response(Some("r=1&fullResponse=False")), Ok(false));
+        assert_eq!(full_response(Some("other=false")), Ok(true));
+        assert_eq!(full_response(Some("fullResponse")), Ok(true));
+        assert_eq!(
+            full_response(Some("fullResponse=0")).map_err(|e| e.code()),
+            Err(4000)
+        );
+    }
+
+    #[test]
+    fn a_reservation_body_is_read_field_by_field() {
+        let ask = reservation_ask(&map(json!({
+            "timeTable": "43C6CEC0-3b91-48ab-acab-d541a88e91f7", "ageCategory": "TEEN", "reserveTime": 10
+        })));
+        assert_eq!(
+            ask.time_table,
+            TimeTable::Cell("43c6cec0-3b91-48ab-acab-d541a88e91f7".parse().unwrap())
+        );
+        assert_eq!(ask.age_category, Some(AgeCategory::Teen));
+        assert_eq!(ask.reserve_minutes, Some(10));
+        for empty in [
+            json!({}),
+            json!({"timeTable": null}),
+            json!({"timeTable": ""}),
+            json!({"timeTable": "00000000-0000-0000-0000-000000000000"}),
+        ] {
+            assert_eq!(
+                reservation_ask(&map(empty.clone())).time_table,
+                TimeTable::Empty,
+                "{empty}"
+            );
+        }
+        for other in [
+            json!({"timeTable": "x"}),
+            json!({"timeTable": 5}),
+            json!({"timeTable": []}),
+        ] {
+            assert_eq!(
+                reservation_ask(&map(other.clone())).time_table,
+                TimeTable::NotAGuid,
+                "{other}"
+            );
+        }
+        let odd = reservation_ask(&map(json!({"ageCategory": "adult", "reserveTime": "10"})));
+        assert_eq!((odd.age_category, odd.reserve_minutes), (None, None));
+        assert_eq!(
+            reservation_ask(&map(json!({"reserveTime": 1.5}))).reserve_minutes,
+            None
+        );
+    }
+
+    #[test]
+    fn a_body_must_be_a_json_object() {
+        assert!(object(b"{}").is_ok());
+        for bad in [&b""[..], b"[]", b"null", b"{", b"1"] {
+            assert_eq!(object(bad).map_err(|e| e.code()), Err(4000));
+        }
+    }
+
+    #[test]
+    fn a_patient_is_whole_and_its_policy_in_the_registers_spelling() {
+        let today = NaiveDate::from_ymd_opt(2026, 12, 2).unwrap();
+        let p = patient_ask(
+            &map(json!({"policyNumber": "ab12", "birthDate": "1985-03-14", "fullName": "  Иванов Иван "})),
+            today,
+        )
+        .unwrap();
+        assert_eq!(p.policy_number, "AB12");
+        assert_eq!(p.birth_date, NaiveDate::from_ymd_opt(1985, 3, 14).unwrap());
+        assert_eq!(p.full_name, "Иванов Иван");
+        let ok = json!({"policyNumber": "1", "birthDate": "2026-12-02", "fullName": "A"});
+        assert!(patient_ask(&map(ok.clone()), today).is_ok(), "born today");
+        let with = |k: &str, v: Value| {
+            let mut m = map(ok.clone());
+            m.insert(k.into(), v);
+            patient_ask(&m, today)
+        };
+        assert!(
+            with("birthDate", json!("2026-12-03")).is_err(),
+            "born tomorrow"
+        );
+        assert!(with("birthDate", json!("1985-02-30")).is_err());
+        assert!(with("policyNumber", json!("")).is_err());
+        assert!(with("policyNumber", json!("1".repeat(33))).is_err());
+        assert!(with("policyNumber", json!(123)).is_err());
+        assert!(with("fullName", json!("   ")).is_err());
+        assert!(with("fullName", json!("a\nb")).is_err());
+        assert!(with("fullName", json!("я".repeat(257))).is_err());
+        assert!(with("fullName", json!("я".repeat(256))).is_ok());
+    }
+
+    fn ticket() -> Ticket {
+        let at = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        Ticket {
+            guid: "019b0000-0000-7000-8000-000000000001".parse().unwrap(),
+            lpu_guid: "c3c977af-c3b4-4517-9d57-50a6844ec660".parse().unwrap(),
+            lpu_document: r#"{"guid":"c3c977af-c3b4-4517-9d57-50a6844ec660"}"#.into(),
+            offset: UtcOffset::from_minutes(180).unwrap(),
+            cell_guid: "12d4329b-cbe3-4ca3-8cdc-0e7a8f23e0d5".parse().unwrap(),
+            begin_time: "2030-04-18T08:45:00+03:00".into(),
+            end_time: "2030-04-18T09:00:00+03:00".into(),
+            plan_count: 3,
+            used_count: 2,
+            room: "202".into(),
+            flat: 4,
+            busy_type: r#"{"name":"","type":1,"code":""}"#.into(),
+            uchastok_num: "7".into(),
+            doctor: TicketDoctor {
+                guid: "f05d7650-a2a0-49dc-99f1-bb57829bc46a".into(),
+                full_name: "Петрова М. И.".into(),
+                role: "врач".into(),
+                speciality: "терапия".into(),
+            },
+            num: "008".into(),
+            client_id: "kiosk".into(),
+            created_at: at("2026-12-02T06:18:26Z"),
+            state: TicketState::Held,
+            expires_at: at("2026-12-02T06:28:26Z"),
+            history: vec![HistoryEntry {
+                element: "Status".into(),
+                old_value: String::new(),
+                new_value: "Reserved".into(),
+                editor: "kiosk".into(),
+                client_id: "kiosk".into(),
+                at: at("2026-12-02T06:18:27Z"),
+            }],
+        }
+    }
+
+    fn access() -> BookingAccess {
+        let mut clients = HashMap::new();
+        clients.insert(
+            "kiosk".to_string(),
+            BookingClient {
+                id: "kiosk".into(),
+                name: "Инфомат".into(),
+                secret: Secret::new("s"),
+                source: 3,
+                source_name: "Infomat".into(),
+            },
+        );
+        BookingAccess {
+            clients,
+            window_s: 300,
+        }
+    }
+
+    #[test]
+    fn the_ticket_renders_as_the_seeds_model_in_the_lpus_time() {
+        let v = serde_json::to_value(ticket_view(&access(), &ticket())).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "lpu": {"guid": "c3c977af-c3b4-4517-9d57-50a6844ec660"},
+                "num": "008", "uchastokNum": "7", "room": "202", "flat": 4,
+                "busyType": {"name": "", "type": 1, "code": ""},
+                "ticketGuid": "019b0000-0000-7000-8000-000000000001",
+                "timeTableGuid": "12d4329b-cbe3-4ca3-8cdc-0e7a8f23e0d5",
+                "docFio": "Петрова М. И.", "docGuid": "f05d7650-a2a0-49dc-99f1-bb57829bc46a",
+                "doctorRole": "врач", "speciality": "терапия",
+                "beginTime": "2030-04-18T08:45:00+03:00", "endTime": "2030-04-18T09:00:00+03:00",
+                "dateOfAppointment": "2026-12-02T09:18:26+03:00",
+                "planCount": 3, "usedCount": 2, "source": 3, "login": null,
+                "sourceName": "Infomat", "dispExamGuid": null,
+                "history": [{
+                    "element": "Status", "elementGuid": "019b0000-0000-7000-8000-000000000001",
+                    "oldValue": "", "newValue": "Reserved", "editor": "kiosk",
+                    "date": "2026-12-02T09:18:27+03:00",
+                    "client": {"mnem": "kiosk", "name": "Инфомат", "description": ""}
+                }]
+            })
+        );
+        // A client no longer configured: its id for the name, the seed's defaults.
+        let v = serde_json::to_value(ticket_view(&BookingAccess::default(), &ticket())).unwrap();
+        assert_eq!(
+            (v["source"].clone(), v["sourceName"].clone()),
+            (json!(0), json!("Internet"))
+        );
+        assert_eq!(v["history"][0]["client"]["name"], "kiosk");
+    }
+
+    #[test]
+    fn the_renderer_answers_the_whole_or_short_ticket_or_the_refusal() {
+        let t = ticket();
+        let whole = renderer(Arc::new(access()), true)(Ok(&t));
+        assert_eq!(whole.status, 200);
+        let v: Value = serde_json::from_slice(&whole.body).unwrap();
+        assert_eq!(v["num"], "008");
+        assert_eq!(v.as_object().unwrap().len(), 22);
+        let short = renderer(Arc::new(access()), false)(Ok(&t));
+        let v: Value = serde_json::from_slice(&short.body).unwrap();
+        assert_eq!(
+            v,
+            json!({"lpu": {"guid": "c3c977af-c3b4-4517-9d57-50a6844ec660"}, "num": "008",
+                   "ticketGuid": "019b0000-0000-7000-8000-000000000001"})
+        );
+        let refused = renderer(Arc::new(access()), true)(Err(&Refusal::NotFound));
+        assert_eq!(refused.status, 404);
+        let v: Value = serde_json::from_slice(&refused.body).unwrap();
+        assert_eq!(
+            v,
+            json!({"code": 4040, "message": Refusal::NotFound.message(), "type": "Error"})
+        );
+    }
+
+    #[test]
+    fn clients_come_from_the_configuration_named_by_their_id_when_unnamed() {
+        let config: crate::config::BookingConfig = serde_json::from_value(json!({
+            "signature_window_s": 120, "sweep_interval_ms": 1000, "group_commit_max": 8,
+            "clients": [{"id": "a", "secret": "0123456789abcdef"},
+                        {"id": "b", "name": "B", "secret": "0123456789abcdef", "source": 2, "source_name": "X"}]
+        }))
+        .unwrap();
+        let access = BookingAccess::from_config(&config);
+        assert_eq!(access.window_s, 120);
+        assert_eq!(access.clients["a"].name, "a");
+        assert_eq!(access.clients["a"].source_name, "Internet");
+        assert_eq!(access.clients["b"].name, "B");
+        assert_eq!(
+            (
+                access.clients["b"].source,
+                access.clients["b"].source_name.as_str()
+            ),
+            (2, "X")
+        );
+    }
+}

@@ -354,7 +354,8 @@ fn in_savepoint<R>(
     conn.prepare_cached("SAVEPOINT medcall_job")?.execute([])?;
     let out = f(conn);
     if out.is_err() {
-        conn.prepare_cached("ROLLBACK TO medcall_job")?.execute([])?;
+        conn.prepare_cached("ROLLBACK TO medcall_job")?
+            .execute([])?;
     }
     conn.prepare_cached("RELEASE medcall_job")?.execute([])?;
     out
