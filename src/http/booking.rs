@@ -205,6 +205,14 @@ async fn signed(app: &AppState, req: Request) -> Result<Signed, Response> {
     })
 }
 
+/// What every route checks first: the signature (5009), then `fullResponse` (4000).
+async fn checked(app: &AppState, req: Request) -> Result<(Signed, bool), Response> {
+    let query = req.uri().query().map(str::to_string);
+    let signed = signed(app, req).await?;
+    let full = full_response(query.as_deref()).map_err(|r| send(refusal_answer(&r)))?;
+    Ok((signed, full))
+}
+
 /// `fullResponse` of the query: absent or `true` → the whole ticket, `false` → `lpu`,
 /// `num`, `ticketGuid`; anything else is a 4000.
 fn full_response(query: Option<&str>) -> Result<bool, Refusal> {
@@ -492,14 +500,9 @@ pub async fn reserve(
     Path(lpu): Path<String>,
     req: Request,
 ) -> Response {
-    let query = req.uri().query().map(str::to_string);
-    let signed = match signed(&app, req).await {
-        Ok(s) => s,
+    let (signed, full) = match checked(&app, req).await {
+        Ok(checked) => checked,
         Err(refused) => return refused,
-    };
-    let full = match full_response(query.as_deref()) {
-        Ok(full) => full,
-        Err(refusal) => return send(refusal_answer(&refusal)),
     };
     let body = match object(&signed.body) {
         Ok(body) => body,
@@ -537,14 +540,9 @@ pub async fn confirm(
     Path((lpu, ticket)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let query = req.uri().query().map(str::to_string);
-    let signed = match signed(&app, req).await {
-        Ok(s) => s,
+    let (signed, full) = match checked(&app, req).await {
+        Ok(checked) => checked,
         Err(refused) => return refused,
-    };
-    let full = match full_response(query.as_deref()) {
-        Ok(full) => full,
-        Err(refusal) => return send(refusal_answer(&refusal)),
     };
     let patient = object(&signed.body)
         .map_err(|r| match r {
@@ -582,14 +580,9 @@ pub async fn cancel(
     Path((lpu, ticket)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let query = req.uri().query().map(str::to_string);
-    let signed = match signed(&app, req).await {
-        Ok(s) => s,
+    let (signed, full) = match checked(&app, req).await {
+        Ok(checked) => checked,
         Err(refused) => return refused,
-    };
-    let full = match full_response(query.as_deref()) {
-        Ok(full) => full,
-        Err(refusal) => return send(refusal_answer(&refusal)),
     };
     let render = renderer(Arc::clone(&app.booking), full);
     answered(
@@ -621,14 +614,9 @@ pub async fn read_ticket(
     Path((lpu, ticket)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let query = req.uri().query().map(str::to_string);
-    let signed = match signed(&app, req).await {
-        Ok(s) => s,
+    let (signed, full) = match checked(&app, req).await {
+        Ok(checked) => checked,
         Err(refused) => return refused,
-    };
-    let full = match full_response(query.as_deref()) {
-        Ok(full) => full,
-        Err(refusal) => return send(refusal_answer(&refusal)),
     };
     let found = app
         .store
