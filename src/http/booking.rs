@@ -858,6 +858,19 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_store_failure_is_a_500_in_the_seeds_shape() {
+        let r = internal(&"disk full");
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+        let body = axum::body::to_bytes(r.into_body(), 1 << 16).await.unwrap();
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"code": 500, "message": "Внутренняя ошибка сервера; запрос не выполнен.", "type": "Error"})
+        );
+    }
+
     #[test]
     fn clients_come_from_the_configuration_named_by_their_id_when_unnamed() {
         let config: crate::config::BookingConfig = serde_json::from_value(json!({
