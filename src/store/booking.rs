@@ -65,11 +65,11 @@ impl Store {
                     Err(refusal) => Ok(render(Err(&refusal))),
                     Ok(hold) => {
                         let (Some(cell), Some(offset)) = (&facts.cell, offset) else {
-                            return Err(StoreError::Closed);
+                            return Err(StoreError::Inconsistent("a hold without its cell or LPU"));
                         };
                         let guid = write_hold(c, cell, offset, &hold, &key.client_id, now)?;
                         let ticket = load_ticket(c, &guid, &key.client_id, now)?
-                            .ok_or(StoreError::Closed)?;
+                            .ok_or(StoreError::Inconsistent("a ticket just written or read"))?;
                         Ok(render(Ok(&ticket)))
                     }
                 }
@@ -112,7 +112,7 @@ impl Store {
                             write_confirm(c, &guid, p, &key.client_id, now)?;
                         }
                         let ticket = load_ticket(c, &guid, &key.client_id, now)?
-                            .ok_or(StoreError::Closed)?;
+                            .ok_or(StoreError::Inconsistent("a ticket just written or read"))?;
                         Ok(render(Ok(&ticket)))
                     }
                 }
@@ -154,8 +154,8 @@ impl Store {
                         guid
                     }
                 };
-                let ticket =
-                    load_ticket(c, &guid, &key.client_id, now)?.ok_or(StoreError::Closed)?;
+                let ticket = load_ticket(c, &guid, &key.client_id, now)?
+                    .ok_or(StoreError::Inconsistent("a ticket just written or read"))?;
                 Ok(render(Ok(&ticket)))
             })
         })

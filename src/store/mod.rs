@@ -66,6 +66,9 @@ pub enum StoreError {
     TooNew { found: i64, known: i64 },
     #[error("the store thread has stopped")]
     Closed,
+    /// A row the same transaction just wrote or read is not there: a bug, never input.
+    #[error("the store is inconsistent: {0}")]
+    Inconsistent(&'static str),
     /// The commit shared by a group of writes failed: none of them is stored.
     #[error("group commit failed: {0}")]
     GroupCommit(String),
