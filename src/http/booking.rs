@@ -440,7 +440,9 @@ fn renderer(access: Arc<BookingAccess>, full: bool) -> crate::store::Render {
     })
 }
 
-/// The body of a reservation.
+/// The body of a reservation, for the OpenAPI document only: the handler reads the
+/// fields one by one (`reservation_ask`), so that the SPEC's order decides what a
+/// malformed field answers.
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)]
@@ -456,7 +458,7 @@ pub struct ReservationBody {
     reserve_time: i64,
 }
 
-/// The patient confirming a hold.
+/// The patient confirming a hold, for the OpenAPI document only (read by `patient_ask`).
 #[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 #[allow(dead_code)]
