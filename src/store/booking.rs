@@ -68,9 +68,7 @@ impl Store {
                             return Err(StoreError::Inconsistent("a hold without its cell or LPU"));
                         };
                         let guid = write_hold(c, cell, offset, &hold, &key.client_id, now)?;
-                        let ticket = load_ticket(c, &guid, &key.client_id, now)?
-                            .ok_or(StoreError::Inconsistent("a ticket just written or read"))?;
-                        Ok(render(Ok(&ticket)))
+                        render_ticket(c, &guid, &key.client_id, now, render)
                     }
                 }
             })
@@ -111,9 +109,7 @@ impl Store {
                         if let (Confirmation::Confirm, Ok(p)) = (decision, &patient) {
                             write_confirm(c, &guid, p, &key.client_id, now)?;
                         }
-                        let ticket = load_ticket(c, &guid, &key.client_id, now)?
-                            .ok_or(StoreError::Inconsistent("a ticket just written or read"))?;
-                        Ok(render(Ok(&ticket)))
+                        render_ticket(c, &guid, &key.client_id, now, render)
                     }
                 }
             })
@@ -154,9 +150,7 @@ impl Store {
                         guid
                     }
                 };
-                let ticket = load_ticket(c, &guid, &key.client_id, now)?
-                    .ok_or(StoreError::Inconsistent("a ticket just written or read"))?;
-                Ok(render(Ok(&ticket)))
+                render_ticket(c, &guid, &key.client_id, now, render)
             })
         })
         .await
@@ -212,6 +206,19 @@ impl Store {
         })
         .await
     }
+}
+
+/// The answer for the ticket `guid` this job just wrote or read, as it is now.
+fn render_ticket(
+    c: &Connection,
+    guid: &Guid,
+    client_id: &str,
+    now: StoredTime,
+    render: Render,
+) -> Result<StoredAnswer, StoreError> {
+    let ticket = load_ticket(c, guid, client_id, now)?
+        .ok_or(StoreError::Inconsistent("a ticket just written or read"))?;
+    Ok(render(Ok(&ticket)))
 }
 
 /// The replay of `key` if it was answered; else `f`'s answer, kept for replays.
