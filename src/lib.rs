@@ -10,6 +10,7 @@ pub mod booking;
 pub mod calls;
 pub mod conference;
 pub mod config;
+pub mod consultation;
 pub mod crm;
 pub mod daemon;
 pub mod directory;
