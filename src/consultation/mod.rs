@@ -5,4 +5,5 @@
 //! [`model::NewConsultation`] (pure). The pure lifecycle, the schedule of jobs and the
 //! task that applies their effects on the PBX live beside them.
 
+pub mod lifecycle;
 pub mod model;

@@ -177,3 +177,59 @@ pub struct NewConsultation {
     pub duration_min: u32,
     pub notify_url: Option<String>,
 }
+
+/// A consultation as stored and answered (SPEC §4.2), with what the runner needs of its
+/// legs on the PBX.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Consultation {
+    pub id: i64,
+    pub kind: Kind,
+    pub doctor: DoctorId,
+    pub patient_full_name: String,
+    pub video_support: Option<bool>,
+    pub patient_phone: Option<Phone>,
+    pub status: Status,
+    pub created: DateTime<Utc>,
+    pub updated: DateTime<Utc>,
+    pub begin_at: DateTime<Utc>,
+    pub duration_min: u32,
+    pub doctor_deadline: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    pub join_code: Option<String>,
+    pub attachment: Option<Attachment>,
+    pub notify_url: Option<String>,
+    pub end_reason: Option<String>,
+    pub terminate_reason: Option<String>,
+    /// Callback: how many times the patient's phone has been dialled.
+    pub patient_attempts: u32,
+    /// The doctor's leg (the uniqueid medcall gave it) while it rings or is in.
+    pub doctor_leg: Option<String>,
+    /// The patient's leg while it rings (callback) or is in.
+    pub patient_leg: Option<String>,
+    /// The PBX it runs on.
+    pub pbx: String,
+    /// Every status it has had, with when, oldest first.
+    pub history: Vec<(Status, DateTime<Utc>)>,
+}
+
+impl Consultation {
+    /// The ConfBridge conference it runs in.
+    pub fn conference(&self) -> String {
+        conference_name(self.id)
+    }
+}
+
+/// `consult-<id>`: the conference of consultation `id`.
+pub fn conference_name(id: i64) -> String {
+    format!("consult-{id}")
+}
+
+/// The consultation a conference name belongs to, if it is one of medcall's.
+pub fn conference_id(name: &str) -> Option<i64> {
+    let digits = name.strip_prefix("consult-")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().filter(|id| *id > 0)
+}

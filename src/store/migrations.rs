@@ -28,6 +28,11 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (8, "media", include_str!("migrations/0008_media.sql")),
     (9, "booking", include_str!("migrations/0009_booking.sql")),
+    (
+        10,
+        "consultations",
+        include_str!("migrations/0010_consultations.sql"),
+    ),
 ];
 
 /// Applies every migration newer than the database's `user_version`, each in its own
