@@ -274,15 +274,33 @@ impl Stepper<'_> {
         match (status, event) {
             (Status::Scheduled, Event::Due(JobKind::Start)) => self.call_doctor(),
             (_, Event::PbxLost) if status.is_running() => self.end(Status::Failed, "pbx-lost-call"),
-            (Status::CallingDoctor, Event::DialFailed { party: Party::Doctor, why })
-            | (Status::CallingPatient, Event::DialFailed { party: Party::Patient, why }) => {
+            (
+                Status::CallingDoctor,
+                Event::DialFailed {
+                    party: Party::Doctor,
+                    why,
+                },
+            )
+            | (
+                Status::CallingPatient,
+                Event::DialFailed {
+                    party: Party::Patient,
+                    why,
+                },
+            ) => {
                 let reason = match why {
                     Dialled::Refused(message) => format!("pbx-refused: {message}"),
                     Dialled::Unreachable => "pbx-unreachable".to_owned(),
                 };
                 self.end(Status::Failed, &reason);
             }
-            (Status::CallingDoctor, Event::NotAnswered { party: Party::Doctor, why }) => {
+            (
+                Status::CallingDoctor,
+                Event::NotAnswered {
+                    party: Party::Doctor,
+                    why,
+                },
+            ) => {
                 self.step.next.doctor_leg = None;
                 match why {
                     NoAnswer::Busy => self.end(Status::Missed, "doctor-busy"),
@@ -314,7 +332,12 @@ impl Stepper<'_> {
             ) if self.c().kind == Kind::Voip => {
                 self.step.next.patient_leg = Some(uniqueid.clone());
             }
-            (Status::CallingDoctor, Event::Left { party: Party::Patient }) => {
+            (
+                Status::CallingDoctor,
+                Event::Left {
+                    party: Party::Patient,
+                },
+            ) => {
                 self.step.next.patient_leg = None;
             }
             (
@@ -339,7 +362,13 @@ impl Stepper<'_> {
                 self.step.next.doctor_leg = None;
                 self.end(Status::Completed, "doctor-hangup");
             }
-            (Status::CallingPatient, Event::NotAnswered { party: Party::Patient, why }) => {
+            (
+                Status::CallingPatient,
+                Event::NotAnswered {
+                    party: Party::Patient,
+                    why,
+                },
+            ) => {
                 self.patient_not_reached(*why);
             }
             (Status::CallingPatient, Event::Due(JobKind::PatientRetry)) => self.call_patient(),

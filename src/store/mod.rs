@@ -17,10 +17,12 @@ mod booking;
 mod calls;
 mod column;
 mod conference;
+pub mod consultation;
 mod crm;
 mod directory;
 mod keys;
 mod migrations;
+pub mod outbox;
 mod schedule;
 mod time;
 

@@ -79,7 +79,10 @@ fn start_calls_the_doctor_with_the_answer_deadline() {
     assert!(s.changed);
     assert_eq!(s.next.status, Status::CallingDoctor);
     assert_eq!(s.next.doctor_deadline, Some(secs(660)));
-    assert_eq!(s.next.doctor_leg.as_deref(), Some("medcall-consult-42-doctor"));
+    assert_eq!(
+        s.next.doctor_leg.as_deref(),
+        Some("medcall-consult-42-doctor")
+    );
     assert_eq!(
         s.requests,
         vec![Request::Call {
@@ -95,7 +98,10 @@ fn start_calls_the_doctor_with_the_answer_deadline() {
             due: secs(662)
         }]
     );
-    assert_eq!(s.next.history.last(), Some(&(Status::CallingDoctor, secs(600))));
+    assert_eq!(
+        s.next.history.last(),
+        Some(&(Status::CallingDoctor, secs(600)))
+    );
     assert_eq!(answer_timeout_ms(&s.next, secs(630)), 30_000);
     assert_eq!(answer_timeout_ms(&s.next, secs(661)), 0);
 }
@@ -216,7 +222,12 @@ fn no_warning_when_it_would_come_before_the_start() {
     );
     let mut none = rules();
     none.warning_before = None;
-    let s = step(&steps[1].next, &joined(Party::Patient, "p"), secs(606), &none);
+    let s = step(
+        &steps[1].next,
+        &joined(Party::Patient, "p"),
+        secs(606),
+        &none,
+    );
     assert_eq!(s.schedule.len(), 1);
 }
 
@@ -243,7 +254,12 @@ fn a_patient_who_dials_in_early_waits_for_the_doctor() {
         &[
             (600, Event::Due(JobKind::Start)),
             (601, joined(Party::Patient, "p")),
-            (602, Event::Left { party: Party::Patient }),
+            (
+                602,
+                Event::Left {
+                    party: Party::Patient,
+                },
+            ),
             (610, joined(Party::Doctor, "d")),
         ],
     );
@@ -369,10 +385,7 @@ fn callback_rings_the_patient_once_the_doctor_is_in_and_retries() {
             (605, joined(Party::Doctor, "medcall-consult-42-doctor")),
             (606, busy.clone()),
             (666, Event::Due(JobKind::PatientRetry)),
-            (
-                670,
-                joined(Party::Patient, "medcall-consult-42-patient-2"),
-            ),
+            (670, joined(Party::Patient, "medcall-consult-42-patient-2")),
         ],
     );
     let calling = &steps[1];
@@ -429,7 +442,12 @@ fn callback_busy_on_every_attempt_is_missed() {
     assert_eq!(last.next.patient_attempts, 3);
     assert_eq!(last.next.status, Status::Missed);
     assert_eq!(last.next.end_reason.as_deref(), Some("patient-busy"));
-    assert_eq!(last.requests, vec![Request::Hangup { uniqueid: "d".into() }]);
+    assert_eq!(
+        last.requests,
+        vec![Request::Hangup {
+            uniqueid: "d".into()
+        }]
+    );
     // The reason of the last attempt is the one kept.
     let mut no_answer = last.clone();
     no_answer.next = steps[5].next.clone();
@@ -463,14 +481,24 @@ fn a_party_hanging_up_completes_it() {
         let end = &steps[3];
         assert_eq!(end.next.status, Status::Completed);
         assert_eq!(end.next.end_reason.as_deref(), Some(reason));
-        assert_eq!(end.requests, vec![Request::Hangup { uniqueid: other.into() }]);
+        assert_eq!(
+            end.requests,
+            vec![Request::Hangup {
+                uniqueid: other.into()
+            }]
+        );
     }
     let waiting = run(
         &consultation(Kind::Callback),
         &[
             (600, Event::Due(JobKind::Start)),
             (605, joined(Party::Doctor, "d")),
-            (606, Event::Left { party: Party::Doctor }),
+            (
+                606,
+                Event::Left {
+                    party: Party::Doctor,
+                },
+            ),
         ],
     );
     assert_eq!(waiting[2].next.status, Status::Completed);
@@ -500,7 +528,11 @@ fn terminate_cancels_a_scheduled_one_outside_the_lock_window() {
     assert_eq!(s.unschedule, JobKind::ALL.to_vec());
     for at in [480, 599, 600, 700] {
         let s = step(&c, &Event::Terminate { reason: None }, secs(at), &rules());
-        assert_eq!(s.answer, Some(TerminateAnswer::Refused(ABOUT_TO_START)), "at {at}");
+        assert_eq!(
+            s.answer,
+            Some(TerminateAnswer::Refused(ABOUT_TO_START)),
+            "at {at}"
+        );
         assert!(!s.changed);
         assert_eq!(s.next, c);
     }
@@ -522,7 +554,12 @@ fn terminate_of_a_running_one_hangs_up_every_leg() {
         assert_eq!(s.next.end_reason.as_deref(), Some("terminated"));
         let hung: Vec<_> = s.requests.clone();
         assert_eq!(hung.len(), if upto == 3 { 2 } else { 1 }, "{hung:?}");
-        let again = step(&s.next, &Event::Terminate { reason: None }, secs(701), &rules());
+        let again = step(
+            &s.next,
+            &Event::Terminate { reason: None },
+            secs(701),
+            &rules(),
+        );
         assert_eq!(again.answer, Some(TerminateAnswer::Refused(ALREADY_ENDED)));
         assert!(!again.changed);
     }
@@ -542,7 +579,9 @@ fn terminal_statuses_never_change() {
         Event::Due(JobKind::Start),
         Event::Due(JobKind::DurationLimit),
         joined(Party::Doctor, "d"),
-        Event::Left { party: Party::Doctor },
+        Event::Left {
+            party: Party::Doctor,
+        },
         Event::PbxLost,
     ] {
         let s = step(ended, &e, secs(700), &rules());
