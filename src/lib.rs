@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod pbx;
 pub mod replay;
 pub mod routes;
+pub mod scheduler;
 pub mod secret;
 pub mod signing;
 pub mod store;

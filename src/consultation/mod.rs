@@ -7,3 +7,4 @@
 
 pub mod lifecycle;
 pub mod model;
+pub mod run;

@@ -569,7 +569,8 @@ impl Store {
         .await
     }
 
-    /// The open voip consultation whose join code is `code`.
+    /// The voip consultation whose join code is `code`: the open one, or else the one
+    /// that ended last.
     ///
     /// # Errors
     /// A store failure.
@@ -580,8 +581,8 @@ impl Store {
         self.call(move |conn| {
             let id: Option<i64> = conn
                 .prepare_cached(
-                    "SELECT id FROM consultations \
-                     WHERE join_code = ?1 AND join_code IS NOT NULL AND ended_at IS NULL",
+                    "SELECT id FROM consultations WHERE join_code = ?1 \
+                     ORDER BY ended_at IS NULL DESC, id DESC LIMIT 1",
                 )?
                 .query_row([code], |r| r.get(0))
                 .optional()?;

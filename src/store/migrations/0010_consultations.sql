@@ -42,6 +42,8 @@ CREATE INDEX consultations_video_status ON consultations (kind, video, status, c
 -- The join-code check of a dialling patient, among the consultations not ended.
 CREATE UNIQUE INDEX consultations_open_codes ON consultations (join_code)
     WHERE join_code IS NOT NULL AND ended_at IS NULL;
+-- A code dialled after its consultation ended is told so.
+CREATE INDEX consultations_codes ON consultations (join_code) WHERE join_code IS NOT NULL;
 -- The runner's restore after a restart: the consultations started and not ended.
 CREATE INDEX consultations_running ON consultations (status)
     WHERE status BETWEEN 1 AND 4;
