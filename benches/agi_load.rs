@@ -140,7 +140,7 @@ fn serve(port: u16) -> anyhow::Result<()> {
             medcall::pbx::PbxName::new("bench")?,
             vec![IpAddr::from([127, 0, 0, 1])],
         )]));
-        let router = routes::router(Arc::clone(&pbxs), store.clone(), None)?
+        let router = routes::router(Arc::clone(&pbxs), store.clone(), None, None)?
             .route("calls/{id}", nothing)?
             .route("calls/{id}/hold", nothing)?
             .route("queues/{queue}/join", nothing)?

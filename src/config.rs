@@ -47,6 +47,7 @@ pub struct Config {
     pub media: MediaConfig,
     pub audiosocket: AudioSocketConfig,
     pub booking: BookingConfig,
+    pub consultations: ConsultationsConfig,
     #[serde(default)]
     pub pbx: Vec<PbxConfig>,
     #[serde(default)]
@@ -163,6 +164,37 @@ pub struct CallsConfig {
     pub play_context: String,
     /// How long `call.recording/stop` waits for Asterisk to finish the WAV, in ms.
     pub recording_final_wait_ms: u64,
+}
+
+/// Telemedicine consultations (seeds 000/001, SPEC §4): timing, retries, dialling.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ConsultationsConfig {
+    /// The `[[pbx]]` consultations run on; empty: `[calls] pbx`.
+    pub pbx: String,
+    /// `duration` when a request gives none, in minutes (1-240).
+    pub default_duration_min: u32,
+    /// How long the doctor's phone rings: `doctorAnswerDeadlineUtc` = call time + this.
+    pub doctor_answer_timeout_ms: u64,
+    /// How long a callback patient's phone rings per attempt.
+    pub patient_ring_timeout_ms: u64,
+    /// Callback: dials of the patient after the first (busy or no answer).
+    pub patient_retries: u32,
+    /// Callback: the pause between two dials of the patient.
+    pub patient_retry_interval_ms: u64,
+    /// Voip: how long the doctor waits in the conference for the patient to join.
+    pub patient_wait_ms: u64,
+    /// A scheduled consultation starting sooner than this cannot be cancelled.
+    pub lock_window_ms: u64,
+    /// The warning prompt plays this long before the duration limit.
+    pub warning_before_ms: u64,
+    /// The warning prompt, as Asterisk names a sound; empty: no warning.
+    pub warning_sound: String,
+    /// How the callback patient is dialled: `{phone}` (code then number), `{code}` and
+    /// `{number}` are replaced by digits.
+    pub patient_dial_template: String,
+    /// The largest attachment, in bytes (10 MB).
+    pub max_attachment_bytes: u64,
 }
 
 /// Audio medcall fetches for `call.audio/play` (SPEC §3 "outbound fetches").
@@ -470,6 +502,47 @@ impl Config {
                     ));
                 }
             }
+        }
+        let c = &self.consultations;
+        if !(1..=240).contains(&c.default_duration_min) {
+            return Err(invalid(
+                "consultations.default_duration_min".into(),
+                "must be 1-240 minutes",
+            ));
+        }
+        for (key, ms) in [
+            ("doctor_answer_timeout_ms", c.doctor_answer_timeout_ms),
+            ("patient_ring_timeout_ms", c.patient_ring_timeout_ms),
+            ("patient_wait_ms", c.patient_wait_ms),
+        ] {
+            if ms == 0 || ms > 3_600_000 {
+                return Err(invalid(
+                    format!("consultations.{key}"),
+                    "must be 1-3600000 milliseconds",
+                ));
+            }
+        }
+        if c.patient_retries > 10 {
+            return Err(invalid(
+                "consultations.patient_retries".into(),
+                "must be 0-10",
+            ));
+        }
+        if c.patient_dial_template
+            .bytes()
+            .any(|b| !b.is_ascii_graphic())
+            || !c.patient_dial_template.contains('/')
+        {
+            return Err(invalid(
+                "consultations.patient_dial_template".into(),
+                "must be a dial string (TECH/resource) of printable ASCII without spaces",
+            ));
+        }
+        if c.warning_sound.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(invalid(
+                "consultations.warning_sound".into(),
+                "must be printable ASCII without spaces",
+            ));
         }
         if self.booking.signature_window_s == 0 || self.booking.signature_window_s > 3600 {
             return Err(invalid(

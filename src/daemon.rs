@@ -110,6 +110,8 @@ async fn serve(
         config.audiosocket.advertise.clone()
     };
     let metrics = Metrics::new();
+    // Woken after a status change with a notification is committed.
+    let outbox_wake = Arc::new(tokio::sync::Notify::new());
     let conference = match calls_pbx(&config) {
         Some(pbx) => {
             let settings = conference_settings(
@@ -122,6 +124,12 @@ async fn serve(
         }
         None => None,
     };
+    let consultations = consultations_pbx(&config).map(|pbx| {
+        crate::consultation::run::channel(
+            consultation_settings(&config, pbx.name.as_str()),
+            store.clone(),
+        )
+    });
     let media = conference
         .as_ref()
         .map(|(handle, _)| media_library(&config, handle.media_dir(), &metrics))
@@ -131,6 +139,7 @@ async fn serve(
         Arc::clone(&pbx_addresses),
         store.clone(),
         conference.as_ref().map(|(handle, _)| handle.clone()),
+        consultations.as_ref().map(|(handle, _)| handle.clone()),
     )?
     .with_hook(session_log);
     let agi_listener = agi::bind(config.agi.listen, config.agi.backlog)
@@ -154,6 +163,8 @@ async fn serve(
         public_base: config.http.public_base(),
         recording_wait: Duration::from_millis(config.calls.recording_final_wait_ms),
         booking: Arc::new(http::booking::BookingAccess::from_config(&config.booking)),
+        consultations: consultations.as_ref().map(|(handle, _)| handle.clone()),
+        attachments_dir: config.store.data_dir().join("attachments"),
     };
     tasks.spawn(session_log_writer);
     tasks.spawn(crate::sweeper::run(
@@ -205,6 +216,33 @@ async fn serve(
             None => tracing::error!(%pbx, "the calls PBX is not registered"),
         }
     }
+    if let Some((_, inbox)) = consultations {
+        let pbx = inbox.pbx().to_string();
+        match app.pbxs.iter().find(|p| p.name().as_str() == pbx) {
+            Some(pbx) => {
+                let scheduler_wake = Arc::new(tokio::sync::Notify::new());
+                let (fired_tx, fired_rx) = tokio::sync::mpsc::channel(1);
+                crate::scheduler::spawn(
+                    app.store.clone(),
+                    Arc::clone(&scheduler_wake),
+                    fired_tx,
+                    || crate::store::StoredTime::now().time(),
+                    &tasks,
+                    shutdown.child_token(),
+                );
+                crate::consultation::run::spawn(
+                    inbox,
+                    pbx.client().clone(),
+                    fired_rx,
+                    scheduler_wake,
+                    Arc::clone(&outbox_wake),
+                    &tasks,
+                    shutdown.child_token(),
+                );
+            }
+            None => tracing::error!(%pbx, "the consultations PBX is not registered"),
+        }
+    }
     tasks.close();
 
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "medcall started");
@@ -221,6 +259,42 @@ async fn serve(
     }
     tracing::info!("medcall stopped");
     Ok(())
+}
+
+/// The PBX `[consultations] pbx` names (`[calls] pbx` when empty).
+fn consultations_pbx(config: &Config) -> Option<&PbxConfig> {
+    if config.consultations.pbx.is_empty() {
+        calls_pbx(config)
+    } else {
+        config
+            .pbx
+            .iter()
+            .find(|p| p.name.as_str() == config.consultations.pbx)
+    }
+}
+
+fn consultation_settings(config: &Config, pbx: &str) -> crate::consultation::run::RunSettings {
+    let c = &config.consultations;
+    let ms = Duration::from_millis;
+    crate::consultation::run::RunSettings {
+        rules: crate::consultation::lifecycle::Rules {
+            doctor_answer_timeout: ms(c.doctor_answer_timeout_ms),
+            patient_ring_timeout: ms(c.patient_ring_timeout_ms),
+            patient_retries: c.patient_retries,
+            patient_retry_interval: ms(c.patient_retry_interval_ms),
+            patient_wait: ms(c.patient_wait_ms),
+            lock_window: ms(c.lock_window_ms),
+            warning_before: (!c.warning_sound.is_empty()).then(|| ms(c.warning_before_ms)),
+        },
+        pbx: pbx.to_owned(),
+        conference_context: config.calls.conference_context.clone(),
+        user_profile: config.calls.user_profile.clone(),
+        player_profile: config.calls.player_profile.clone(),
+        player_dial: format!("Local/s@{}/n", config.calls.play_context),
+        warning_sound: (!c.warning_sound.is_empty()).then(|| c.warning_sound.clone()),
+        patient_dial_template: c.patient_dial_template.clone(),
+        caller_id: (!config.calls.caller_id.is_empty()).then(|| config.calls.caller_id.clone()),
+    }
 }
 
 /// The PBX `[calls] pbx` names (the first one when empty); `None` without any PBX.
@@ -413,6 +487,7 @@ fn agi_server(
     pbxs: Arc<PbxAddresses>,
     store: Store,
     conference: Option<ConferenceHandle>,
+    consultations: Option<crate::consultation::run::ConsultationHandle>,
 ) -> anyhow::Result<agi::Server> {
     let allow = if config.agi.allow.is_empty() {
         agi::AllowList {
@@ -442,7 +517,8 @@ fn agi_server(
         drain_timeout: Duration::from_millis(config.agi.drain_ms),
         allow,
     };
-    let router = routes::router(pbxs, store, conference).context("registering AGI routes")?;
+    let router =
+        routes::router(pbxs, store, conference, consultations).context("registering AGI routes")?;
     Ok(agi::Server::new(router, settings))
 }
 

@@ -211,6 +211,13 @@ pub struct RunInbox {
     store: Store,
 }
 
+impl RunInbox {
+    /// The PBX whose client the task must be started with.
+    pub fn pbx(&self) -> &str {
+        &self.settings.pbx
+    }
+}
+
 /// Makes the handle and the inbox the task will serve.
 pub fn channel(settings: RunSettings, store: Store) -> (ConsultationHandle, RunInbox) {
     let (tx, rx) = mpsc::channel(1024);
@@ -425,12 +432,7 @@ impl Runner {
         Ok(())
     }
 
-    async fn event(
-        &mut self,
-        id: i64,
-        event: Event,
-        dialled: &mpsc::UnboundedSender<DialOutcome>,
-    ) {
+    async fn event(&mut self, id: i64, event: Event, dialled: &mpsc::UnboundedSender<DialOutcome>) {
         let c = match self.load(id).await {
             Ok(Some(c)) => c,
             Ok(None) => return,
@@ -452,7 +454,8 @@ impl Runner {
         for job in &batch.jobs {
             match self.load(job.consultation).await {
                 Ok(Some(c)) => {
-                    let step = lifecycle::step(&c, &Event::Due(job.kind), now, &self.settings.rules);
+                    let step =
+                        lifecycle::step(&c, &Event::Due(job.kind), now, &self.settings.rules);
                     // Later jobs of the same batch see this step's record.
                     if step.next.status.is_running() {
                         self.running.insert(c.id, step.next.clone());
@@ -505,7 +508,8 @@ impl Runner {
                     return;
                 }
                 // Starts now: the answer already shows the doctor being called.
-                let mut step = lifecycle::step(&c, &Event::Due(JobKind::Start), now(), &self.settings.rules);
+                let mut step =
+                    lifecycle::step(&c, &Event::Due(JobKind::Start), now(), &self.settings.rules);
                 step.unschedule.push(JobKind::Start);
                 let next = step.next.clone();
                 let answer = match self.commit(vec![(step, None)], dialled).await {
@@ -532,10 +536,21 @@ impl Runner {
                         return;
                     }
                 };
-                let step = lifecycle::step(&c, &Event::Terminate { reason }, now(), &self.settings.rules);
-                let answer = step.answer.clone();
+                let step = lifecycle::step(
+                    &c,
+                    &Event::Terminate { reason },
+                    now(),
+                    &self.settings.rules,
+                );
+                let answer = Some(
+                    step.answer
+                        .clone()
+                        .unwrap_or(TerminateAnswer::Refused(lifecycle::ALREADY_ENDED)),
+                );
                 let result = if step.changed {
-                    self.commit(vec![(step, None)], dialled).await.map(|()| answer)
+                    self.commit(vec![(step, None)], dialled)
+                        .await
+                        .map(|()| answer)
                 } else {
                     Ok(answer)
                 };
@@ -611,14 +626,13 @@ impl Runner {
                 };
                 (id, Event::Joined { party, uniqueid })
             }
-            Observation::ConfbridgeLeave { uniqueid, .. } | Observation::Hangup { uniqueid, .. } => {
-                match self.legs.get(&uniqueid) {
-                    Some(&(id, party)) if self.joined(id, party, &uniqueid) => {
-                        (id, Event::Left { party })
-                    }
-                    _ => return,
+            Observation::ConfbridgeLeave { uniqueid, .. }
+            | Observation::Hangup { uniqueid, .. } => match self.legs.get(&uniqueid) {
+                Some(&(id, party)) if self.joined(id, party, &uniqueid) => {
+                    (id, Event::Left { party })
                 }
-            }
+                _ => return,
+            },
             _ => return,
         };
         self.event(id, event, dialled).await;
@@ -802,7 +816,10 @@ impl Runner {
                 .variable(VAR_CONSULTATION, &c.id.to_string())?
                 .variable(observe::VAR_ROLE, party.as_str())?
                 .variable(observe::VAR_PROFILE, &self.settings.user_profile)?;
-            if dial.get(..6).is_some_and(|t| t.eq_ignore_ascii_case("Local/")) {
+            if dial
+                .get(..6)
+                .is_some_and(|t| t.eq_ignore_ascii_case("Local/"))
+            {
                 o = o.other_channel_id(&format!("{uniqueid}-2"))?;
             }
             if let Some(caller_id) = &self.settings.caller_id {

@@ -12,6 +12,7 @@ mod auth;
 pub mod booking;
 mod call_media;
 mod calls;
+pub mod consultation;
 pub mod conversation;
 pub mod error;
 mod events;
@@ -68,6 +69,11 @@ pub struct AppState {
     pub recording_wait: std::time::Duration,
     /// The booking clients and their signature window.
     pub booking: Arc<booking::BookingAccess>,
+    /// The consultation runner (`None` with no PBX configured: the consultation
+    /// routes that need the PBX answer 503).
+    pub consultations: Option<crate::consultation::run::ConsultationHandle>,
+    /// Where attachments are kept (`<data>/attachments`, one file per sha256).
+    pub attachments_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, OpenApi)]
@@ -75,7 +81,7 @@ pub struct AppState {
     info(title = "medcall", description = "Asterisk ↔ clinic integration daemon"),
     modifiers(&BearerAuth),
     components(schemas(ErrorBody)),
-    tags((name = "system", description = "Health, metrics, this document"), (name = "admin", description = "What the PBX is doing (admin scope)"), (name = "events", description = "Seed 003: leads, incoming calls, call records, arrival, number lookup (events scope)"), (name = "calls", description = "Seed 002: call control of a conversation thread on one ConfBridge (calls scope, limited to the key's teams); every answer is {code, message, data}"), (name = "streams", description = "Seed 002: live audio of a call (call.stream/start's streamUrl), chunked WAV or WebSocket; the URL's token is the credential"), (name = "booking", description = "Seed 004: booking a timetable cell (booking scope); every request signed (X-Client-Id, X-Timestamp, X-Signature); errors are {code, message, type}"))
+    tags((name = "system", description = "Health, metrics, this document"), (name = "admin", description = "What the PBX is doing (admin scope)"), (name = "events", description = "Seed 003: leads, incoming calls, call records, arrival, number lookup (events scope)"), (name = "calls", description = "Seed 002: call control of a conversation thread on one ConfBridge (calls scope, limited to the key's teams); every answer is {code, message, data}"), (name = "streams", description = "Seed 002: live audio of a call (call.stream/start's streamUrl), chunked WAV or WebSocket; the URL's token is the credential"), (name = "consultations", description = "Seeds 000/001: telemedicine consultations, internet calls (/api/v1/voiprequest) and callbacks (/api/v1/callbackrequest) (consultations scope); errors are {success: false, messages}"), (name = "booking", description = "Seed 004: booking a timetable cell (booking scope); every request signed (X-Client-Id, X-Timestamp, X-Signature); errors are {code, message, type}"))
 )]
 struct ApiDoc;
 
@@ -278,6 +284,20 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
                 .routes(routes!(events::call_detail_record))
                 .routes(routes!(events::coming))
                 .routes(routes!(events::number_from_id)),
+        ))
+        .merge(scoped(
+            &app,
+            Scope::Consultations,
+            OpenApiRouter::new()
+                .routes(routes!(consultation::voip_get))
+                .routes(routes!(consultation::voip_attachment))
+                .routes(routes!(consultation::voip_list))
+                .routes(routes!(consultation::voip_terminate))
+                .routes(routes!(consultation::voip_timeout))
+                .routes(routes!(consultation::callback_get))
+                .routes(routes!(consultation::callback_attachment))
+                .routes(routes!(consultation::callback_list))
+                .routes(routes!(consultation::callback_terminate)),
         ))
         .merge(
             OpenApiRouter::new()

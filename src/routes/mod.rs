@@ -1,10 +1,11 @@
 //! The application's FastAGI routes: what the dialplan can ask medcall to do.
 //!
 //! Owns the translation between AGI sessions and the daemon's knowledge: the PBXs
-//! (`diagnostics`), the calls (`inbound` gives a call its id, `session_log` ties each
+//! (`diagnostics`), the consultations (`consultation-join`), the calls (`inbound` gives a call its id, `session_log` ties each
 //! session to its leg's timeline) and the clinic's CRM (`number-from-id`). It must never
 //! parse or write AGI bytes itself: it talks through [`crate::agi::Session`].
 
+pub mod consultation_join;
 pub mod diagnostics;
 pub mod inbound;
 pub mod number_from_id;
@@ -17,6 +18,7 @@ use crate::agi::Router;
 use crate::agi::router::PatternError;
 use crate::conference::ConferenceHandle;
 use crate::config::PbxConfig;
+use crate::consultation::run::ConsultationHandle;
 use crate::pbx::PbxName;
 use crate::store::Store;
 
@@ -91,8 +93,13 @@ pub fn router(
     pbxs: Arc<PbxAddresses>,
     store: Store,
     conference: Option<ConferenceHandle>,
+    consultations: Option<ConsultationHandle>,
 ) -> Result<Router, PatternError> {
     Router::new()
+        .route(
+            "consultation-join",
+            consultation_join::ConsultationJoin::new(consultations),
+        )?
         .route(
             "diagnostics",
             diagnostics::Diagnostics::new(Arc::clone(&pbxs)),

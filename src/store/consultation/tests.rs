@@ -180,7 +180,11 @@ async fn a_step_is_stored_whole_with_its_history_and_jobs() {
     assert_eq!(store.next_job_due().await.unwrap(), None);
     assert!(store.running_consultations().await.unwrap().is_empty());
     let code = c.join_code.clone().unwrap();
-    let ended = store.consultation_by_join_code(code).await.unwrap().unwrap();
+    let ended = store
+        .consultation_by_join_code(code)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(ended.status, Status::Terminated);
     let page = store
         .consultations(ListQuery {
