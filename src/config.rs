@@ -195,6 +195,9 @@ pub struct ConsultationsConfig {
     pub patient_dial_template: String,
     /// The largest attachment, in bytes (10 MB).
     pub max_attachment_bytes: u64,
+    /// Conferences are named `<prefix><id>` (`consult-42`); two medcalls sharing a PBX
+    /// need different prefixes.
+    pub conference_prefix: String,
 }
 
 /// Audio medcall fetches for `call.audio/play` (SPEC §3 "outbound fetches").
@@ -536,6 +539,18 @@ impl Config {
             return Err(invalid(
                 "consultations.patient_dial_template".into(),
                 "must be a dial string (TECH/resource) of printable ASCII without spaces",
+            ));
+        }
+        let prefix_ok = (1..=40).contains(&c.conference_prefix.len())
+            && c.conference_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && c.conference_prefix.as_bytes()[0].is_ascii_alphabetic()
+            && !c.conference_prefix.as_bytes()[c.conference_prefix.len() - 1].is_ascii_digit();
+        if !prefix_ok {
+            return Err(invalid(
+                "consultations.conference_prefix".into(),
+                "must be 1-40 letters, digits or '-', start with a letter, not end with a digit",
             ));
         }
         if c.warning_sound.bytes().any(|b| !b.is_ascii_graphic()) {

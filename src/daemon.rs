@@ -285,6 +285,7 @@ fn consultation_settings(config: &Config, pbx: &str) -> crate::consultation::run
             patient_wait: ms(c.patient_wait_ms),
             lock_window: ms(c.lock_window_ms),
             warning_before: (!c.warning_sound.is_empty()).then(|| ms(c.warning_before_ms)),
+            conference_prefix: c.conference_prefix.clone(),
         },
         pbx: pbx.to_owned(),
         conference_context: config.calls.conference_context.clone(),

@@ -186,6 +186,8 @@ pub struct Rules {
     pub lock_window: std::time::Duration,
     /// The warning this long before the duration limit; `None`: no warning.
     pub warning_before: Option<std::time::Duration>,
+    /// Conferences are named `<prefix><id>`, legs after their conference.
+    pub conference_prefix: String,
 }
 
 impl Default for Rules {
@@ -198,23 +200,31 @@ impl Default for Rules {
             patient_wait: std::time::Duration::from_secs(600),
             lock_window: std::time::Duration::from_secs(120),
             warning_before: Some(std::time::Duration::from_secs(60)),
+            conference_prefix: "consult-".to_owned(),
         }
     }
 }
 
-/// The uniqueid of the doctor's leg of consultation `id`.
-pub fn doctor_leg(id: i64) -> String {
-    format!("medcall-consult-{id}-doctor")
-}
+impl Rules {
+    /// The conference of consultation `id`.
+    pub fn conference(&self, id: i64) -> String {
+        super::model::conference_name(&self.conference_prefix, id)
+    }
 
-/// The uniqueid of the callback patient's `attempt`-th leg.
-pub fn patient_leg(id: i64, attempt: u32) -> String {
-    format!("medcall-consult-{id}-patient-{attempt}")
-}
+    /// The uniqueid of the doctor's leg of consultation `id`.
+    pub fn doctor_leg(&self, id: i64) -> String {
+        format!("medcall-{}-doctor", self.conference(id))
+    }
 
-/// The uniqueid of the warning prompt's player leg.
-pub fn warning_leg(id: i64) -> String {
-    format!("medcall-consult-{id}-warning")
+    /// The uniqueid of the callback patient's `attempt`-th leg.
+    pub fn patient_leg(&self, id: i64, attempt: u32) -> String {
+        format!("medcall-{}-patient-{attempt}", self.conference(id))
+    }
+
+    /// The uniqueid of the warning prompt's player leg.
+    pub fn warning_leg(&self, id: i64) -> String {
+        format!("medcall-{}-warning", self.conference(id))
+    }
 }
 
 /// After this long past the doctor's deadline, a doctor still ringing is given up by
@@ -384,7 +394,7 @@ impl Stepper<'_> {
                 self.end(Status::Completed, reason);
             }
             (Status::InProgress, Event::Due(JobKind::Warning)) => {
-                let uniqueid = warning_leg(self.c().id);
+                let uniqueid = self.rules.warning_leg(self.c().id);
                 self.step.requests.push(Request::Warn { uniqueid });
             }
             (Status::InProgress, Event::Due(JobKind::DurationLimit)) => {
@@ -407,11 +417,11 @@ impl Stepper<'_> {
         let id = self.c().id;
         let deadline = self.now + span(self.rules.doctor_answer_timeout);
         self.step.next.doctor_deadline = Some(deadline);
-        self.step.next.doctor_leg = Some(doctor_leg(id));
+        self.step.next.doctor_leg = Some(self.rules.doctor_leg(id));
         self.to(Status::CallingDoctor);
         self.step.requests.push(Request::Call {
             party: Party::Doctor,
-            uniqueid: doctor_leg(id),
+            uniqueid: self.rules.doctor_leg(id),
             timeout: self.rules.doctor_answer_timeout,
         });
         self.step.schedule.push(Job {
@@ -440,7 +450,7 @@ impl Stepper<'_> {
 
     fn call_patient(&mut self) {
         let attempt = self.c().patient_attempts + 1;
-        let uniqueid = patient_leg(self.c().id, attempt);
+        let uniqueid = self.rules.patient_leg(self.c().id, attempt);
         self.step.next.patient_attempts = attempt;
         self.step.next.patient_leg = Some(uniqueid.clone());
         self.step.next.updated = self.now;

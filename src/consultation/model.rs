@@ -213,21 +213,15 @@ pub struct Consultation {
     pub history: Vec<(Status, DateTime<Utc>)>,
 }
 
-impl Consultation {
-    /// The ConfBridge conference it runs in.
-    pub fn conference(&self) -> String {
-        conference_name(self.id)
-    }
+/// `<prefix><id>` (`consult-42`): the conference of consultation `id`. The prefix is
+/// configurable so that two medcalls (a staging and a production one) can share a PBX.
+pub fn conference_name(prefix: &str, id: i64) -> String {
+    format!("{prefix}{id}")
 }
 
-/// `consult-<id>`: the conference of consultation `id`.
-pub fn conference_name(id: i64) -> String {
-    format!("consult-{id}")
-}
-
-/// The consultation a conference name belongs to, if it is one of medcall's.
-pub fn conference_id(name: &str) -> Option<i64> {
-    let digits = name.strip_prefix("consult-")?;
+/// The consultation a conference name belongs to, if it is one of this medcall's.
+pub fn conference_id(prefix: &str, name: &str) -> Option<i64> {
+    let digits = name.strip_prefix(prefix)?;
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

@@ -581,7 +581,7 @@ impl Runner {
             Status::Scheduled => JoinVerdict::TooEarly,
             Status::CallingDoctor if c.patient_leg.is_some() => JoinVerdict::InUse,
             Status::CallingDoctor | Status::WaitingForPatient => JoinVerdict::Join {
-                conference: c.conference(),
+                conference: self.settings.rules.conference(c.id),
                 id: c.id,
             },
             Status::InProgress | Status::CallingPatient => JoinVerdict::InUse,
@@ -611,13 +611,14 @@ impl Runner {
                 uniqueid,
                 ..
             } => {
-                let Some(id) = conference_id(&conference) else {
+                let Some(id) = conference_id(&self.settings.rules.conference_prefix, &conference)
+                else {
                     return;
                 };
                 let party = match self.legs.get(&uniqueid) {
                     Some(&(leg_id, party)) if leg_id == id => party,
                     Some(_) => return,
-                    None if uniqueid == lifecycle::warning_leg(id) => return,
+                    None if uniqueid == self.settings.rules.warning_leg(id) => return,
                     // A voip patient who dialled the join code.
                     None if self.running.get(&id).is_some_and(|c| c.kind == Kind::Voip) => {
                         Party::Patient
@@ -804,14 +805,14 @@ impl Runner {
         };
         let target = OriginateTarget::Extension {
             context: self.settings.conference_context.clone(),
-            exten: c.conference(),
+            exten: self.settings.rules.conference(c.id),
             priority: 1,
         };
         let build = || {
             let mut o = Originate::new(&dial, &target)?
                 .timeout(timeout)?
                 .asynchronous()?
-                .account(&c.conference())?
+                .account(&self.settings.rules.conference(c.id))?
                 .channel_id(uniqueid)?
                 .variable(VAR_CONSULTATION, &c.id.to_string())?
                 .variable(observe::VAR_ROLE, party.as_str())?
@@ -836,14 +837,14 @@ impl Runner {
         };
         let target = OriginateTarget::Extension {
             context: self.settings.conference_context.clone(),
-            exten: c.conference(),
+            exten: self.settings.rules.conference(c.id),
             priority: 1,
         };
         let build = || {
             Ok::<_, crate::ami::action::ActionError>(
                 Originate::new(&self.settings.player_dial, &target)?
                     .asynchronous()?
-                    .account(&c.conference())?
+                    .account(&self.settings.rules.conference(c.id))?
                     .channel_id(uniqueid)?
                     .other_channel_id(&format!("{uniqueid}-2"))?
                     .variable(VAR_CONSULTATION, &c.id.to_string())?
