@@ -1,0 +1,410 @@
+//! Seeds 000 and 001 against the real rig: consultations created over HTTP, run by
+//! medcall on Asterisk. Doctors are Local channels to the rig's fake phones (their
+//! directory endpoint picks the behaviour), callback patients ring
+//! `medcall-test-patients` (the number's first digit picks it), and a voip patient is a
+//! channel the test originates into `medcall-consultation-join` with the join code.
+//! What Asterisk did is read on the test's own AMI session.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::calls::wait_connected;
+use crate::support::booking::put;
+use crate::support::rig::{RawAmi, Rig, field};
+use crate::support::{Daemon, DaemonOptions};
+
+/// Doctors by behaviour: 1 answers (silent), 2 never answers, 3 is busy, 4 answers
+/// and hangs up after 3 s.
+const DIRECTORY: &str = r#"{"doctors": [
+  {"id": 1, "guid": "00000000-0000-4000-8000-000000000001", "fullName": "Доктор Отвечает", "role": "", "speciality": "", "endpoint": "Local/silent@fake-phones/n"},
+  {"id": 2, "guid": "00000000-0000-4000-8000-000000000002", "fullName": "Доктор Молчит", "role": "", "speciality": "", "endpoint": "Local/noanswer@fake-phones/n"},
+  {"id": 3, "guid": "00000000-0000-4000-8000-000000000003", "fullName": "Доктор Занят", "role": "", "speciality": "", "endpoint": "Local/busy@fake-phones/n"},
+  {"id": 4, "guid": "00000000-0000-4000-8000-000000000004", "fullName": "Доктор Уходит", "role": "", "speciality": "", "endpoint": "Local/hangup@fake-phones/n"}
+]}"#;
+
+/// A daemon for consultation tests: short timeouts, callback patients on the rig's
+/// test phones, conferences of its own.
+pub fn options() -> DaemonOptions {
+    let prefix = format!("ct{:08x}-", rand::random::<u32>());
+    DaemonOptions::default()
+        .env("MEDCALL__CONSULTATIONS__CONFERENCE_PREFIX", prefix)
+        .env("MEDCALL__CONSULTATIONS__DOCTOR_ANSWER_TIMEOUT_MS", 4000)
+        .env("MEDCALL__CONSULTATIONS__PATIENT_RING_TIMEOUT_MS", 3000)
+        .env("MEDCALL__CONSULTATIONS__PATIENT_RETRY_INTERVAL_MS", 1000)
+        .env("MEDCALL__CONSULTATIONS__PATIENT_WAIT_MS", 6000)
+        .env(
+            "MEDCALL__CONSULTATIONS__PATIENT_DIAL_TEMPLATE",
+            "Local/{number}@medcall-test-patients/n",
+        )
+}
+
+pub struct Clinic {
+    pub d: Daemon,
+    pub key: String,
+}
+
+impl Clinic {
+    pub async fn start() -> Clinic {
+        Clinic::start_with(options()).await
+    }
+
+    pub async fn start_with(options: DaemonOptions) -> Clinic {
+        let d = Daemon::start_with(options).await;
+        let key = d.admin_key();
+        wait_connected(&d, &key).await;
+        put(&d, &key, "/admin/directory", DIRECTORY).await;
+        Clinic { d, key }
+    }
+
+    /// `POST path` with a JSON body: the status and the answer.
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .d
+            .post(path)
+            .bearer_auth(&self.key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        let v = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{path}: not JSON ({status}): {text}"));
+        (status, v)
+    }
+
+    /// Creates a voip consultation; asserts 200.
+    pub async fn voip(&self, body: Value) -> Value {
+        let (status, v) = self.post("/api/v1/voiprequest/start", body).await;
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    pub async fn callback(&self, body: Value) -> Value {
+        let (status, v) = self
+            .post("/api/v1/callbackrequest/start-callback", body)
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    pub async fn get(&self, kind: &str, id: i64) -> Value {
+        self.d
+            .get_json(&format!("/api/v1/{kind}request/get/{id}"), &self.key)
+            .await
+    }
+
+    /// Polls the consultation until its status is `status` (up to `limit`).
+    pub async fn wait_status(&self, kind: &str, id: i64, status: &str, limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let c = self.get(kind, id).await;
+            if c["status"] == status {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{kind} {id} never became {status}: {c:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+fn statuses(c: &Value) -> Vec<String> {
+    c["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["status"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn ami() -> RawAmi {
+    let rig = Rig::from_env();
+    let mut ami = RawAmi::connect(&rig).await;
+    ami.login(&rig.username, &rig.secret).await;
+    ami
+}
+
+/// A voip patient: a channel that dials `code` into `medcall-consultation-join`
+/// (reaching this test's daemon) and stays on the line. Returns its uniqueid (the
+/// `;1` half; the `;2` half, `<id>-2`, is the one in the conference).
+async fn dial_code(ami: &mut RawAmi, d: &Daemon, code: &str) -> String {
+    let id = format!("pat-{:016x}", rand::random::<u64>());
+    ami.send(&[
+        ("Action", "Originate"),
+        ("ActionID", &id),
+        ("Channel", &format!("Local/{code}@medcall-consultation-join/n")),
+        ("Application", "Wait"),
+        ("Data", "120"),
+        ("Async", "true"),
+        ("ChannelId", &id),
+        ("OtherChannelId", &format!("{id}-2")),
+        (
+            "Variable",
+            &format!("__MEDCALL_AGI=agi://127.0.0.1:{}", d.agi_port),
+        ),
+    ])
+    .await;
+    id
+}
+
+/// The `MedcallConsultationJoin` user event of `code`: its status.
+async fn join_status(ami: &mut RawAmi, code: &str) -> String {
+    let m = ami
+        .wait_for(Duration::from_secs(10), |m| {
+            field(m, "UserEvent") == Some("MedcallConsultationJoin")
+                && field(m, "Code") == Some(code)
+        })
+        .await
+        .unwrap_or_else(|| panic!("no MedcallConsultationJoin for {code}"));
+    field(&m, "Status").unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn voip_doctor_answers_patient_joins_with_the_code_and_terminate_ends_it() {
+    let clinic = Clinic::start().await;
+    let mut ami = ami().await;
+    let c = clinic
+        .voip(json!({"doctorId": 1, "patientFullName": "Иванов Иван", "videoSupport": true,
+                     "duration": 30}))
+        .await;
+    assert_eq!(c["status"], "CallingDoctor", "{c}");
+    assert_eq!(c["kind"], "voip");
+    assert!(c["doctorAnswerDeadlineUtc"].is_string(), "{c}");
+    let id = c["id"].as_i64().unwrap();
+    let code = c["joinCode"].as_str().unwrap().to_owned();
+    clinic
+        .wait_status("voip", id, "WaitingForPatient", Duration::from_secs(10))
+        .await;
+    let timeout: i64 = clinic
+        .d
+        .get(&format!("/api/v1/voiprequest/timeout?requestId={id}"))
+        .bearer_auth(&clinic.key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(timeout, 0, "the doctor answered");
+
+    let patient = dial_code(&mut ami, &clinic.d, &code).await;
+    assert_eq!(join_status(&mut ami, &code).await, "OK");
+    let running = clinic
+        .wait_status("voip", id, "InProgress", Duration::from_secs(10))
+        .await;
+    assert!(running["startedAtUtc"].is_string());
+    assert_eq!(
+        statuses(&running),
+        ["Scheduled", "CallingDoctor", "WaitingForPatient", "InProgress"]
+    );
+    // A second patient with the same code is told the consultation is in use.
+    let intruder = dial_code(&mut ami, &clinic.d, &code).await;
+    assert_eq!(join_status(&mut ami, &code).await, "INUSE");
+
+    let (status, v) = clinic
+        .post(
+            "/api/v1/voiprequest/terminate",
+            json!({"requestId": id, "reason": "the doctor is needed elsewhere"}),
+        )
+        .await;
+    assert_eq!((status, &v), (200, &json!({"success": true, "messages": []})));
+    let ended = clinic
+        .wait_status("voip", id, "Terminated", Duration::from_secs(5))
+        .await;
+    assert_eq!(ended["endReason"], "terminated");
+    // Both legs are gone from the PBX: the patient's channel hung up.
+    ami.wait_for(Duration::from_secs(10), |m| {
+        field(m, "Event") == Some("Hangup") && field(m, "Uniqueid") == Some(patient.as_str())
+    })
+    .await
+    .expect("the patient's channel was hung up");
+    let (_, again) = clinic
+        .post("/api/v1/voiprequest/terminate", json!({"requestId": id}))
+        .await;
+    assert_eq!(
+        again,
+        json!({"success": false, "messages": ["The consultation has already ended."]})
+    );
+    let _ = intruder;
+}
+
+#[tokio::test]
+async fn voip_join_codes_that_are_wrong_early_or_ended_are_refused() {
+    let clinic = Clinic::start().await;
+    let mut ami = ami().await;
+    // No consultation has this code.
+    dial_code(&mut ami, &clinic.d, "000000").await;
+    assert_eq!(join_status(&mut ami, "000000").await, "INVALID");
+    // Scheduled an hour from now: too early.
+    let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let c = clinic
+        .voip(json!({"doctorId": 1, "patientFullName": "Петров Пётр", "videoSupport": false,
+                     "beginAtUtc": later}))
+        .await;
+    assert_eq!(c["status"], "Scheduled");
+    let code = c["joinCode"].as_str().unwrap().to_owned();
+    dial_code(&mut ami, &clinic.d, &code).await;
+    assert_eq!(join_status(&mut ami, &code).await, "EARLY");
+    // Cancelled: ended.
+    let id = c["id"].as_i64().unwrap();
+    let (_, v) = clinic
+        .post("/api/v1/voiprequest/terminate", json!({"requestId": id}))
+        .await;
+    assert_eq!(v["success"], true, "{v}");
+    assert_eq!(clinic.get("voip", id).await["status"], "Cancelled");
+    dial_code(&mut ami, &clinic.d, &code).await;
+    assert_eq!(join_status(&mut ami, &code).await, "ENDED");
+}
+
+#[tokio::test]
+async fn voip_doctor_not_answering_is_missed_and_a_patient_who_never_joins_too() {
+    let clinic = Clinic::start().await;
+    let c = clinic
+        .voip(json!({"doctorId": 2, "patientFullName": "Сидоров", "videoSupport": true}))
+        .await;
+    let id = c["id"].as_i64().unwrap();
+    let left: i64 = clinic
+        .d
+        .get(&format!("/api/v1/voiprequest/timeout?requestId={id}"))
+        .bearer_auth(&clinic.key)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(left > 2000 && left <= 4000, "{left}");
+    let missed = clinic
+        .wait_status("voip", id, "Missed", Duration::from_secs(12))
+        .await;
+    assert_eq!(missed["endReason"], "doctor-no-answer", "{missed}");
+
+    // The doctor answers; nobody dials the code within patient_wait (6 s).
+    let c = clinic
+        .voip(json!({"doctorId": 1, "patientFullName": "Сидоров", "videoSupport": true}))
+        .await;
+    let id = c["id"].as_i64().unwrap();
+    clinic
+        .wait_status("voip", id, "WaitingForPatient", Duration::from_secs(10))
+        .await;
+    let missed = clinic
+        .wait_status("voip", id, "Missed", Duration::from_secs(15))
+        .await;
+    assert_eq!(missed["endReason"], "patient-did-not-join", "{missed}");
+}
+
+#[tokio::test]
+async fn callback_patient_busy_then_answering_on_the_retry() {
+    let clinic = Clinic::start().await;
+    // A number of its own: the rig counts dials per number.
+    let number = format!("3{:09}", rand::random::<u32>() % 1_000_000_000);
+    let c = clinic
+        .callback(json!({"doctorId": 1, "patientFullName": "Кузнецова Анна",
+                         "patientPhone": {"code": "7", "number": number}}))
+        .await;
+    assert_eq!(c["status"], "CallingDoctor", "{c}");
+    assert_eq!(c["patientPhone"], json!({"code": "7", "number": number}));
+    let id = c["id"].as_i64().unwrap();
+    let running = clinic
+        .wait_status("callback", id, "InProgress", Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        statuses(&running),
+        ["Scheduled", "CallingDoctor", "CallingPatient", "InProgress"]
+    );
+    let (_, v) = clinic
+        .post(
+            "/api/v1/callbackrequest/terminate-callback",
+            json!({"requestId": id.to_string()}),
+        )
+        .await;
+    assert_eq!(v["success"], true, "{v}");
+    clinic
+        .wait_status("callback", id, "Terminated", Duration::from_secs(5))
+        .await;
+}
+
+#[tokio::test]
+async fn callback_busy_on_every_attempt_is_missed() {
+    let clinic = Clinic::start().await;
+    let c = clinic
+        .callback(json!({"doctorId": 1, "patientFullName": "Кузнецова Анна",
+                         "patientPhone": {"code": "7", "number": "2000000001"}}))
+        .await;
+    let id = c["id"].as_i64().unwrap();
+    let missed = clinic
+        .wait_status("callback", id, "Missed", Duration::from_secs(30))
+        .await;
+    assert_eq!(missed["endReason"], "patient-busy", "{missed}");
+    // The doctor, who waited in the conference, was hung up.
+    assert_eq!(
+        statuses(&missed),
+        ["Scheduled", "CallingDoctor", "CallingPatient", "Missed"]
+    );
+}
+
+#[tokio::test]
+async fn terminate_of_a_scheduled_one_cancels_it_outside_the_lock_window_only() {
+    let clinic = Clinic::start().await;
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(60)).to_rfc3339();
+    let later = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
+    let locked = clinic
+        .voip(json!({"doctorId": 1, "patientFullName": "А", "videoSupport": true, "beginAtUtc": soon}))
+        .await;
+    let (status, v) = clinic
+        .post(
+            "/api/v1/voiprequest/terminate",
+            json!({"requestId": locked["id"], "reason": "x"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        v,
+        json!({"success": false, "messages": ["The consultation is about to start."]})
+    );
+    let free = clinic
+        .callback(json!({"doctorId": 1, "patientFullName": "Б", "beginAtUtc": later,
+                         "patientPhone": {"code": "7", "number": "1000000001"}}))
+        .await;
+    let (_, v) = clinic
+        .post(
+            "/api/v1/callbackrequest/terminate-callback",
+            json!({"requestId": free["id"]}),
+        )
+        .await;
+    assert_eq!(v, json!({"success": true, "messages": []}));
+    let cancelled = clinic.get("callback", free["id"].as_i64().unwrap()).await;
+    assert_eq!(cancelled["status"], "Cancelled");
+    assert_eq!(statuses(&cancelled), ["Scheduled", "Cancelled"]);
+    // Unknown ids, and an id of the other kind, are 404 in the seeds' shape.
+    let (status, v) = clinic
+        .post("/api/v1/voiprequest/terminate", json!({"requestId": free["id"]}))
+        .await;
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["success"], false);
+    // get-all sees both, by status.
+    let page = clinic
+        .d
+        .get_json(
+            "/api/v1/callbackrequest/get-all?statuses=Cancelled,Missed&order=Status",
+            &clinic.key,
+        )
+        .await;
+    assert_eq!(page["count"], 1, "{page}");
+    assert_eq!(page["totalCount"], 1);
+    assert_eq!(page["items"][0]["id"], free["id"]);
+    let voip = clinic
+        .d
+        .get_json("/api/v1/voiprequest/get-all?videoSupport=true", &clinic.key)
+        .await;
+    assert_eq!(voip["totalCount"], 1, "{voip}");
+}
