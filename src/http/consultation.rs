@@ -137,6 +137,30 @@ impl ConsultationView {
     }
 }
 
+/// A status as get-all's `statuses` names it (the seeds' spelling).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // a schema only: the query is read by `list_query`
+pub enum StatusWord {
+    Scheduled,
+    CallingDoctor,
+    CallingPatient,
+    WaitingForPatient,
+    InProgress,
+    Completed,
+    Missed,
+    Cancelled,
+    Terminated,
+    Failed,
+}
+
+/// get-all's `order`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // a schema only
+pub enum OrderWord {
+    Created,
+    Status,
+}
+
 /// A get-all page.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -163,8 +187,10 @@ pub struct TerminateView {
 #[schema(as = VoipTerminateRequest)]
 pub struct TerminateBody {
     /// The consultation's id (a number, or its digits as a string).
-    #[schema(value_type = i64)]
+    #[schema(value_type = i64, minimum = 1)]
     pub request_id: serde_json::Value,
+    /// At most 1024 characters (kept with the consultation).
+    #[schema(max_length = 1024)]
     pub reason: Option<String>,
 }
 
@@ -216,8 +242,8 @@ async fn read_one(app: &AppState, kind: Kind, id: &str) -> Result<Consultation, 
 
 /// One internet call.
 #[utoipa::path(get, path = "/api/v1/voiprequest/get/{id}", tag = "consultations",
-    params(("id" = i64, Path, description = "The consultation's id")),
-    responses((status = 200, body = ConsultationView), (status = 404, body = super::error::ErrorBody)),
+    params(("id" = i64, Path, minimum = 1, description = "The consultation's id")),
+    responses((status = 200, body = ConsultationView), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn voip_get(
     State(app): State<AppState>,
@@ -230,8 +256,8 @@ pub async fn voip_get(
 
 /// One callback.
 #[utoipa::path(get, path = "/api/v1/callbackrequest/get/{id}", tag = "consultations",
-    params(("id" = i64, Path, description = "The consultation's id")),
-    responses((status = 200, body = ConsultationView), (status = 404, body = super::error::ErrorBody)),
+    params(("id" = i64, Path, minimum = 1, description = "The consultation's id")),
+    responses((status = 200, body = ConsultationView), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn callback_get(
     State(app): State<AppState>,
@@ -268,8 +294,8 @@ async fn attachment(
 
 /// An internet call's attachment, as uploaded.
 #[utoipa::path(get, path = "/api/v1/voiprequest/get/{id}/attachment", tag = "consultations",
-    params(("id" = i64, Path, description = "The consultation's id")),
-    responses((status = 200, description = "The file"), (status = 404, body = super::error::ErrorBody)),
+    params(("id" = i64, Path, minimum = 1, description = "The consultation's id")),
+    responses((status = 200, description = "The file"), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn voip_attachment(
     State(app): State<AppState>,
@@ -282,8 +308,8 @@ pub async fn voip_attachment(
 
 /// A callback's attachment, as uploaded.
 #[utoipa::path(get, path = "/api/v1/callbackrequest/get/{id}/attachment", tag = "consultations",
-    params(("id" = i64, Path, description = "The consultation's id")),
-    responses((status = 200, description = "The file"), (status = 404, body = super::error::ErrorBody)),
+    params(("id" = i64, Path, minimum = 1, description = "The consultation's id")),
+    responses((status = 200, description = "The file"), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn callback_attachment(
     State(app): State<AppState>,
@@ -317,15 +343,17 @@ pub fn list_query(kind: Kind, raw: Option<&str>) -> Result<ListQuery, ApiError> 
             continue;
         }
         seen.push(key.to_owned());
+        // `limit=` is how some clients say "no limit given".
+        if value.is_empty() {
+            continue;
+        }
         let parts = || value.split(',').map(str::trim).filter(|p| !p.is_empty());
         match key {
             "ids" => {
                 for part in parts() {
-                    match parse_id(part, "ids") {
+                    match part.parse::<i64>() {
                         Ok(id) => q.ids.push(id),
-                        Err(_) => {
-                            problems.push(format!("ids: {part:?} is not a positive integer."))
-                        }
+                        Err(_) => problems.push(format!("ids: {part:?} is not an integer.")),
                     }
                 }
             }
@@ -357,8 +385,8 @@ pub fn list_query(kind: Kind, raw: Option<&str>) -> Result<ListQuery, ApiError> 
                 _ => problems.push("limit must be an integer from 1 to 1000.".into()),
             },
             "offset" => match value.parse::<u32>() {
-                Ok(n) => q.offset = n,
-                _ => problems.push("offset must be a non-negative integer.".into()),
+                Ok(n) if i32::try_from(n).is_ok() => q.offset = n,
+                _ => problems.push("offset must be an integer from 0 to 2147483647.".into()),
             },
             _ => {}
         }
@@ -398,12 +426,12 @@ async fn list(app: &AppState, kind: Kind, raw: Option<String>) -> Result<Json<Pa
 /// `videoSupport`.
 #[utoipa::path(get, path = "/api/v1/voiprequest/get-all", tag = "consultations",
     params(
-        ("ids" = Option<Vec<i64>>, Query, description = "Repeated or comma-separated"),
-        ("statuses" = Option<Vec<String>>, Query, description = "Repeated or comma-separated"),
-        ("order" = Option<String>, Query, description = "Created (default) or Status"),
+        ("ids" = Option<Vec<i64>>, Query, explode, description = "Repeated or comma-separated; an id no consultation has matches nothing"),
+        ("statuses" = Option<Vec<StatusWord>>, Query, explode, description = "Repeated or comma-separated"),
+        ("order" = Option<OrderWord>, Query, description = "Created (default) or Status (lifecycle order)"),
         ("asc" = Option<bool>, Query, description = "Default false"),
-        ("limit" = Option<u32>, Query, description = "Default 20, at most 1000"),
-        ("offset" = Option<u32>, Query, description = "Default 0"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Default 20, at most 1000"),
+        ("offset" = Option<i32>, Query, minimum = 0, description = "Default 0"),
         ("videoSupport" = Option<bool>, Query, description = "Only these"),
     ),
     responses((status = 200, body = PageView), (status = 400, body = super::error::ErrorBody)),
@@ -418,12 +446,12 @@ pub async fn voip_list(
 /// Callbacks: as the internet calls' get-all, without `videoSupport`.
 #[utoipa::path(get, path = "/api/v1/callbackrequest/get-all", tag = "consultations",
     params(
-        ("ids" = Option<Vec<i64>>, Query, description = "Repeated or comma-separated"),
-        ("statuses" = Option<Vec<String>>, Query, description = "Repeated or comma-separated"),
-        ("order" = Option<String>, Query, description = "Created (default) or Status"),
+        ("ids" = Option<Vec<i64>>, Query, explode, description = "Repeated or comma-separated; an id no consultation has matches nothing"),
+        ("statuses" = Option<Vec<StatusWord>>, Query, explode, description = "Repeated or comma-separated"),
+        ("order" = Option<OrderWord>, Query, description = "Created (default) or Status (lifecycle order)"),
         ("asc" = Option<bool>, Query, description = "Default false"),
-        ("limit" = Option<u32>, Query, description = "Default 20, at most 1000"),
-        ("offset" = Option<u32>, Query, description = "Default 0"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 1000, description = "Default 20, at most 1000"),
+        ("offset" = Option<i32>, Query, minimum = 0, description = "Default 0"),
     ),
     responses((status = 200, body = PageView), (status = 400, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
@@ -453,8 +481,14 @@ async fn json_body<T: serde::de::DeserializeOwned>(
 
 fn request_id(value: &serde_json::Value) -> Result<i64, ApiError> {
     match value {
+        // `7.0` is how some JSON writers spell 7.
         serde_json::Value::Number(n) => n
             .as_i64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && (1.0..9.0e15).contains(f))
+                    .map(|f| f as i64)
+            })
             .filter(|id| *id > 0)
             .ok_or_else(|| ApiError::bad_request("requestId must be a positive integer.")),
         serde_json::Value::String(s) => parse_id(s, "requestId"),
@@ -490,7 +524,7 @@ async fn terminate(
 /// Cancels a scheduled internet call (not within the lock window) or ends a running one.
 #[utoipa::path(post, path = "/api/v1/voiprequest/terminate", tag = "consultations",
     request_body = TerminateBody,
-    responses((status = 200, body = TerminateView), (status = 404, body = super::error::ErrorBody)),
+    responses((status = 200, body = TerminateView), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn voip_terminate(
     State(app): State<AppState>,
@@ -499,9 +533,9 @@ pub async fn voip_terminate(
     let body: TerminateBody = json_body(&app, req).await?;
     let id = request_id(&body.request_id)?;
     if let Some(reason) = &body.reason {
-        if reason.chars().count() > 1024 || reason.chars().any(char::is_control) {
+        if reason.chars().count() > 1024 {
             return Err(ApiError::bad_request(
-                "reason must be at most 1024 characters, none a control character.",
+                "reason must be at most 1024 characters.",
             ));
         }
     }
@@ -513,14 +547,15 @@ pub async fn voip_terminate(
 #[serde(rename_all = "camelCase")]
 #[schema(as = CallbackTerminateRequest)]
 pub struct CallbackTerminateBody {
-    #[schema(value_type = String)]
+    /// The consultation's id (a number, or its digits as a string).
+    #[schema(value_type = i64, minimum = 1)]
     pub request_id: serde_json::Value,
 }
 
 /// Cancels a scheduled callback (not within the lock window) or ends a running one.
 #[utoipa::path(post, path = "/api/v1/callbackrequest/terminate-callback", tag = "consultations",
     request_body = CallbackTerminateBody,
-    responses((status = 200, body = TerminateView), (status = 404, body = super::error::ErrorBody)),
+    responses((status = 200, body = TerminateView), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn callback_terminate(
     State(app): State<AppState>,
@@ -541,8 +576,8 @@ struct TimeoutQuery {
 /// Milliseconds until the doctor's answer deadline, a bare integer: 0 once it has passed
 /// or the doctor answered.
 #[utoipa::path(get, path = "/api/v1/voiprequest/timeout", tag = "consultations",
-    params(("requestId" = i64, Query, description = "The consultation's id")),
-    responses((status = 200, body = i64, example = 41250), (status = 404, body = super::error::ErrorBody)),
+    params(("requestId" = i64, Query, minimum = 1, description = "The consultation's id")),
+    responses((status = 200, body = i64, example = 41250), (status = 400, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn voip_timeout(
     State(app): State<AppState>,

@@ -80,7 +80,7 @@ pub struct AppState {
 #[openapi(
     info(title = "medcall", description = "Asterisk ↔ clinic integration daemon"),
     modifiers(&BearerAuth),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, consultation::StatusWord, consultation::OrderWord)),
     tags((name = "system", description = "Health, metrics, this document"), (name = "admin", description = "What the PBX is doing (admin scope)"), (name = "events", description = "Seed 003: leads, incoming calls, call records, arrival, number lookup (events scope)"), (name = "calls", description = "Seed 002: call control of a conversation thread on one ConfBridge (calls scope, limited to the key's teams); every answer is {code, message, data}"), (name = "streams", description = "Seed 002: live audio of a call (call.stream/start's streamUrl), chunked WAV or WebSocket; the URL's token is the credential"), (name = "consultations", description = "Seeds 000/001: telemedicine consultations, internet calls (/api/v1/voiprequest) and callbacks (/api/v1/callbackrequest) (consultations scope); errors are {success: false, messages}"), (name = "booking", description = "Seed 004: booking a timetable cell (booking scope); every request signed (X-Client-Id, X-Timestamp, X-Signature); errors are {code, message, type}"))
 )]
 struct ApiDoc;
