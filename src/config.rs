@@ -541,12 +541,11 @@ impl Config {
                 "must be a dial string (TECH/resource) of printable ASCII without spaces",
             ));
         }
-        let prefix_ok = (1..=40).contains(&c.conference_prefix.len())
-            && c.conference_prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && c.conference_prefix.as_bytes()[0].is_ascii_alphabetic()
-            && !c.conference_prefix.as_bytes()[c.conference_prefix.len() - 1].is_ascii_digit();
+        let prefix = c.conference_prefix.as_bytes();
+        let prefix_ok = (1..=40).contains(&prefix.len())
+            && prefix.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            && prefix.first().is_some_and(u8::is_ascii_alphabetic)
+            && !prefix.last().is_some_and(u8::is_ascii_digit);
         if !prefix_ok {
             return Err(invalid(
                 "consultations.conference_prefix".into(),

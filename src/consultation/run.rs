@@ -561,11 +561,10 @@ impl Runner {
                 uniqueid,
                 reply,
             } => {
-                let verdict = self.verdict(code).await.map(|v| {
-                    if let JoinVerdict::Join { id, .. } = &v {
+                let verdict = self.verdict(code).await.inspect(|v| {
+                    if let JoinVerdict::Join { id, .. } = v {
                         self.legs.insert(uniqueid, (*id, Party::Patient));
                     }
-                    v
                 });
                 let _ = reply.send(verdict.map_err(RunError::from));
             }
