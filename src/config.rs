@@ -543,7 +543,9 @@ impl Config {
         }
         let prefix = c.conference_prefix.as_bytes();
         let prefix_ok = (1..=40).contains(&prefix.len())
-            && prefix.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+            && prefix
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'-')
             && prefix.first().is_some_and(u8::is_ascii_alphabetic)
             && !prefix.last().is_some_and(u8::is_ascii_digit);
         if !prefix_ok {

@@ -90,3 +90,154 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration as Span;
+
+    use super::*;
+    use crate::consultation::lifecycle::{Job, JobKind};
+    use crate::consultation::model::{Kind, NewConsultation};
+    use crate::directory::DoctorId;
+    use crate::store::consultation::StepWrite;
+
+    async fn store_with_doctor() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("medcall.db")).unwrap();
+        store
+            .call(|conn| {
+                conn.execute_batch(
+                    "INSERT INTO directory_doctors (id, guid, full_name, role, speciality, updated_at) \
+                     VALUES (7, '6f1c2d4e-0000-4000-8000-000000000007', 'D', '', '', '2026-01-01T00:00:00.000000Z')",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        (dir, store)
+    }
+
+    /// A consultation whose start job is due at `begin`.
+    async fn consultation(store: &Store, begin: DateTime<Utc>) -> i64 {
+        let new = NewConsultation {
+            kind: Kind::Voip,
+            doctor: DoctorId::new(7).unwrap(),
+            patient_full_name: "P".into(),
+            video_support: Some(false),
+            patient_phone: None,
+            begin_at: Some(begin),
+            duration_min: 30,
+            notify_url: None,
+        };
+        store
+            .create_consultation(new, None, "main".into())
+            .await
+            .unwrap()
+            .id
+    }
+
+    /// Consumes fired batches: records (id, kind), deletes the jobs as the runner does.
+    async fn consume(
+        store: Store,
+        mut rx: mpsc::Receiver<Fired>,
+        seen: tokio::sync::mpsc::UnboundedSender<(i64, JobKind)>,
+    ) {
+        while let Some(batch) = rx.recv().await {
+            let mut writes = Vec::new();
+            for job in &batch.jobs {
+                let c = store
+                    .consultation_any(job.consultation)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                seen.send((job.consultation, job.kind)).unwrap();
+                writes.push(StepWrite {
+                    next: c,
+                    changed: false,
+                    schedule: Vec::new(),
+                    unschedule: Vec::new(),
+                    fired: Some(job.id),
+                });
+            }
+            store.write_consultation_steps(writes).await.unwrap();
+            let _ = batch.done.send(());
+        }
+    }
+
+    async fn next(
+        seen: &mut tokio::sync::mpsc::UnboundedReceiver<(i64, JobKind)>,
+    ) -> (i64, JobKind) {
+        tokio::time::timeout(Duration::from_secs(5), seen.recv())
+            .await
+            .unwrap()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn due_jobs_fire_once_in_due_order_and_a_wake_brings_a_sooner_one() {
+        let (_d, store) = store_with_doctor().await;
+        let now = Utc::now();
+        // Late ones (as after a restart) fire at once, earliest first.
+        let late_b = consultation(&store, now - Span::seconds(5)).await;
+        let late_a = consultation(&store, now - Span::seconds(30)).await;
+        let future = consultation(&store, now + Span::milliseconds(400)).await;
+        let far = consultation(&store, now + Span::hours(1)).await;
+        let wake = Arc::new(Notify::new());
+        let (tx, rx) = mpsc::channel(1);
+        let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+        let tracker = TaskTracker::new();
+        let shutdown = CancellationToken::new();
+        tokio::spawn(consume(store.clone(), rx, seen_tx));
+        spawn(
+            store.clone(),
+            Arc::clone(&wake),
+            tx,
+            Utc::now,
+            &tracker,
+            shutdown.clone(),
+        );
+        assert_eq!(next(&mut seen).await, (late_a, JobKind::Start));
+        assert_eq!(next(&mut seen).await, (late_b, JobKind::Start));
+        let started = std::time::Instant::now();
+        assert_eq!(next(&mut seen).await, (future, JobKind::Start));
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "fired before it was due"
+        );
+        // A job added sooner than the one the task sleeps for: the wake brings it.
+        let soon = consultation(&store, Utc::now() + Span::milliseconds(100)).await;
+        wake.notify_one();
+        assert_eq!(next(&mut seen).await, (soon, JobKind::Start));
+        // Nothing fires twice, and the far one waits.
+        let quiet = tokio::time::timeout(Duration::from_millis(600), seen.recv()).await;
+        assert!(quiet.is_err(), "{quiet:?}");
+        assert_eq!(
+            store
+                .due_jobs(Utc::now() + Span::hours(2), 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let _ = far;
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+        // A job moved by scheduling it again keeps one row (kind, consultation unique).
+        let c = store.consultation_any(far).await.unwrap().unwrap();
+        store
+            .write_consultation_steps(vec![StepWrite {
+                next: c,
+                changed: false,
+                schedule: vec![Job {
+                    kind: JobKind::Start,
+                    due: Utc::now() - Span::seconds(1),
+                }],
+                unschedule: Vec::new(),
+                fired: None,
+            }])
+            .await
+            .unwrap();
+        assert_eq!(store.due_jobs(Utc::now(), 10).await.unwrap().len(), 1);
+    }
+}
