@@ -165,6 +165,12 @@ async fn serve(
         booking: Arc::new(http::booking::BookingAccess::from_config(&config.booking)),
         consultations: consultations.as_ref().map(|(handle, _)| handle.clone()),
         attachments_dir: config.store.data_dir().join("attachments"),
+        consultation_body: http::consultation_body::BodyLimits {
+            max_json_bytes: config.http.max_body_bytes,
+            max_attachment_bytes: config.consultations.max_attachment_bytes,
+            max_text_part_bytes: 64 * 1024,
+        },
+        default_duration_min: config.consultations.default_duration_min,
     };
     tasks.spawn(session_log_writer);
     tasks.spawn(crate::sweeper::run(

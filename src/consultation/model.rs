@@ -123,16 +123,31 @@ pub struct Phone {
 
 impl Phone {
     /// # Errors
-    /// The message of the field that is wrong.
+    /// The message of the first field that is wrong.
     pub fn new(code: &str, number: &str) -> Result<Phone, &'static str> {
+        Phone::with_all_problems(code, number).map_err(|problems| {
+            problems
+                .first()
+                .copied()
+                .unwrap_or("patientPhone is not a phone.")
+        })
+    }
+
+    /// # Errors
+    /// The message of every field that is wrong (never empty).
+    pub fn with_all_problems(code: &str, number: &str) -> Result<Phone, Vec<&'static str>> {
         let digits = |s: &str, min: usize, max: usize| {
             (min..=max).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit())
         };
+        let mut problems = Vec::new();
         if !digits(code, 1, 3) {
-            return Err("patientPhone.code must be 1 to 3 digits.");
+            problems.push("patientPhone.code must be 1 to 3 digits.");
         }
         if !digits(number, 4, 14) {
-            return Err("patientPhone.number must be 4 to 14 digits.");
+            problems.push("patientPhone.number must be 4 to 14 digits.");
+        }
+        if !problems.is_empty() {
+            return Err(problems);
         }
         Ok(Phone {
             code: code.to_owned(),

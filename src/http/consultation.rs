@@ -18,10 +18,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AppState;
+use super::consultation_body::read_create;
 use super::error::ApiError;
 use super::files::{ServedFile, serve};
 use crate::consultation::lifecycle::{TerminateAnswer, answer_timeout_ms};
 use crate::consultation::model::{Consultation, Kind, Status};
+use crate::consultation::request::{CreateRules, validate};
 use crate::consultation::run::{ConsultationHandle, RunError};
 use crate::store::consultation::{CreateError, ListQuery, MAX_IDS, Order};
 
@@ -595,4 +597,116 @@ pub async fn voip_timeout(
         ms.to_string(),
     )
         .into_response())
+}
+
+/// The create routes' common path: the body read bounded (JSON or multipart), every
+/// field checked, the consultation stored (and started when it starts now).
+async fn create(
+    app: &AppState,
+    kind: Kind,
+    req: Request,
+) -> Result<Json<ConsultationView>, ApiError> {
+    let consultations = handle(app)?;
+    let (fields, received) = read_create(req, &app.consultation_body, &app.attachments_dir)
+        .await
+        .map_err(|e| ApiError::new(e.status(), e.message()))?;
+    let rules = CreateRules {
+        default_duration_min: app.default_duration_min,
+        max_past: chrono::Duration::minutes(1),
+    };
+    let new = validate(
+        &fields,
+        kind,
+        crate::store::StoredTime::now().time(),
+        &rules,
+    )
+    .map_err(|messages| ApiError {
+        status: StatusCode::BAD_REQUEST,
+        messages,
+    })?;
+    let attachment = received.map(|r| r.attachment);
+    let c = consultations
+        .create(new, attachment)
+        .await
+        .map_err(run_error)?;
+    Ok(Json(ConsultationView::of(&c)))
+}
+
+/// Asks for an internet call: JSON, or `multipart/form-data` with an `attachment` (at
+/// most 10 MB). Fields as seed 000: `doctorId`, `patientFullName`, `videoSupport`,
+/// optional `beginAtUtc` (omitted: now), `duration` (minutes, 1–240),
+/// `externalNotificationUrl`. Answers the consultation: `Scheduled`, or `CallingDoctor`
+/// when it starts now.
+#[utoipa::path(post, path = "/api/v1/voiprequest/start", tag = "consultations",
+    request_body(content = VoipStartBody, content_type = "application/json"),
+    responses((status = 200, body = ConsultationView), (status = 400, body = super::error::ErrorBody),
+              (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody),
+              (status = 503, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn voip_start(
+    State(app): State<AppState>,
+    req: Request,
+) -> Result<Json<ConsultationView>, ApiError> {
+    create(&app, Kind::Voip, req).await
+}
+
+/// Asks for a callback: as `start`, with `patientPhone` `{code, number}` instead of
+/// `videoSupport` (seed 001).
+#[utoipa::path(post, path = "/api/v1/callbackrequest/start-callback", tag = "consultations",
+    request_body(content = CallbackStartBody, content_type = "application/json"),
+    responses((status = 200, body = ConsultationView), (status = 400, body = super::error::ErrorBody),
+              (status = 413, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody),
+              (status = 503, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn callback_start(
+    State(app): State<AppState>,
+    req: Request,
+) -> Result<Json<ConsultationView>, ApiError> {
+    create(&app, Kind::Callback, req).await
+}
+
+/// `start`'s JSON body (documentation; the route reads the body itself, so that every
+/// bad field gets its own message).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = VoipStartRequest)]
+#[allow(dead_code)]
+pub struct VoipStartBody {
+    #[schema(minimum = 1)]
+    pub doctor_id: i64,
+    #[schema(min_length = 1, max_length = 256)]
+    pub patient_full_name: String,
+    pub video_support: bool,
+    pub begin_at_utc: Option<DateTime<Utc>>,
+    #[schema(minimum = 1, maximum = 240)]
+    pub duration: Option<u32>,
+    pub external_notification_url: Option<String>,
+}
+
+/// The patient's phone as sent.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ConsultationPhoneRequest)]
+#[allow(dead_code)]
+pub struct PhoneBody {
+    #[schema(pattern = "^[0-9]{1,3}$")]
+    pub code: String,
+    #[schema(pattern = "^[0-9]{4,14}$")]
+    pub number: String,
+}
+
+/// `start-callback`'s JSON body (documentation).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(as = CallbackStartRequest)]
+#[allow(dead_code)]
+pub struct CallbackStartBody {
+    #[schema(minimum = 1)]
+    pub doctor_id: i64,
+    #[schema(min_length = 1, max_length = 256)]
+    pub patient_full_name: String,
+    pub patient_phone: PhoneBody,
+    pub begin_at_utc: Option<DateTime<Utc>>,
+    #[schema(minimum = 1, maximum = 240)]
+    pub duration: Option<u32>,
+    pub external_notification_url: Option<String>,
 }

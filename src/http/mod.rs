@@ -13,6 +13,7 @@ pub mod booking;
 mod call_media;
 mod calls;
 pub mod consultation;
+pub mod consultation_body;
 pub mod conversation;
 pub mod error;
 mod events;
@@ -74,6 +75,10 @@ pub struct AppState {
     pub consultations: Option<crate::consultation::run::ConsultationHandle>,
     /// Where attachments are kept (`<data>/attachments`, one file per sha256).
     pub attachments_dir: std::path::PathBuf,
+    /// What a consultation's create request may carry.
+    pub consultation_body: consultation_body::BodyLimits,
+    /// `duration` when a create request gives none.
+    pub default_duration_min: u32,
 }
 
 #[derive(Debug, OpenApi)]
@@ -284,6 +289,15 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
                 .routes(routes!(events::call_detail_record))
                 .routes(routes!(events::coming))
                 .routes(routes!(events::number_from_id)),
+        ))
+        .merge(scoped(
+            &app,
+            Scope::Consultations,
+            OpenApiRouter::new()
+                .routes(routes!(consultation::voip_start))
+                .routes(routes!(consultation::callback_start))
+                // The create routes read their body bounded themselves (the attachment).
+                .layer(DefaultBodyLimit::disable()),
         ))
         .merge(scoped(
             &app,

@@ -137,7 +137,10 @@ async fn dial_code(ami: &mut RawAmi, d: &Daemon, code: &str) -> String {
     ami.send(&[
         ("Action", "Originate"),
         ("ActionID", &id),
-        ("Channel", &format!("Local/{code}@medcall-consultation-join/n")),
+        (
+            "Channel",
+            &format!("Local/{code}@medcall-consultation-join/n"),
+        ),
         ("Application", "Wait"),
         ("Data", "120"),
         ("Async", "true"),
@@ -169,8 +172,10 @@ async fn voip_doctor_answers_patient_joins_with_the_code_and_terminate_ends_it()
     let clinic = Clinic::start().await;
     let mut ami = ami().await;
     let c = clinic
-        .voip(json!({"doctorId": 1, "patientFullName": "Иванов Иван", "videoSupport": true,
-                     "duration": 30}))
+        .voip(
+            json!({"doctorId": 1, "patientFullName": "Иванов Иван", "videoSupport": true,
+                     "duration": 30}),
+        )
         .await;
     assert_eq!(c["status"], "CallingDoctor", "{c}");
     assert_eq!(c["kind"], "voip");
@@ -202,7 +207,12 @@ async fn voip_doctor_answers_patient_joins_with_the_code_and_terminate_ends_it()
     assert!(running["startedAtUtc"].is_string());
     assert_eq!(
         statuses(&running),
-        ["Scheduled", "CallingDoctor", "WaitingForPatient", "InProgress"]
+        [
+            "Scheduled",
+            "CallingDoctor",
+            "WaitingForPatient",
+            "InProgress"
+        ]
     );
     // A second patient with the same code is told the consultation is in use.
     let intruder = dial_code(&mut ami, &clinic.d, &code).await;
@@ -214,7 +224,10 @@ async fn voip_doctor_answers_patient_joins_with_the_code_and_terminate_ends_it()
             json!({"requestId": id, "reason": "the doctor is needed elsewhere"}),
         )
         .await;
-    assert_eq!((status, &v), (200, &json!({"success": true, "messages": []})));
+    assert_eq!(
+        (status, &v),
+        (200, &json!({"success": true, "messages": []}))
+    );
     let ended = clinic
         .wait_status("voip", id, "Terminated", Duration::from_secs(5))
         .await;
@@ -245,8 +258,10 @@ async fn voip_join_codes_that_are_wrong_early_or_ended_are_refused() {
     // Scheduled an hour from now: too early.
     let later = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
     let c = clinic
-        .voip(json!({"doctorId": 1, "patientFullName": "Петров Пётр", "videoSupport": false,
-                     "beginAtUtc": later}))
+        .voip(
+            json!({"doctorId": 1, "patientFullName": "Петров Пётр", "videoSupport": false,
+                     "beginAtUtc": later}),
+        )
         .await;
     assert_eq!(c["status"], "Scheduled");
     let code = c["joinCode"].as_str().unwrap().to_owned();
@@ -372,8 +387,10 @@ async fn terminate_of_a_scheduled_one_cancels_it_outside_the_lock_window_only() 
         json!({"success": false, "messages": ["The consultation is about to start."]})
     );
     let free = clinic
-        .callback(json!({"doctorId": 1, "patientFullName": "Б", "beginAtUtc": later,
-                         "patientPhone": {"code": "7", "number": "1000000001"}}))
+        .callback(
+            json!({"doctorId": 1, "patientFullName": "Б", "beginAtUtc": later,
+                         "patientPhone": {"code": "7", "number": "1000000001"}}),
+        )
         .await;
     let (_, v) = clinic
         .post(
@@ -387,7 +404,10 @@ async fn terminate_of_a_scheduled_one_cancels_it_outside_the_lock_window_only() 
     assert_eq!(statuses(&cancelled), ["Scheduled", "Cancelled"]);
     // Unknown ids, and an id of the other kind, are 404 in the seeds' shape.
     let (status, v) = clinic
-        .post("/api/v1/voiprequest/terminate", json!({"requestId": free["id"]}))
+        .post(
+            "/api/v1/voiprequest/terminate",
+            json!({"requestId": free["id"]}),
+        )
         .await;
     assert_eq!(status, 404, "{v}");
     assert_eq!(v["success"], false);

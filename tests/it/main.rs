@@ -20,6 +20,7 @@ mod booking;
 mod call_media;
 mod calls;
 mod conference_audio;
+mod consultation;
 mod conversation;
 mod crm_dialplan;
 mod directory;
