@@ -428,3 +428,321 @@ async fn terminate_of_a_scheduled_one_cancels_it_outside_the_lock_window_only() 
         .await;
     assert_eq!(voip["totalCount"], 1, "{voip}");
 }
+
+#[tokio::test]
+async fn the_duration_limit_ends_a_running_consultation_after_its_warning() {
+    // One minute, the warning 50 s before the end (10 s in).
+    let clinic =
+        Clinic::start_with(options().env("MEDCALL__CONSULTATIONS__WARNING_BEFORE_MS", 50_000))
+            .await;
+    let mut ami = ami().await;
+    let c = clinic
+        .callback(
+            json!({"doctorId": 1, "patientFullName": "Долгий Разговор", "duration": 1,
+                         "patientPhone": {"code": "7", "number": "1000000002"}}),
+        )
+        .await;
+    let id = c["id"].as_i64().unwrap();
+    let running = clinic
+        .wait_status("callback", id, "InProgress", Duration::from_secs(15))
+        .await;
+    let started = Instant::now();
+    // The warning's player leg joins the conference (and leaves when the beep is done).
+    let warning = ami
+        .wait_for(Duration::from_secs(20), |m| {
+            field(m, "Event") == Some("ConfbridgeJoin")
+                && field(m, "Uniqueid").is_some_and(|u| u.ends_with(&format!("{id}-warning")))
+        })
+        .await
+        .expect("the warning prompt joined");
+    assert!(
+        started.elapsed() >= Duration::from_secs(8),
+        "warned too early"
+    );
+    let _ = warning;
+    assert_eq!(clinic.get("callback", id).await["status"], "InProgress");
+    let done = clinic
+        .wait_status("callback", id, "Completed", Duration::from_secs(70))
+        .await;
+    assert_eq!(done["endReason"], "duration-limit", "{done}");
+    let began =
+        chrono::DateTime::parse_from_rfc3339(running["startedAtUtc"].as_str().unwrap()).unwrap();
+    let ended = chrono::DateTime::parse_from_rfc3339(done["endedAtUtc"].as_str().unwrap()).unwrap();
+    let ran = (ended - began).num_milliseconds();
+    assert!((60_000..62_000).contains(&ran), "ran {ran} ms");
+}
+
+#[tokio::test]
+async fn a_party_hanging_up_completes_it() {
+    let clinic = Clinic::start().await;
+    // The patient answers and hangs up after 3 s.
+    let c = clinic
+        .callback(json!({"doctorId": 1, "patientFullName": "Краткий",
+                         "patientPhone": {"code": "7", "number": "5000000001"}}))
+        .await;
+    let id = c["id"].as_i64().unwrap();
+    clinic
+        .wait_status("callback", id, "InProgress", Duration::from_secs(15))
+        .await;
+    let done = clinic
+        .wait_status("callback", id, "Completed", Duration::from_secs(15))
+        .await;
+    assert_eq!(done["endReason"], "patient-hangup", "{done}");
+    // The doctor hangs up 3 s after answering, while the patient's phone still rings.
+    let c = clinic
+        .callback(json!({"doctorId": 4, "patientFullName": "Краткий",
+                         "patientPhone": {"code": "7", "number": "4000000001"}}))
+        .await;
+    let id = c["id"].as_i64().unwrap();
+    let done = clinic
+        .wait_status("callback", id, "Completed", Duration::from_secs(15))
+        .await;
+    assert_eq!(done["endReason"], "doctor-hangup", "{done}");
+}
+
+#[tokio::test]
+async fn every_bad_field_is_answered_400_with_its_message_and_nothing_is_written() {
+    let clinic = Clinic::start().await;
+    let cases = [
+        (
+            "voip",
+            json!({"doctorId": 0, "patientFullName": "", "videoSupport": "yes", "duration": 241,
+                   "beginAtUtc": "yesterday", "externalNotificationUrl": "ftp://x"}),
+            vec![
+                "doctorId must be a positive integer.",
+                "patientFullName must be 1 to 256 characters.",
+                "videoSupport must be true or false.",
+                "beginAtUtc must be an RFC 3339 instant.",
+                "duration must be an integer from 1 to 240.",
+                "externalNotificationUrl must be an absolute http or https URL.",
+            ],
+        ),
+        (
+            "voip",
+            json!({"doctorId": 99, "patientFullName": "Нет Врача", "videoSupport": true}),
+            vec!["doctorId 99 is not in the directory."],
+        ),
+        (
+            "callback",
+            json!({"doctorId": 1, "patientFullName": "a\nb",
+                   "patientPhone": {"code": "1234", "number": "12"}}),
+            vec![],
+        ),
+    ];
+    for (kind, body, messages) in cases {
+        let path = if kind == "voip" {
+            "/api/v1/voiprequest/start"
+        } else {
+            "/api/v1/callbackrequest/start-callback"
+        };
+        let (status, v) = clinic.post(path, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["success"], false);
+        let got: Vec<&str> = v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m.as_str().unwrap())
+            .collect();
+        if messages.is_empty() {
+            assert!(got.len() >= 3, "{got:?}");
+        } else {
+            assert_eq!(got, messages, "{body}");
+        }
+    }
+    let past = (chrono::Utc::now() - chrono::Duration::seconds(120)).to_rfc3339();
+    let (status, v) = clinic
+        .post(
+            "/api/v1/voiprequest/start",
+            json!({"doctorId": 1, "patientFullName": "А", "videoSupport": true, "beginAtUtc": past}),
+        )
+        .await;
+    assert_eq!(
+        (status, v["messages"][0].as_str()),
+        (400, Some("beginAtUtc is more than 1 minute in the past."))
+    );
+    for kind in ["voip", "callback"] {
+        let page = clinic
+            .d
+            .get_json(&format!("/api/v1/{kind}request/get-all"), &clinic.key)
+            .await;
+        assert_eq!(page["totalCount"], 0, "{page}");
+    }
+}
+
+/// A multipart body with `fields` and, when given, an attachment of `size` bytes.
+fn form(fields: &[(&str, &str)], attachment: Option<usize>) -> (String, Vec<u8>) {
+    let boundary = "medcallTestBoundary42";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    if let Some(size) = attachment {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"attachment\"; filename=\"anamnesis.pdf\"\r\nContent-Type: application/pdf\r\n\r\n").as_bytes(),
+        );
+        body.extend((0..size).map(|i| (i % 253) as u8));
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn multipart_creates_with_an_attachment_up_to_10_mb_and_serves_it_back() {
+    let clinic = Clinic::start().await;
+    let later = (chrono::Utc::now() + chrono::Duration::hours(3)).to_rfc3339();
+    let fields = [
+        ("doctorId", "1"),
+        ("patientFullName", "Иванов Иван Иванович"),
+        ("videoSupport", "true"),
+        ("beginAtUtc", later.as_str()),
+    ];
+    let send = |content_type: String, body: Vec<u8>| {
+        clinic
+            .d
+            .post("/api/v1/voiprequest/start")
+            .bearer_auth(&clinic.key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    // No attachment.
+    let (ct, body) = form(&fields, None);
+    let r = send(ct, body).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let plain: Value = r.json().await.unwrap();
+    assert_eq!(plain["attachment"], Value::Null);
+    assert_eq!(plain["videoSupport"], true);
+    // Exactly 10 MB.
+    let (ct, body) = form(&fields, Some(10_485_760));
+    let r = send(ct, body).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let with: Value = r.json().await.unwrap();
+    assert_eq!(with["attachment"]["size"], 10_485_760);
+    assert_eq!(with["attachment"]["fileName"], "anamnesis.pdf");
+    assert_eq!(with["attachment"]["contentType"], "application/pdf");
+    let id = with["id"].as_i64().unwrap();
+    let r = clinic
+        .d
+        .get(&format!("/api/v1/voiprequest/get/{id}/attachment"))
+        .bearer_auth(&clinic.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/pdf");
+    let bytes = r.bytes().await.unwrap();
+    assert_eq!(bytes.len(), 10_485_760);
+    assert!(bytes.iter().enumerate().all(|(i, b)| *b == (i % 253) as u8));
+    let (status, _) = (
+        clinic
+            .d
+            .get(&format!(
+                "/api/v1/voiprequest/get/{}/attachment",
+                plain["id"]
+            ))
+            .bearer_auth(&clinic.key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        (),
+    );
+    assert_eq!(status, 404);
+    // One byte more: 413, nothing kept.
+    let (ct, body) = form(&fields, Some(10_485_761));
+    let r = send(ct, body).await.unwrap();
+    assert_eq!(r.status(), 413);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["success"], false);
+    // No boundary: 400.
+    let (_, body) = form(&fields, None);
+    let r = send("multipart/form-data".into(), body).await.unwrap();
+    assert_eq!(r.status(), 400);
+    let page = clinic
+        .d
+        .get_json("/api/v1/voiprequest/get-all", &clinic.key)
+        .await;
+    assert_eq!(page["totalCount"], 2, "{page}");
+    let kept: Vec<_> = std::fs::read_dir(clinic.d.data_dir().join("attachments"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+}
+
+#[tokio::test]
+async fn kill_9_with_scheduled_ringing_and_running_consultations_then_restart() {
+    let mut clinic = Clinic::start().await;
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(4)).to_rfc3339();
+    // Scheduled 4 s from now: it must start after the restart, once.
+    let scheduled = clinic
+        .voip(json!({"doctorId": 1, "patientFullName": "А", "videoSupport": true, "beginAtUtc": soon}))
+        .await;
+    // Ringing: the doctor never answers (4 s deadline).
+    let ringing = clinic
+        .voip(json!({"doctorId": 2, "patientFullName": "Б", "videoSupport": true}))
+        .await;
+    // Running: a callback in progress, one minute long.
+    let running = clinic
+        .callback(json!({"doctorId": 1, "patientFullName": "В", "duration": 1,
+                         "patientPhone": {"code": "7", "number": "1000000003"}}))
+        .await;
+    let running_id = running["id"].as_i64().unwrap();
+    clinic
+        .wait_status(
+            "callback",
+            running_id,
+            "InProgress",
+            Duration::from_secs(15),
+        )
+        .await;
+    let pid = clinic.d.pid();
+    clinic.d.kill9_and_restart(&[]).await;
+    assert_ne!(clinic.d.pid(), pid);
+    wait_connected(&clinic.d, &clinic.key).await;
+    // The scheduled one started once: one CallingDoctor in its history.
+    let s_id = scheduled["id"].as_i64().unwrap();
+    let s = clinic
+        .wait_status("voip", s_id, "WaitingForPatient", Duration::from_secs(20))
+        .await;
+    assert_eq!(
+        statuses(&s),
+        ["Scheduled", "CallingDoctor", "WaitingForPatient"]
+    );
+    // The ringing one ended Missed at its deadline.
+    let r = clinic
+        .wait_status(
+            "voip",
+            ringing["id"].as_i64().unwrap(),
+            "Missed",
+            Duration::from_secs(15),
+        )
+        .await;
+    assert_eq!(r["endReason"], "doctor-no-answer", "{r}");
+    // The running one was taken back and is still limited.
+    assert_eq!(
+        clinic.get("callback", running_id).await["status"],
+        "InProgress"
+    );
+    let done = clinic
+        .wait_status("callback", running_id, "Completed", Duration::from_secs(70))
+        .await;
+    assert_eq!(done["endReason"], "duration-limit", "{done}");
+    assert_eq!(
+        statuses(&done),
+        [
+            "Scheduled",
+            "CallingDoctor",
+            "CallingPatient",
+            "InProgress",
+            "Completed"
+        ]
+    );
+}
