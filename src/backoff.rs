@@ -1,5 +1,5 @@
 //! [`Backoff`]: how long to wait before retrying something that failed — the AMI
-//! reconnect today, webhook delivery later.
+//! reconnect and webhook delivery.
 //!
 //! Owns the schedule: exponential from a minimum to a maximum, each delay shortened by
 //! a random jitter so many daemons (or many deliveries) do not retry in step, and a
@@ -46,6 +46,19 @@ impl Backoff {
     pub fn next_delay(&mut self, rng: &mut impl Rng) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
+        base.mul_f64(rng.random_range((1.0 - self.jitter)..=1.0))
+    }
+
+    /// The delay after `failures` failures in a row (1: `min`, 2: twice that, … up to
+    /// `max`), with jitter; `0` is read as 1. For a schedule kept elsewhere (the
+    /// webhook outbox stores each notification's attempt count, not a `Backoff`): it
+    /// neither reads nor grows the delay [`Backoff::next_delay`] keeps.
+    pub fn after_failures(&self, failures: u32, rng: &mut impl Rng) -> Duration {
+        let doublings = failures.saturating_sub(1);
+        let base = 1u32
+            .checked_shl(doublings)
+            .and_then(|factor| self.min.checked_mul(factor))
+            .map_or(self.max, |d| d.min(self.max));
         base.mul_f64(rng.random_range((1.0 - self.jitter)..=1.0))
     }
 
@@ -116,6 +129,30 @@ mod tests {
         assert!(full.iter().any(|d| *d < ms(200)), "some near nothing");
         let mut none = Backoff::new(ms(1000), ms(1000)).with_jitter(f64::NAN);
         assert_eq!(none.next_delay(&mut rng), ms(1000), "NaN is no jitter");
+    }
+
+    #[test]
+    fn the_delay_after_n_failures_is_the_nth_step_of_the_schedule() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let b = Backoff::new(ms(1000), ms(600_000)).with_jitter(0.0);
+        let got: Vec<u64> = [0, 1, 2, 3, 4, 10, 11, 32, 33, u32::MAX]
+            .map(|n| b.after_failures(n, &mut rng).as_millis() as u64)
+            .to_vec();
+        assert_eq!(
+            got,
+            [
+                1000, 1000, 2000, 4000, 8000, 512_000, 600_000, 600_000, 600_000, 600_000
+            ]
+        );
+        let mut stepped = b.clone();
+        for n in 1..=12 {
+            assert_eq!(b.after_failures(n, &mut rng), stepped.next_delay(&mut rng));
+        }
+        let jittered = Backoff::new(ms(1000), ms(600_000)).with_jitter(0.5);
+        for _ in 0..50 {
+            let d = jittered.after_failures(3, &mut rng);
+            assert!(d >= ms(2000) && d <= ms(4000), "{d:?}");
+        }
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub struct Config {
     pub audiosocket: AudioSocketConfig,
     pub booking: BookingConfig,
     pub consultations: ConsultationsConfig,
+    pub webhooks: WebhooksConfig,
     #[serde(default)]
     pub pbx: Vec<PbxConfig>,
     #[serde(default)]
@@ -198,6 +199,24 @@ pub struct ConsultationsConfig {
     /// Conferences are named `<prefix><id>` (`consult-42`); two medcalls sharing a PBX
     /// need different prefixes.
     pub conference_prefix: String,
+}
+
+/// Consultation webhooks (SPEC §4.6). Their targets pass `[media]`'s network lists.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    /// Signs every attempt (`X-Medcall-Signature`) when set: at least 16 characters.
+    /// Empty: unsigned.
+    pub secret: Secret,
+    /// One attempt, connect to answer, in milliseconds.
+    pub timeout_ms: u64,
+    /// The delay after the first failed attempt; each further failure doubles it.
+    pub backoff_min_ms: u64,
+    pub backoff_max_ms: u64,
+    /// A notification not delivered this long after it was written is given up.
+    pub give_up_after_s: u64,
+    /// Attempts in flight at once.
+    pub concurrency: usize,
 }
 
 /// Audio medcall fetches for `call.audio/play` (SPEC §3 "outbound fetches").
@@ -559,6 +578,23 @@ impl Config {
                 "consultations.warning_sound".into(),
                 "must be printable ASCII without spaces",
             ));
+        }
+        let w = &self.webhooks;
+        let secret_len = w.secret.expose().chars().count();
+        if secret_len > 0 && secret_len < 16 {
+            return Err(invalid(
+                "webhooks.secret".into(),
+                "must be empty (unsigned) or at least 16 characters",
+            ));
+        }
+        if w.timeout_ms == 0 || w.backoff_min_ms == 0 || w.backoff_min_ms > w.backoff_max_ms {
+            return Err(invalid(
+                "webhooks.backoff_min_ms".into(),
+                "timeout_ms and backoff_min_ms must be positive, backoff_min_ms at most backoff_max_ms",
+            ));
+        }
+        if w.concurrency == 0 || w.concurrency > 1024 {
+            return Err(invalid("webhooks.concurrency".into(), "must be 1-1024"));
         }
         if self.booking.signature_window_s == 0 || self.booking.signature_window_s > 3600 {
             return Err(invalid(

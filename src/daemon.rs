@@ -171,8 +171,16 @@ async fn serve(
             max_text_part_bytes: 64 * 1024,
         },
         default_duration_min: config.consultations.default_duration_min,
+        outbox_wake: Arc::clone(&outbox_wake),
     };
     tasks.spawn(session_log_writer);
+    crate::outbox::spawn(
+        app.store.clone(),
+        outbox_settings(&config)?,
+        Arc::clone(&outbox_wake),
+        &tasks,
+        shutdown.child_token(),
+    );
     tasks.spawn(crate::sweeper::run(
         app.store.clone(),
         Duration::from_millis(config.booking.sweep_interval_ms),
@@ -265,6 +273,27 @@ async fn serve(
     }
     tracing::info!("medcall stopped");
     Ok(())
+}
+
+fn outbox_settings(config: &Config) -> anyhow::Result<crate::outbox::OutboxSettings> {
+    let w = &config.webhooks;
+    let guard = crate::media::netguard::NetGuard::parse(
+        &config.media.allow_networks,
+        &config.media.deny_networks,
+    )
+    .map_err(|e| anyhow::anyhow!("media networks: {}", e.0))?;
+    Ok(crate::outbox::OutboxSettings {
+        key: (!w.secret.expose().is_empty()).then(|| w.secret.clone()),
+        timeout: Duration::from_millis(w.timeout_ms),
+        retry: crate::outbox::retry::RetryPolicy {
+            backoff_min: Duration::from_millis(w.backoff_min_ms),
+            backoff_max: Duration::from_millis(w.backoff_max_ms),
+            jitter: 0.1,
+            give_up_after: Duration::from_secs(w.give_up_after_s),
+        },
+        guard,
+        concurrency: w.concurrency,
+    })
 }
 
 /// The PBX `[consultations] pbx` names (`[calls] pbx` when empty).

@@ -19,6 +19,7 @@ pub mod import;
 pub mod json;
 pub mod media;
 pub mod metrics;
+pub mod outbox;
 pub mod pbx;
 pub mod replay;
 pub mod routes;

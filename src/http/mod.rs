@@ -18,6 +18,7 @@ pub mod conversation;
 pub mod error;
 mod events;
 pub mod files;
+mod notifications;
 mod params;
 mod pbx;
 pub mod streams;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub consultations: Option<crate::consultation::run::ConsultationHandle>,
     /// Where attachments are kept (`<data>/attachments`, one file per sha256).
     pub attachments_dir: std::path::PathBuf,
+    /// Woken when a notification is due at once (a re-send).
+    pub outbox_wake: Arc<tokio::sync::Notify>,
     /// What a consultation's create request may carry.
     pub consultation_body: consultation_body::BodyLimits,
     /// `duration` when a create request gives none.
@@ -311,7 +314,9 @@ pub fn router(app: AppState, config: &HttpConfig) -> Router {
                 .routes(routes!(consultation::callback_get))
                 .routes(routes!(consultation::callback_attachment))
                 .routes(routes!(consultation::callback_list))
-                .routes(routes!(consultation::callback_terminate)),
+                .routes(routes!(consultation::callback_terminate))
+                .routes(routes!(notifications::list))
+                .routes(routes!(notifications::resend)),
         ))
         .merge(
             OpenApiRouter::new()

@@ -188,7 +188,11 @@ async fn follow(
     }
 }
 
-fn parse(url: &str) -> Result<Url, FetchError> {
+/// `url` parsed, if it is an absolute `http` or `https` URL with a host.
+///
+/// # Errors
+/// [`FetchError::BadUrl`] or [`FetchError::Scheme`].
+pub(crate) fn parse(url: &str) -> Result<Url, FetchError> {
     let parsed = Url::parse(url.trim()).map_err(|e| FetchError::BadUrl(e.to_string()))?;
     check_scheme(&parsed)?;
     Ok(parsed)
@@ -211,32 +215,8 @@ async fn request(
     validators: &Validators,
     s: &FetchSettings,
 ) -> Result<reqwest::Response, FetchError> {
-    let port = url
-        .port_or_known_default()
-        .ok_or_else(|| FetchError::BadUrl("no port".into()))?;
-    let host = url
-        .host()
-        .ok_or_else(|| FetchError::BadUrl("no host".into()))?;
-    let mut builder = reqwest::Client::builder()
-        .redirect(redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(s.connect_timeout)
-        .user_agent(s.user_agent.as_str());
-    let host_text = host.to_string();
-    match host {
-        url::Host::Ipv4(ip) => check(&s.guard, &host_text, IpAddr::V4(ip))?,
-        url::Host::Ipv6(ip) => check(&s.guard, &host_text, IpAddr::V6(ip))?,
-        url::Host::Domain(name) => {
-            let addrs = resolve(name, port).await?;
-            for a in &addrs {
-                check(&s.guard, name, a.ip())?;
-            }
-            builder = builder.resolve_to_addrs(name, &addrs);
-        }
-    }
-    let client = builder
-        .build()
-        .map_err(|e| FetchError::Transport(e.to_string()))?;
+    let client = guarded_client(url, &s.guard, s.connect_timeout, &s.user_agent).await?;
+    let host_text = url.host_str().unwrap_or_default();
     let mut headers = HeaderMap::new();
     if let Some(v) = validators
         .etag
@@ -257,7 +237,51 @@ async fn request(
         .headers(headers)
         .send()
         .await
-        .map_err(|e| send_error(&host_text, &e))
+        .map_err(|e| send_error(host_text, &e))
+}
+
+/// A client for one request to `url`, which may connect only where `guard` allows: the
+/// host is resolved here, every address it resolves to is checked (one refused address
+/// refuses the host), and the client is pinned to exactly those addresses with
+/// `resolve_to_addrs`, so a second DNS answer cannot move the connection. No system
+/// proxy, no redirects followed (the caller decides about a `Location`, if at all).
+/// Shared with the webhook outbox, whose targets pass the same guard.
+///
+/// # Errors
+/// The URL has no host or port, the host does not resolve, an address is refused
+/// ([`FetchError::Denied`]), or the client cannot be built.
+pub(crate) async fn guarded_client(
+    url: &Url,
+    guard: &NetGuard,
+    connect_timeout: Duration,
+    user_agent: &str,
+) -> Result<reqwest::Client, FetchError> {
+    let port = url
+        .port_or_known_default()
+        .ok_or_else(|| FetchError::BadUrl("no port".into()))?;
+    let host = url
+        .host()
+        .ok_or_else(|| FetchError::BadUrl("no host".into()))?;
+    let mut builder = reqwest::Client::builder()
+        .redirect(redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(connect_timeout)
+        .user_agent(user_agent);
+    let host_text = host.to_string();
+    match host {
+        url::Host::Ipv4(ip) => check(guard, &host_text, IpAddr::V4(ip))?,
+        url::Host::Ipv6(ip) => check(guard, &host_text, IpAddr::V6(ip))?,
+        url::Host::Domain(name) => {
+            let addrs = resolve(name, port).await?;
+            for a in &addrs {
+                check(guard, name, a.ip())?;
+            }
+            builder = builder.resolve_to_addrs(name, &addrs);
+        }
+    }
+    builder
+        .build()
+        .map_err(|e| FetchError::Transport(e.to_string()))
 }
 
 async fn resolve(name: &str, port: u16) -> Result<Vec<SocketAddr>, FetchError> {
@@ -283,7 +307,9 @@ fn check(guard: &NetGuard, host: &str, addr: IpAddr) -> Result<(), FetchError> {
     })
 }
 
-fn send_error(host: &str, e: &reqwest::Error) -> FetchError {
+/// What a failed `send` was: a connect failure (refused, unreachable, TLS, timed out
+/// connecting) or another transport failure, with the error's whole chain as text.
+pub(crate) fn send_error(host: &str, e: &reqwest::Error) -> FetchError {
     let detail = chain(e);
     if e.is_connect() {
         FetchError::Connect {

@@ -33,6 +33,7 @@ pub(super) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "consultations",
         include_str!("migrations/0010_consultations.sql"),
     ),
+    (11, "outbox", include_str!("migrations/0011_outbox.sql")),
 ];
 
 /// Applies every migration newer than the database's `user_version`, each in its own

@@ -679,20 +679,30 @@ async fn multipart_creates_with_an_attachment_up_to_10_mb_and_serves_it_back() {
 
 #[tokio::test]
 async fn kill_9_with_scheduled_ringing_and_running_consultations_then_restart() {
-    let mut clinic = Clinic::start().await;
+    let mut clinic = Clinic::start_with(webhook_options()).await;
+    let port = crate::support::free_port();
+    let hits = receiver(port, 0).await;
+    let hook = format!("http://127.0.0.1:{port}/hook");
     let soon = (chrono::Utc::now() + chrono::Duration::seconds(4)).to_rfc3339();
     // Scheduled 4 s from now: it must start after the restart, once.
     let scheduled = clinic
-        .voip(json!({"doctorId": 1, "patientFullName": "А", "videoSupport": true, "beginAtUtc": soon}))
+        .voip(
+            json!({"doctorId": 1, "patientFullName": "А", "videoSupport": true, "beginAtUtc": soon,
+                     "externalNotificationUrl": hook}),
+        )
         .await;
     // Ringing: the doctor never answers (4 s deadline).
     let ringing = clinic
-        .voip(json!({"doctorId": 2, "patientFullName": "Б", "videoSupport": true}))
+        .voip(
+            json!({"doctorId": 2, "patientFullName": "Б", "videoSupport": true,
+                     "externalNotificationUrl": hook}),
+        )
         .await;
     // Running: a callback in progress, one minute long.
     let running = clinic
         .callback(json!({"doctorId": 1, "patientFullName": "В", "duration": 1,
-                         "patientPhone": {"code": "7", "number": "1000000003"}}))
+                         "patientPhone": {"code": "7", "number": "1000000003"},
+                         "externalNotificationUrl": hook}))
         .await;
     let running_id = running["id"].as_i64().unwrap();
     clinic
@@ -744,5 +754,235 @@ async fn kill_9_with_scheduled_ringing_and_running_consultations_then_restart() 
             "InProgress",
             "Completed"
         ]
+    );
+    // Every status change, before and after the kill, notified once and in order.
+    let ids = [s_id, r["id"].as_i64().unwrap(), running_id];
+    wait_delivered(&clinic, &ids, Duration::from_secs(20)).await;
+    let all = [
+        clinic.get("voip", ids[0]).await,
+        clinic.get("voip", ids[1]).await,
+        clinic.get("callback", ids[2]).await,
+    ];
+    let got = hits.lock().unwrap().clone();
+    check_delivered(&got, &all);
+}
+
+/// What a webhook receiver got: the path, the headers medcall sets, and what it answered.
+#[derive(Debug, Clone)]
+struct Hit {
+    path: String,
+    event: String,
+    consultation: String,
+    status: String,
+    changed_at: String,
+    timestamp: String,
+    signature: String,
+    answered: u16,
+}
+
+/// A webhook receiver on `port`: answers 500 to its first `fail_first` requests, then 200.
+async fn receiver(port: u16, fail_first: usize) -> std::sync::Arc<std::sync::Mutex<Vec<Hit>>> {
+    use axum::http::HeaderMap;
+    let hits = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Hit>::new()));
+    let seen = std::sync::Arc::clone(&hits);
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri, headers: HeaderMap| {
+        let seen = std::sync::Arc::clone(&seen);
+        async move {
+            let h = |n: &str| {
+                headers
+                    .get(n)
+                    .map(|v| v.to_str().unwrap().to_owned())
+                    .unwrap_or_default()
+            };
+            let mut hits = seen.lock().unwrap();
+            let answered = if hits.len() < fail_first { 500 } else { 200 };
+            hits.push(Hit {
+                path: uri.to_string(),
+                event: h("x-medcall-event-id"),
+                consultation: h("x-medcall-consultation-id"),
+                status: h("x-medcall-status"),
+                changed_at: h("x-medcall-changed-at"),
+                timestamp: h("x-medcall-timestamp"),
+                signature: h("x-medcall-signature"),
+                answered,
+            });
+            axum::http::StatusCode::from_u16(answered).unwrap()
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    hits
+}
+
+const WEBHOOK_SECRET: &str = "webhook-secret-for-tests";
+
+fn webhook_options() -> DaemonOptions {
+    options()
+        .env("MEDCALL__MEDIA__ALLOW_NETWORKS", r#"["127.0.0.1/32"]"#)
+        .env("MEDCALL__WEBHOOKS__SECRET", WEBHOOK_SECRET)
+        .env("MEDCALL__WEBHOOKS__BACKOFF_MIN_MS", 200)
+        .env("MEDCALL__WEBHOOKS__BACKOFF_MAX_MS", 800)
+}
+
+/// Checks every delivered hit's signature, and that each consultation's delivered
+/// notifications are its status changes in order, each once.
+fn check_delivered(hits: &[Hit], consultations: &[Value]) {
+    use hmac::{Hmac, Mac};
+    for hit in hits {
+        let text = format!(
+            "GET\n{}\n{}\n{}\n{}\n{}\n{}",
+            hit.path, hit.timestamp, hit.event, hit.consultation, hit.status, hit.changed_at
+        );
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+        mac.update(text.as_bytes());
+        assert_eq!(
+            hex::encode(mac.finalize().into_bytes()),
+            hit.signature,
+            "{hit:?}"
+        );
+    }
+    for c in consultations {
+        let id = c["id"].as_i64().unwrap().to_string();
+        let delivered: Vec<&str> = hits
+            .iter()
+            .filter(|h| h.consultation == id && h.answered == 200)
+            .map(|h| h.status.as_str())
+            .collect();
+        let changes: Vec<String> = statuses(c).into_iter().skip(1).collect();
+        assert_eq!(delivered, changes, "consultation {id}: {hits:#?}");
+        let events: std::collections::HashSet<&str> = hits
+            .iter()
+            .filter(|h| h.consultation == id && h.answered == 200)
+            .map(|h| h.event.as_str())
+            .collect();
+        assert_eq!(events.len(), changes.len(), "one event id per change");
+    }
+}
+
+async fn notifications(clinic: &Clinic, id: i64) -> Vec<Value> {
+    clinic
+        .d
+        .get_json(
+            &format!("/api/v1/notifications?consultationId={id}"),
+            &clinic.key,
+        )
+        .await
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Polls until every notification of `ids` is delivered.
+async fn wait_delivered(clinic: &Clinic, ids: &[i64], limit: Duration) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let mut all = true;
+        for id in ids {
+            let list = notifications(clinic, *id).await;
+            all &= !list.is_empty() && list.iter().all(|n| n["state"] == "delivered");
+        }
+        if all {
+            return;
+        }
+        assert!(Instant::now() < deadline, "not all delivered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn webhooks_reach_a_receiver_that_was_down_then_failing_in_order_per_consultation() {
+    let clinic = Clinic::start_with(webhook_options()).await;
+    let port = crate::support::free_port();
+    let url = |n: u32| format!("http://127.0.0.1:{port}/hook/{n}?src=medcall");
+    // Callback busy on every attempt: CallingDoctor, CallingPatient, Missed.
+    let a = clinic
+        .callback(json!({"doctorId": 1, "patientFullName": "А",
+                         "patientPhone": {"code": "7", "number": "2000000002"},
+                         "externalNotificationUrl": url(1)}))
+        .await;
+    // Voip whose doctor never answers: CallingDoctor, Missed.
+    let b = clinic
+        .voip(
+            json!({"doctorId": 2, "patientFullName": "Б", "videoSupport": false,
+                     "externalNotificationUrl": url(2)}),
+        )
+        .await;
+    let ids = [a["id"].as_i64().unwrap(), b["id"].as_i64().unwrap()];
+    // The receiver is down for a while: attempts fail to connect.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let first = notifications(&clinic, ids[0]).await;
+    assert_eq!(first[0]["state"], "pending", "{first:?}");
+    assert!(!first[0]["attempts"].as_array().unwrap().is_empty());
+    assert!(first[0]["attempts"][0]["error"].is_string(), "{first:?}");
+    // Then it answers 500 three times, then 200.
+    let hits = receiver(port, 3).await;
+    let a_end = clinic
+        .wait_status("callback", ids[0], "Missed", Duration::from_secs(30))
+        .await;
+    let b_end = clinic
+        .wait_status("voip", ids[1], "Missed", Duration::from_secs(15))
+        .await;
+    wait_delivered(&clinic, &ids, Duration::from_secs(30)).await;
+    let got = hits.lock().unwrap().clone();
+    assert_eq!(got.iter().filter(|h| h.answered == 500).count(), 3);
+    assert!(
+        got.iter()
+            .all(|h| h.path.starts_with("/hook/") && h.path.ends_with("?src=medcall"))
+    );
+    check_delivered(&got, &[a_end, b_end]);
+    // The attempts are there: the first notification failed, then was delivered.
+    let list = notifications(&clinic, ids[0]).await;
+    let attempts = list[0]["attempts"].as_array().unwrap();
+    assert!(attempts.len() >= 2, "{attempts:?}");
+    assert_eq!(attempts.last().unwrap()["httpStatus"], 200);
+    // A re-send delivers the same event again, after the others.
+    let (status, v) = clinic
+        .post(
+            &format!("/api/v1/notifications/{}/resend", list[0]["id"]),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    wait_delivered(&clinic, &ids, Duration::from_secs(10)).await;
+    let last = hits.lock().unwrap().last().cloned().unwrap();
+    assert_eq!(last.event, list[0]["eventId"].as_str().unwrap());
+    let (status, _) = clinic
+        .post("/api/v1/notifications/999999/resend", json!({}))
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn a_webhook_target_outside_the_allowed_networks_is_refused_and_recorded() {
+    // Loopback is not allowed by default.
+    let clinic = Clinic::start().await;
+    let port = crate::support::free_port();
+    let hits = receiver(port, 0).await;
+    let c = clinic
+        .voip(
+            json!({"doctorId": 2, "patientFullName": "В", "videoSupport": false,
+                     "externalNotificationUrl": format!("http://127.0.0.1:{port}/hook")}),
+        )
+        .await;
+    let id = c["id"].as_i64().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = notifications(&clinic, id).await;
+        if let Some(error) = list
+            .first()
+            .and_then(|n| n["attempts"][0]["error"].as_str())
+        {
+            assert!(error.contains("127.0.0.1"), "{error}");
+            assert_eq!(list[0]["state"], "pending");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{list:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        hits.lock().unwrap().is_empty(),
+        "a refused target was reached"
     );
 }
