@@ -501,3 +501,6 @@ fn notify_url(raw: Option<&Raw>) -> Result<Option<String>, String> {
     }
     Ok(Some(text.to_owned()))
 }
+
+#[cfg(test)]
+mod tests;
