@@ -17,7 +17,12 @@
     clippy::indexing_slicing
 )]
 
-use std::io::{BufRead, BufReader, Write};
+#[path = "common/fake_ami.rs"]
+mod fake_ami;
+
+use std::io::{BufReader, Write};
+
+use fake_ami::{read_action, serve_actions_until};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -200,69 +205,6 @@ fn start_daemon(ami_port: u16, http_port: u16, agi_port: u16, data: &std::path::
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     cmd.spawn().expect("start medcall")
-}
-
-/// Reads actions and answers each like Asterisk would, until one named `last` was answered.
-/// The next action the daemon sent, as its `Name: value` pairs; `None` when it hung up.
-fn read_action(reader: &mut BufReader<TcpStream>) -> Option<Vec<(String, String)>> {
-    let mut fields = Vec::new();
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return None;
-        }
-        let line = line.trim_end();
-        if line.is_empty() {
-            return Some(fields);
-        }
-        if let Some((k, v)) = line.split_once(':') {
-            fields.push((k.to_string(), v.trim().to_string()));
-        }
-    }
-}
-
-fn serve_actions_until(reader: &mut BufReader<TcpStream>, writer: &mut TcpStream, last: &str) {
-    while let Some(fields) = read_action(reader) {
-        let get = |k: &str| {
-            fields
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(k))
-                .map(|(_, v)| v.as_str())
-                .unwrap_or("")
-        };
-        let action = get("Action").to_string();
-        let id = get("ActionID").to_string();
-        let reply = match action.to_ascii_lowercase().as_str() {
-            "challenge" => {
-                format!("Response: Success\r\nActionID: {id}\r\nChallenge: 123456789\r\n\r\n")
-            }
-            "coreshowchannels" => format!(
-                "Response: Success\r\nActionID: {id}\r\nEventList: start\r\nMessage: Channels will follow\r\n\r\n\
-                 Event: CoreShowChannelsComplete\r\nActionID: {id}\r\nEventList: Complete\r\nListItems: 0\r\n\r\n"
-            ),
-            "confbridgelistrooms" => {
-                format!(
-                    "Response: Error\r\nActionID: {id}\r\nMessage: No active conferences.\r\n\r\n"
-                )
-            }
-            "command" => format!(
-                "Response: Success\r\nActionID: {id}\r\nMessage: Command output follows\r\nOutput: Asterisk 22.10.1 built by load tool\r\n\r\n"
-            ),
-            "coresettings" => format!(
-                "Response: Success\r\nActionID: {id}\r\nAsteriskVersion: 22.10.1\r\nAMIversion: 11.0.0\r\n\r\n"
-            ),
-            "ping" => format!(
-                "Response: Success\r\nActionID: {id}\r\nPing: Pong\r\nTimestamp: 0.0\r\n\r\n"
-            ),
-            _ => format!("Response: Success\r\nActionID: {id}\r\nMessage: OK\r\n\r\n"),
-        };
-        if writer.write_all(reply.as_bytes()).is_err() {
-            return;
-        }
-        if action.eq_ignore_ascii_case(last) {
-            return;
-        }
-    }
 }
 
 /// Answers actions forever through the shared writer.
