@@ -233,12 +233,12 @@ pub fn validate(
     };
     let begin_at = check(
         &mut problems,
-        begin_at(present(&fields.begin_at_utc), now, rules.max_past),
+        begin_at(optional(&fields.begin_at_utc), now, rules.max_past),
     );
-    let duration_min = check(&mut problems, duration(present(&fields.duration), rules));
+    let duration_min = check(&mut problems, duration(optional(&fields.duration), rules));
     let notify_url = check(
         &mut problems,
-        notify_url(present(&fields.external_notification_url)),
+        notify_url(optional(&fields.external_notification_url)),
     );
 
     match (
@@ -270,6 +270,12 @@ pub fn validate(
         }),
         _ => Err(problems),
     }
+}
+
+/// An optional field, unless absent or empty (a JSON `""` too: clients send an empty
+/// string for "none", as forms do).
+fn optional(raw: &Option<Raw>) -> Option<&Raw> {
+    present(raw).filter(|raw| !matches!(raw, Raw::Json(Value::String(text)) if text.is_empty()))
 }
 
 /// The field, unless it is absent or an empty multipart text.

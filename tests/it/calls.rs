@@ -435,6 +435,7 @@ async fn a_channel_variable_the_manager_reports_is_kept_on_its_leg() {
         serde_json::json!({
             "MEDCALL_CALL_ID": "4711",
             "MEDCALL_CALL_KEY": "",
+            "MEDCALL_CONSULTATION_ID": "",
             "MEDCALL_ROLE": "",
             "MEDCALL_THREAD_ID": "",
             "MEDCALL_USER_ID": "",

@@ -395,3 +395,16 @@ fn multipart_text_parts_fill_the_same_fields() {
     assert!(CreateFields::is_text_field("patientPhone[number]"));
     assert!(!CreateFields::is_text_field("attachment"));
 }
+
+#[test]
+fn an_empty_string_is_an_absent_optional_field() {
+    let mut v = voip_ok();
+    v["beginAtUtc"] = json!("");
+    v["duration"] = json!("");
+    v["externalNotificationUrl"] = json!("");
+    let c = validate(&fields(v), Kind::Voip, now(), &rules()).unwrap();
+    assert_eq!((c.begin_at, c.duration_min, c.notify_url), (None, 30, None));
+    // A required one is still wrong when empty.
+    let got = problems(Kind::Voip, with(voip_ok(), "patientFullName", json!("")));
+    assert_eq!(got, vec!["patientFullName must be 1 to 256 characters."]);
+}
