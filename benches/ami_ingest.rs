@@ -17,6 +17,8 @@
     clippy::indexing_slicing
 )]
 
+#[path = "common/daemon.rs"]
+mod daemon;
 #[path = "common/fake_ami.rs"]
 mod fake_ami;
 
@@ -24,7 +26,7 @@ use std::io::{BufReader, Write};
 
 use fake_ami::{read_action, serve_actions_until};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 const EVENTS_PER_CALL: usize = 14;
@@ -63,18 +65,11 @@ fn main() {
 
     let ami = TcpListener::bind("127.0.0.1:0").unwrap();
     let ami_port = ami.local_addr().unwrap().port();
-    let http_port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let agi_port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let http_port = daemon::free_port();
     let data = tempfile::tempdir().unwrap();
-    let mut daemon = start_daemon(ami_port, http_port, agi_port, data.path());
+    let mut daemon = daemon::command(ami_port, http_port, data.path())
+        .spawn()
+        .expect("start medcall");
     let key_path = data.path().join("admin.key");
 
     let (stream, _) = ami.accept().unwrap();
@@ -182,29 +177,6 @@ fn main() {
         expected.sort();
         assert_eq!(linkedids, expected, "the calls stored");
     }
-}
-
-fn start_daemon(ami_port: u16, http_port: u16, agi_port: u16, data: &std::path::Path) -> Child {
-    let bin = env!("CARGO_BIN_EXE_medcall");
-    let pinned = Command::new("taskset").arg("--version").output().is_ok();
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0", bin]);
-        c
-    } else {
-        Command::new(bin)
-    };
-    cmd.arg("run")
-        .env("MEDCALL__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
-        .env("MEDCALL__AGI__LISTEN", format!("127.0.0.1:{agi_port}"))
-        .env("MEDCALL__AUDIOSOCKET__LISTEN", "127.0.0.1:0")
-        .env("MEDCALL__STORE__PATH", data.join("medcall.db"))
-        .env("MEDCALL__PBX__0__PORT", ami_port.to_string())
-        .env("MEDCALL__PBX__0__AUTH", "plain")
-        .env("MEDCALL__LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    cmd.spawn().expect("start medcall")
 }
 
 /// Answers actions forever through the shared writer.

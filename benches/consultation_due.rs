@@ -17,12 +17,12 @@
     clippy::indexing_slicing
 )]
 
+#[path = "common/daemon.rs"]
+mod daemon;
 #[path = "common/fake_ami.rs"]
 mod fake_ami;
 
-use std::io::{BufReader, Write};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,42 +47,23 @@ fn main() {
     };
     let ami = TcpListener::bind("127.0.0.1:0").unwrap();
     let ami_port = ami.local_addr().unwrap().port();
-    let http_port = free_port();
+    let http_port = daemon::free_port();
     let data = tempfile::tempdir().unwrap();
-    let mut daemon = start_daemon(ami_port, http_port, data.path());
+    let mut daemon = daemon::command(ami_port, http_port, data.path())
+        .spawn()
+        .expect("start medcall");
     // Every Originate's arrival time and its Account.
     let starts: Arc<Mutex<Vec<Start>>> = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&starts);
-    std::thread::spawn(move || {
-        for stream in ami.incoming() {
-            let Ok(stream) = stream else { return };
-            let seen = Arc::clone(&seen);
-            std::thread::spawn(move || {
-                let mut writer = stream.try_clone().unwrap();
-                let mut reader = BufReader::new(stream);
-                if writer
-                    .write_all(b"Asterisk Call Manager/11.0.0\r\n")
-                    .is_err()
-                {
-                    return;
-                }
-                while let Some(fields) = fake_ami::read_action(&mut reader) {
-                    let action = fake_ami::get(&fields, "Action");
-                    if action.eq_ignore_ascii_case("Originate") {
-                        let account = fake_ami::get(&fields, "Account").to_string();
-                        seen.lock().unwrap().push((Utc::now(), account));
-                    }
-                    let id = fake_ami::get(&fields, "ActionID");
-                    if writer
-                        .write_all(fake_ami::reply(action, id).as_bytes())
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    fake_ami::serve(
+        ami,
+        Arc::new(move |fields| {
+            if fake_ami::get(fields, "Action").eq_ignore_ascii_case("Originate") {
+                let account = fake_ami::get(fields, "Account").to_string();
+                seen.lock().unwrap().push((Utc::now(), account));
+            }
+        }),
+    );
     // Whole seconds: the instant every start is measured against.
     let begin = DateTime::from_timestamp(
         (Utc::now() + chrono::Duration::seconds(lead)).timestamp(),
@@ -91,45 +72,14 @@ fn main() {
     .unwrap();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let key = wait_key(data.path()).await;
-        let http = reqwest::Client::new();
-        let base = format!("http://127.0.0.1:{http_port}");
-        let directory = r#"{"doctors": [{"id": 1, "guid": "00000000-0000-4000-8000-000000000001", "fullName": "D", "role": "", "speciality": "", "endpoint": "PJSIP/2001"}]}"#;
-        let r = http
-            .put(format!("{base}/admin/directory"))
-            .bearer_auth(&key)
-            .header("content-type", "application/json")
-            .body(directory)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        let api = daemon::Api::new(http_port, data.path()).await;
+        api.one_doctor().await;
         let body = serde_json::json!({"doctorId": 1, "patientFullName": "Иванов Иван",
             "videoSupport": true, "beginAtUtc": begin.to_rfc3339()})
         .to_string();
         let created = Instant::now();
-        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let mut workers = Vec::new();
-        for _ in 0..32 {
-            let (http, base, key, body, next) =
-                (http.clone(), base.clone(), key.clone(), body.clone(), Arc::clone(&next));
-            workers.push(tokio::spawn(async move {
-                while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count {
-                    let r = http
-                        .post(format!("{base}/api/v1/voiprequest/start"))
-                        .bearer_auth(&key)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .unwrap();
-                    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-                }
-            }));
-        }
-        for w in workers {
-            w.await.unwrap();
-        }
+        api.post_all("/api/v1/voiprequest/start", vec![body; count], 32)
+            .await;
         let took = created.elapsed();
         let left = (begin - Utc::now()).num_milliseconds();
         println!(
@@ -137,10 +87,19 @@ fn main() {
             took.as_secs_f64(),
             count as f64 / took.as_secs_f64()
         );
-        assert!(left > 0, "creating took longer than the lead: raise LEAD_SECONDS");
-        let deadline = Instant::now() + Duration::from_millis(left as u64) + Duration::from_secs(60);
+        assert!(
+            left > 0,
+            "creating took longer than the lead: raise LEAD_SECONDS"
+        );
+        let deadline =
+            Instant::now() + Duration::from_millis(left as u64) + Duration::from_secs(60);
         loop {
-            let n = starts.lock().unwrap().iter().filter(|(at, _)| *at >= begin).count();
+            let n = starts
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(at, _)| *at >= begin)
+                .count();
             if n >= count {
                 break;
             }
@@ -173,48 +132,4 @@ fn main() {
     }
     let _ = daemon.kill();
     let _ = daemon.wait();
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn wait_key(data: &std::path::Path) -> String {
-    let path = data.join("admin.key");
-    for _ in 0..200 {
-        if let Ok(key) = std::fs::read_to_string(&path) {
-            if !key.trim().is_empty() {
-                return key.trim().to_owned();
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no admin key");
-}
-
-fn start_daemon(ami_port: u16, http_port: u16, data: &std::path::Path) -> Child {
-    let bin = env!("CARGO_BIN_EXE_medcall");
-    let pinned = Command::new("taskset").arg("--version").output().is_ok();
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0", bin]);
-        c
-    } else {
-        Command::new(bin)
-    };
-    cmd.arg("run")
-        .env("MEDCALL__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
-        .env("MEDCALL__AGI__LISTEN", "127.0.0.1:0")
-        .env("MEDCALL__AUDIOSOCKET__LISTEN", "127.0.0.1:0")
-        .env("MEDCALL__STORE__PATH", data.join("medcall.db"))
-        .env("MEDCALL__PBX__0__PORT", ami_port.to_string())
-        .env("MEDCALL__PBX__0__AUTH", "plain")
-        .env("MEDCALL__LOG__LEVEL", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
-    cmd.spawn().expect("start medcall")
 }

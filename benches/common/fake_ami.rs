@@ -72,3 +72,36 @@ pub fn serve_actions_until(reader: &mut BufReader<TcpStream>, writer: &mut TcpSt
         }
     }
 }
+
+/// Shown every action the fake server receives, as its `Name: value` pairs.
+pub type Observer = std::sync::Arc<dyn Fn(&[(String, String)]) + Send + Sync>;
+
+/// Serves every connection to `listener` on a thread of its own: greets as Asterisk 22,
+/// shows each action to `observe`, answers it at once. Returns at once.
+pub fn serve(listener: std::net::TcpListener, observe: Observer) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let observe = std::sync::Arc::clone(&observe);
+            std::thread::spawn(move || {
+                let Ok(mut writer) = stream.try_clone() else {
+                    return;
+                };
+                let mut reader = BufReader::new(stream);
+                if writer
+                    .write_all(b"Asterisk Call Manager/11.0.0\r\n")
+                    .is_err()
+                {
+                    return;
+                }
+                while let Some(fields) = read_action(&mut reader) {
+                    observe(&fields);
+                    let reply = reply(get(&fields, "Action"), get(&fields, "ActionID"));
+                    if writer.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}

@@ -29,9 +29,13 @@ use crate::ami::action::{Action, Originate, OriginateTarget};
 use crate::ami::{AmiClient, AmiError, AmiEvent, EventStream};
 use crate::conference::engine::Observation;
 use crate::conference::observe;
+use crate::directory::{DirectoryDoctor, DoctorId};
 use crate::scheduler::Fired;
 use crate::store::consultation::{CreateError, StepWrite};
 use crate::store::{Store, StoreError, StoredTime};
+
+/// The directory entries of the doctors a commit calls (or why they could not be read).
+type Doctors = Result<HashMap<DoctorId, DirectoryDoctor>, String>;
 
 /// Channel variables of a consultation's legs (`manager.conf` `channelvars` lists them).
 pub const VAR_CONSULTATION: &str = "MEDCALL_CONSULTATION_ID";
@@ -414,6 +418,7 @@ impl Runner {
         if notified {
             self.outbox_wake.notify_one();
         }
+        let doctors = self.doctors_called(&steps).await;
         for (step, _) in steps {
             if step.changed {
                 tracing::info!(
@@ -425,7 +430,7 @@ impl Runner {
             }
             let c = step.next;
             for request in step.requests {
-                self.send(&c, request, dialled).await;
+                self.send(&c, request, &doctors, dialled);
             }
             self.track(c);
         }
@@ -450,23 +455,46 @@ impl Runner {
 
     async fn fire(&mut self, batch: Fired, dialled: &mpsc::UnboundedSender<DialOutcome>) {
         let now = now();
+        // One store call for the batch's consultations that are not in memory.
+        let wanted = batch
+            .jobs
+            .iter()
+            .map(|j| j.consultation)
+            .filter(|id| !self.running.contains_key(id))
+            .collect();
+        let mut stored = match self.store.consultations_by_id(wanted).await {
+            Ok(found) => found,
+            Err(e) => {
+                // The jobs stay in the table: the scheduler hands them over again.
+                tracing::error!(error = %e, "cannot load the due consultations");
+                let _ = batch.done.send(());
+                return;
+            }
+        };
+        // A consultation's record as this batch left it: a later job of the same
+        // consultation in the batch steps from there, not from the store.
+        let mut stepped: HashMap<i64, Consultation> = HashMap::new();
         let mut steps = Vec::with_capacity(batch.jobs.len());
         for job in &batch.jobs {
-            match self.load(job.consultation).await {
-                Ok(Some(c)) => {
-                    let step =
-                        lifecycle::step(&c, &Event::Due(job.kind), now, &self.settings.rules);
-                    // Later jobs of the same batch see this step's record.
-                    if step.next.status.is_running() {
-                        self.running.insert(c.id, step.next.clone());
+            let id = job.consultation;
+            let c = match stepped.get(&id) {
+                Some(c) => c.clone(),
+                None => match self
+                    .running
+                    .get(&id)
+                    .cloned()
+                    .or_else(|| stored.remove(&id))
+                {
+                    Some(c) => c,
+                    None => {
+                        let _ = self.store.drop_job(job.id).await;
+                        continue;
                     }
-                    steps.push((step, Some(job.id)));
-                }
-                Ok(None) => {
-                    let _ = self.store.drop_job(job.id).await;
-                }
-                Err(e) => tracing::error!(error = %e, "cannot load a due consultation"),
-            }
+                },
+            };
+            let step = lifecycle::step(&c, &Event::Due(job.kind), now, &self.settings.rules);
+            stepped.insert(id, step.next.clone());
+            steps.push((step, Some(job.id)));
         }
         let late_ms = batch
             .jobs
@@ -733,11 +761,38 @@ impl Runner {
         }
     }
 
+    /// The directory entries of the doctors `steps` call, in one store call.
+    async fn doctors_called(&self, steps: &[(Step, Option<i64>)]) -> Doctors {
+        let ids: Vec<DoctorId> = steps
+            .iter()
+            .filter(|(s, _)| {
+                s.requests.iter().any(|r| {
+                    matches!(
+                        r,
+                        Request::Call {
+                            party: Party::Doctor,
+                            ..
+                        }
+                    )
+                })
+            })
+            .map(|(s, _)| s.next.doctor)
+            .collect();
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        self.store
+            .directory_doctors(ids)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Sends one request on its own task; a failed call comes back as an input.
-    async fn send(
+    fn send(
         &self,
         c: &Consultation,
         request: Request,
+        doctors: &Doctors,
         dialled: &mpsc::UnboundedSender<DialOutcome>,
     ) {
         let id = c.id;
@@ -746,7 +801,10 @@ impl Runner {
                 party,
                 uniqueid,
                 timeout,
-            } => (self.call(c, *party, uniqueid, *timeout).await, Some(*party)),
+            } => (
+                self.call(c, *party, uniqueid, *timeout, doctors),
+                Some(*party),
+            ),
             Request::Hangup { uniqueid } => (
                 Action::hangup(uniqueid, Some(16)).map_err(|e| e.to_string()),
                 None,
@@ -781,21 +839,22 @@ impl Runner {
         });
     }
 
-    async fn call(
+    fn call(
         &self,
         c: &Consultation,
         party: Party,
         uniqueid: &str,
         timeout: Duration,
+        doctors: &Doctors,
     ) -> Result<Action, String> {
         let dial = match party {
-            Party::Doctor => match self.store.directory_doctor(c.doctor).await {
-                Ok(Some(d)) => match d.endpoint {
+            Party::Doctor => match doctors.as_ref().map(|d| d.get(&c.doctor)) {
+                Ok(Some(d)) => match &d.endpoint {
                     Some(e) => e.as_str().to_owned(),
                     None => return Err(format!("doctor {} has no endpoint", c.doctor)),
                 },
                 Ok(None) => return Err(format!("doctor {} is not in the directory", c.doctor)),
-                Err(e) => return Err(e.to_string()),
+                Err(e) => return Err(e.clone()),
             },
             Party::Patient => match &c.patient_phone {
                 Some(phone) => patient_dial(&self.settings.patient_dial_template, phone),

@@ -135,48 +135,60 @@ async fn run(
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = &mut woken => {}
-            Some(done) = in_flight.join_next(), if !in_flight.is_empty() => {
-                match done {
-                    Ok((pending, attempt)) => {
-                        busy.remove(&pending.id);
-                        record(&store, &settings, &pending, attempt).await;
+            Some(first) = in_flight.join_next(), if !in_flight.is_empty() => {
+                // Every attempt finished meanwhile is recorded in the same commit.
+                let mut finished = Vec::new();
+                let mut next = Some(first);
+                while let Some(joined) = next {
+                    match joined {
+                        Ok((pending, attempt)) => {
+                            busy.remove(&pending.id);
+                            finished.push((pending, attempt));
+                        }
+                        Err(e) => {
+                            // A panicked attempt: its id stays busy until a restart, the
+                            // consultation's later notifications wait (logged loudly).
+                            tracing::error!(error = %e, "outbox: an attempt task failed");
+                        }
                     }
-                    Err(e) => {
-                        // A panicked attempt: its id stays busy until a restart, the
-                        // consultation's later notifications wait (logged loudly).
-                        tracing::error!(error = %e, "outbox: an attempt task failed");
-                    }
+                    next = in_flight.try_join_next();
                 }
+                record(&store, &settings, finished).await;
             }
             () = tokio::time::sleep(sleep) => {}
         }
     }
 }
 
-async fn record(store: &Store, settings: &OutboxSettings, pending: &Pending, attempt: Attempt) {
-    let step = retry::after_attempt(
-        pending,
-        &attempt.outcome,
-        StoredTime::now().time(),
-        &settings.retry,
-        &mut rand::rng(),
-    );
-    match &attempt.outcome {
-        Outcome::Answered(code) => {
-            tracing::debug!(notification = pending.id, code, ?step, "webhook attempt")
-        }
-        Outcome::Failed(why) => {
-            tracing::info!(notification = pending.id, %why, ?step, "webhook attempt failed")
-        }
-    }
-    if let model::Step::GiveUp = step {
-        tracing::warn!(
-            notification = pending.id,
-            consultation = pending.consultation_id,
-            "webhook given up"
+async fn record(store: &Store, settings: &OutboxSettings, finished: Vec<Done>) {
+    let now = StoredTime::now().time();
+    let mut rows = Vec::with_capacity(finished.len());
+    for (pending, attempt) in finished {
+        let step = retry::after_attempt(
+            &pending,
+            &attempt.outcome,
+            now,
+            &settings.retry,
+            &mut rand::rng(),
         );
+        match &attempt.outcome {
+            Outcome::Answered(code) => {
+                tracing::debug!(notification = pending.id, code, ?step, "webhook attempt")
+            }
+            Outcome::Failed(why) => {
+                tracing::info!(notification = pending.id, %why, ?step, "webhook attempt failed")
+            }
+        }
+        if let model::Step::GiveUp = step {
+            tracing::warn!(
+                notification = pending.id,
+                consultation = pending.consultation_id,
+                "webhook given up"
+            );
+        }
+        rows.push((pending.id, attempt, step));
     }
-    if let Err(e) = store.record_attempt(pending.id, attempt, step).await {
-        tracing::error!(error = %e, "outbox: attempt not recorded; it is made again");
+    if let Err(e) = store.record_attempts(rows).await {
+        tracing::error!(error = %e, "outbox: attempts not recorded; they are made again");
     }
 }

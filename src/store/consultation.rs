@@ -551,6 +551,27 @@ impl Store {
         self.call(move |conn| load(conn, id)).await
     }
 
+    /// The consultations of `ids` that exist, by id, in one store call (a fired batch
+    /// of jobs loads its consultations together).
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn consultations_by_id(
+        &self,
+        ids: Vec<i64>,
+    ) -> Result<std::collections::HashMap<i64, Consultation>, StoreError> {
+        self.call(move |conn| {
+            let mut found = std::collections::HashMap::with_capacity(ids.len());
+            for id in ids {
+                if let Some(c) = load(conn, id)? {
+                    found.insert(id, c);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     /// A get-all page and the count of all that match.
     ///
     /// # Errors

@@ -345,6 +345,26 @@ impl Store {
         self.call(move |conn| Ok(doctor_by_id(conn, id)?)).await
     }
 
+    /// The doctors of `ids` the directory has, by id, in one store call.
+    ///
+    /// # Errors
+    /// SQLite failures; a stored value that does not read.
+    pub async fn directory_doctors(
+        &self,
+        ids: Vec<DoctorId>,
+    ) -> Result<std::collections::HashMap<DoctorId, DirectoryDoctor>, StoreError> {
+        self.call(move |conn| {
+            let mut found = std::collections::HashMap::with_capacity(ids.len());
+            for id in ids {
+                if let Some(d) = doctor_by_id(conn, id)? {
+                    found.insert(id, d);
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
     /// The doctor whose GUID (`docGuid`) is `guid`, if the directory has them.
     ///
     /// # Errors

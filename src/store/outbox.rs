@@ -128,53 +128,17 @@ impl Store {
         .await
     }
 
-    /// Records an attempt of notification `id` and what follows it, in one transaction.
+    /// Records attempts (notification id, the attempt, what follows it) in one
+    /// transaction: the worker hands over every attempt finished meanwhile, so a busy
+    /// outbox pays one commit for many.
     ///
     /// # Errors
-    /// A store failure (nothing recorded: the attempt is made again).
-    pub async fn record_attempt(
-        &self,
-        id: i64,
-        attempt: Attempt,
-        step: Step,
-    ) -> Result<(), StoreError> {
+    /// A store failure (nothing recorded: those attempts are made again).
+    pub async fn record_attempts(&self, done: Vec<(i64, Attempt, Step)>) -> Result<(), StoreError> {
         self.transaction(move |tx| {
-            let n: i64 = tx
-                .prepare_cached("SELECT attempts FROM outbox WHERE id = ?1")?
-                .query_row([id], |r| r.get(0))?;
-            let (status, error) = match &attempt.outcome {
-                Outcome::Answered(code) => (Some(i64::from(*code)), None),
-                Outcome::Failed(why) => (None, Some(why.clone())),
-            };
-            tx.prepare_cached(
-                "INSERT INTO outbox_attempts (outbox_id, n, at, http_status, error, elapsed_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                id,
-                n + 1,
-                StoredTime::at(attempt.at),
-                status,
-                error,
-                i64::try_from(attempt.elapsed_ms).unwrap_or(i64::MAX)
-            ])?;
-            let now = StoredTime::now();
-            let (state, next, finished) = match step {
-                Step::Delivered => ("delivered", None, Some(now)),
-                Step::GiveUp => ("gave_up", None, Some(now)),
-                Step::RetryAt(at) => ("pending", Some(StoredTime::at(at)), None),
-            };
-            tx.prepare_cached(
-                "UPDATE outbox SET attempts = attempts + 1, state = ?2, next_attempt_at = ?3, \
-                 finished_at = ?4, last_error = COALESCE(?5, last_error) WHERE id = ?1",
-            )?
-            .execute(params![
-                id,
-                state,
-                next,
-                finished,
-                attempt.outcome.error_text()
-            ])?;
+            for (id, attempt, step) in done {
+                record_attempt(tx, id, &attempt, step)?;
+            }
             Ok(())
         })
         .await
@@ -283,6 +247,52 @@ impl Store {
             Err(e) => Err(ResendError::Store(e)),
         }
     }
+}
+
+/// One attempt of notification `id` and what follows it.
+fn record_attempt(
+    tx: &rusqlite::Transaction<'_>,
+    id: i64,
+    attempt: &Attempt,
+    step: Step,
+) -> Result<(), StoreError> {
+    let n: i64 = tx
+        .prepare_cached("SELECT attempts FROM outbox WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    let (status, error) = match &attempt.outcome {
+        Outcome::Answered(code) => (Some(i64::from(*code)), None),
+        Outcome::Failed(why) => (None, Some(why.clone())),
+    };
+    tx.prepare_cached(
+        "INSERT INTO outbox_attempts (outbox_id, n, at, http_status, error, elapsed_ms) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        id,
+        n + 1,
+        StoredTime::at(attempt.at),
+        status,
+        error,
+        i64::try_from(attempt.elapsed_ms).unwrap_or(i64::MAX)
+    ])?;
+    let now = StoredTime::now();
+    let (state, next, finished) = match step {
+        Step::Delivered => ("delivered", None, Some(now)),
+        Step::GiveUp => ("gave_up", None, Some(now)),
+        Step::RetryAt(at) => ("pending", Some(StoredTime::at(at)), None),
+    };
+    tx.prepare_cached(
+        "UPDATE outbox SET attempts = attempts + 1, state = ?2, next_attempt_at = ?3, \
+         finished_at = ?4, last_error = COALESCE(?5, last_error) WHERE id = ?1",
+    )?
+    .execute(params![
+        id,
+        state,
+        next,
+        finished,
+        attempt.outcome.error_text()
+    ])?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -98,7 +98,11 @@ async fn only_each_consultations_oldest_pending_one_is_due() {
     // a1 fails: retried later; a2 still waits behind it; b1 unaffected.
     let retry_at = Utc::now() + chrono::Duration::seconds(60);
     store
-        .record_attempt(a1, attempt(Outcome::Answered(500)), Step::RetryAt(retry_at))
+        .record_attempts(vec![(
+            a1,
+            attempt(Outcome::Answered(500)),
+            Step::RetryAt(retry_at),
+        )])
         .await
         .unwrap();
     assert_eq!(
@@ -126,7 +130,7 @@ async fn only_each_consultations_oldest_pending_one_is_due() {
         vec![a1]
     );
     store
-        .record_attempt(a1, attempt(Outcome::Answered(204)), Step::Delivered)
+        .record_attempts(vec![(a1, attempt(Outcome::Answered(204)), Step::Delivered)])
         .await
         .unwrap();
     assert_eq!(
@@ -138,7 +142,11 @@ async fn only_each_consultations_oldest_pending_one_is_due() {
     );
     // Given up: the next goes on, and it is recorded.
     store
-        .record_attempt(a2, attempt(Outcome::Failed("timeout".into())), Step::GiveUp)
+        .record_attempts(vec![(
+            a2,
+            attempt(Outcome::Failed("timeout".into())),
+            Step::GiveUp,
+        )])
         .await
         .unwrap();
     let list = store.notifications(1).await.unwrap();
@@ -167,7 +175,7 @@ async fn a_resend_goes_to_the_end_of_its_consultations_order_with_the_same_event
         Err(ResendError::Unknown(999))
     ));
     store
-        .record_attempt(a1, attempt(Outcome::Answered(200)), Step::Delivered)
+        .record_attempts(vec![(a1, attempt(Outcome::Answered(200)), Step::Delivered)])
         .await
         .unwrap();
     let a2 = add(&store, 1, "Missed").await;
@@ -186,4 +194,42 @@ async fn a_resend_goes_to_the_end_of_its_consultations_order_with_the_same_event
     assert_eq!(list[2].resend_of, Some(a1));
     assert_eq!(list[2].event_id, list[0].event_id);
     assert_ne!(list[1].event_id, list[0].event_id);
+}
+
+#[tokio::test]
+async fn attempts_recorded_together_each_count_for_their_own_notification() {
+    let (_d, store) = store().await;
+    let a1 = add(&store, 1, "CallingDoctor").await;
+    let b1 = add(&store, 2, "CallingDoctor").await;
+    let retry_at = later();
+    store
+        .record_attempts(vec![
+            (a1, attempt(Outcome::Answered(200)), Step::Delivered),
+            (b1, attempt(Outcome::Answered(503)), Step::RetryAt(retry_at)),
+        ])
+        .await
+        .unwrap();
+    let a = store.notifications(1).await.unwrap();
+    let b = store.notifications(2).await.unwrap();
+    assert_eq!(a[0].state, DeliveryState::Delivered);
+    assert_eq!(b[0].state, DeliveryState::Pending);
+    assert_eq!(a[0].attempts.len(), 1);
+    assert_eq!(b[0].attempts.len(), 1);
+    assert_eq!(b[0].attempts[0].outcome, Outcome::Answered(503));
+    assert_eq!(
+        ids(&store
+            .due_notifications(Utc::now(), 10, Vec::new())
+            .await
+            .unwrap()),
+        Vec::<i64>::new(),
+        "the retry is not due before its time"
+    );
+    let at_retry = retry_at + chrono::Duration::milliseconds(1);
+    assert_eq!(
+        ids(&store
+            .due_notifications(at_retry, 10, Vec::new())
+            .await
+            .unwrap()),
+        vec![b1]
+    );
 }
