@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use crate::calls::wait_connected;
 use crate::support::booking::put;
-use crate::support::rig::{RawAmi, Rig, field};
+use crate::support::rig::{RawAmi, RawMessage, Rig, field};
 use crate::support::{Daemon, DaemonOptions};
 
 /// Doctors by behaviour: 1 answers (silent), 2 never answers, 3 is busy, 4 answers
@@ -989,4 +989,86 @@ async fn a_webhook_target_outside_the_allowed_networks_is_refused_and_recorded()
         hits.lock().unwrap().is_empty(),
         "a refused target was reached"
     );
+}
+
+/// Terminate while a party is still ringing: `Terminated`, the ringing leg (and the
+/// doctor waiting in the conference) hung up on the PBX, and no retry follows.
+#[tokio::test]
+async fn terminate_while_the_doctor_or_the_patient_is_still_ringing() {
+    let prefix = format!("tr{:08x}-", rand::random::<u32>());
+    let clinic = Clinic::start_with(
+        options()
+            .env("MEDCALL__CONSULTATIONS__CONFERENCE_PREFIX", &prefix)
+            .env("MEDCALL__CONSULTATIONS__DOCTOR_ANSWER_TIMEOUT_MS", 20_000)
+            .env("MEDCALL__CONSULTATIONS__PATIENT_RING_TIMEOUT_MS", 20_000),
+    )
+    .await;
+    let mut ami = ami().await;
+    let hung_up = |leg: String| {
+        move |m: &RawMessage| {
+            field(m, "Event") == Some("Hangup") && field(m, "Uniqueid") == Some(leg.as_str())
+        }
+    };
+
+    // voip, the doctor's phone ringing (doctor 2 never answers).
+    let c = clinic
+        .voip(json!({"doctorId": 2, "patientFullName": "Сидоров", "videoSupport": true}))
+        .await;
+    assert_eq!(c["status"], "CallingDoctor", "{c}");
+    let id = c["id"].as_i64().unwrap();
+    let (_, v) = clinic
+        .post("/api/v1/voiprequest/terminate", json!({"requestId": id}))
+        .await;
+    assert_eq!(v, json!({"success": true, "messages": []}));
+    let ended = clinic
+        .wait_status("voip", id, "Terminated", Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        statuses(&ended),
+        ["Scheduled", "CallingDoctor", "Terminated"]
+    );
+    ami.wait_for(
+        Duration::from_secs(10),
+        hung_up(format!("medcall-{prefix}{id}-doctor")),
+    )
+    .await
+    .expect("the ringing doctor's channel was hung up");
+
+    // callback, the doctor in and the patient's phone ringing (numbers 4… never answer).
+    let c = clinic
+        .callback(json!({"doctorId": 1, "patientFullName": "Кузнецова Анна",
+                         "patientPhone": {"code": "7", "number": "4000000001"}}))
+        .await;
+    let id = c["id"].as_i64().unwrap();
+    clinic
+        .wait_status("callback", id, "CallingPatient", Duration::from_secs(10))
+        .await;
+    let (_, v) = clinic
+        .post(
+            "/api/v1/callbackrequest/terminate-callback",
+            json!({"requestId": id}),
+        )
+        .await;
+    assert_eq!(v, json!({"success": true, "messages": []}));
+    let ended = clinic
+        .wait_status("callback", id, "Terminated", Duration::from_secs(5))
+        .await;
+    assert_eq!(ended["endReason"], "terminated");
+    ami.wait_for(
+        Duration::from_secs(10),
+        hung_up(format!("medcall-{prefix}{id}-patient-1")),
+    )
+    .await
+    .expect("the ringing patient's channel was hung up");
+    ami.wait_for(
+        Duration::from_secs(10),
+        hung_up(format!("medcall-{prefix}{id}-doctor")),
+    )
+    .await
+    .expect("the doctor's channel was hung up");
+    // No retry: past the retry interval (1 s) the consultation is as it ended.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = clinic.get("callback", id).await;
+    assert_eq!(statuses(&after), statuses(&ended));
+    assert_eq!(after["status"], "Terminated");
 }
