@@ -1072,3 +1072,35 @@ async fn terminate_while_the_doctor_or_the_patient_is_still_ringing() {
     assert_eq!(statuses(&after), statuses(&ended));
     assert_eq!(after["status"], "Terminated");
 }
+
+/// Asterisk dies under a running consultation and comes back: the conference is gone,
+/// and the consultation ends `Failed`, `pbx-lost-call`, once medcall has reconnected.
+#[tokio::test]
+async fn a_pbx_restart_under_a_running_consultation_fails_it_as_a_lost_call() {
+    let own = crate::calls::OwnRig::up("it-consult-restart");
+    let clinic = Clinic::start_with(
+        options()
+            .env("MEDCALL__PBX__0__PORT", own.port)
+            .env("MEDCALL__AMI__BACKOFF_MIN_MS", 100)
+            .env("MEDCALL__AMI__BACKOFF_MAX_MS", 500)
+            .env("MEDCALL__CONSULTATIONS__PATIENT_WAIT_MS", 120_000),
+    )
+    .await;
+    let c = clinic
+        .voip(json!({"doctorId": 1, "patientFullName": "Иванов Иван", "videoSupport": false}))
+        .await;
+    let id = c["id"].as_i64().unwrap();
+    clinic
+        .wait_status("voip", id, "WaitingForPatient", Duration::from_secs(10))
+        .await;
+    own.script("crash");
+    own.script("up");
+    let failed = clinic
+        .wait_status("voip", id, "Failed", Duration::from_secs(30))
+        .await;
+    assert_eq!(failed["endReason"], "pbx-lost-call", "{failed}");
+    assert_eq!(
+        statuses(&failed),
+        ["Scheduled", "CallingDoctor", "WaitingForPatient", "Failed"]
+    );
+}
