@@ -49,6 +49,9 @@
     clippy::indexing_slicing
 )]
 
+#[path = "common/daemon.rs"]
+mod daemon;
+
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashSet};
 use std::net::TcpListener;
@@ -209,14 +212,7 @@ fn start_daemon(port: u16, data: &std::path::Path, access: &Access) -> Child {
     )
     .unwrap();
     let bin = env!("CARGO_BIN_EXE_medcall");
-    let pinned = Command::new("taskset").arg("--version").output().is_ok();
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0", bin]);
-        c
-    } else {
-        Command::new(bin)
-    };
+    let mut cmd = daemon::pinned(bin);
     let child = cmd
         .arg("--config")
         .arg(&config)
@@ -233,12 +229,7 @@ fn start_daemon(port: u16, data: &std::path::Path, access: &Access) -> Child {
         .stderr(std::fs::File::create(data.join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
-    if pinned {
-        let _ = Command::new("taskset")
-            .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
-            .stdout(Stdio::null())
-            .status();
-    }
+    daemon::pin_self_to_core_1();
     child
 }
 

@@ -51,10 +51,13 @@
 #[path = "../tests/it/support/rig.rs"]
 mod rig;
 
+#[path = "common/daemon.rs"]
+mod daemon;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream as StdStream};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1373,14 +1376,7 @@ fn free_port() -> u16 {
 
 fn start_daemon(rig: &Rig, ami_port: u16, http_port: u16, data: &std::path::Path) -> Child {
     let bin = env!("CARGO_BIN_EXE_medcall");
-    let pinned = Command::new("taskset").arg("--version").output().is_ok();
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0", bin]);
-        c
-    } else {
-        Command::new(bin)
-    };
+    let mut cmd = daemon::pinned(bin);
     let child = cmd
         .arg("run")
         .env("MEDCALL__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
@@ -1402,12 +1398,7 @@ fn start_daemon(rig: &Rig, ami_port: u16, http_port: u16, data: &std::path::Path
         .stderr(std::fs::File::create(data.join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
-    if pinned {
-        let _ = Command::new("taskset")
-            .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
-            .stdout(Stdio::null())
-            .status();
-    }
+    daemon::pin_self_to_core_1();
     child
 }
 

@@ -12,6 +12,9 @@
     clippy::indexing_slicing
 )]
 
+#[path = "common/daemon.rs"]
+mod daemon;
+
 use std::io::Write;
 use std::net::TcpListener;
 use std::process::{Command, Stdio};
@@ -85,14 +88,7 @@ fn main() {
             .unwrap()
             .to_string()
     };
-    let pinned = Command::new("taskset").arg("--version").output().is_ok();
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0", bin]);
-        c
-    } else {
-        Command::new(bin)
-    };
+    let mut cmd = daemon::pinned(bin);
     let mut daemon = cmd
         .arg("run")
         .env("MEDCALL__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
@@ -107,12 +103,7 @@ fn main() {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    if pinned {
-        let _ = Command::new("taskset")
-            .args(["-p", "-c", "1", &std::process::id().to_string()])
-            .stdout(Stdio::null())
-            .status();
-    }
+    daemon::pin_self_to_core_1();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -12,15 +12,7 @@ use std::time::Duration;
 /// `medcall run` on `http_port`, its store in `data`, its one PBX at `ami_port` on
 /// loopback with plain login; AGI and AudioSocket on ports of their own choosing.
 pub fn command(ami_port: u16, http_port: u16, data: &Path) -> Command {
-    let bin = env!("CARGO_BIN_EXE_medcall");
-    let pinned = Command::new("taskset").arg("--version").output().is_ok();
-    let mut cmd = if pinned {
-        let mut c = Command::new("taskset");
-        c.args(["-c", "0", bin]);
-        c
-    } else {
-        Command::new(bin)
-    };
+    let mut cmd = pinned(env!("CARGO_BIN_EXE_medcall"));
     cmd.arg("run")
         .env("MEDCALL__HTTP__LISTEN", format!("127.0.0.1:{http_port}"))
         .env("MEDCALL__AGI__LISTEN", "127.0.0.1:0")
@@ -32,6 +24,27 @@ pub fn command(ami_port: u16, http_port: u16, data: &Path) -> Command {
         .stdout(Stdio::null())
         .stderr(Stdio::inherit());
     cmd
+}
+
+/// `bin` run on core 0 when `taskset` is there (the load tool keeps the other core).
+pub fn pinned(bin: &str) -> Command {
+    if Command::new("taskset").arg("--version").output().is_ok() {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0", bin]);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+/// Moves the load tool (every thread it has now; later ones inherit) to core 1, off the
+/// daemon's core, when `taskset` is there.
+pub fn pin_self_to_core_1() {
+    let _ = Command::new("taskset")
+        .args(["-a", "-p", "-c", "1", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// A loopback port free a moment ago.
