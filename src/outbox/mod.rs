@@ -192,3 +192,6 @@ async fn record(store: &Store, settings: &OutboxSettings, finished: Vec<Done>) {
         tracing::error!(error = %e, "outbox: attempts not recorded; they are made again");
     }
 }
+
+#[cfg(test)]
+mod tests;
